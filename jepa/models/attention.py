@@ -1,0 +1,52 @@
+"""Attention through `scaled_dot_product_attention`, and the KV cache used by generation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class KVCache:
+    """Pre-allocated keys/values for every layer: [B, H_kv, max_len, Dh] each.
+
+    Layers write their new keys/values at `length`; the model calls `advance(T)` once per forward.
+    """
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str) -> None:
+        shape = (batch, n_kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.length = 0
+        self.max_len = max_len
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: {end} positions > max_len {self.max_len}")
+        self.k[layer][:, :, self.length:end] = k
+        self.v[layer][:, :, self.length:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.length += n
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None,
+           cache: KVCache | None, layer: int) -> torch.Tensor:
+    """q [B, H, T, Dh], k/v [B, H_kv, T, Dh] -> [B, H, T, Dh]. Grouped-query heads share k/v.
+
+    attn_mask None means plain causal attention (only valid without a cache or for a single new token).
+    """
+    if cache is not None:
+        k, v = cache.update(layer, k, v)
+    if k.shape[1] != q.shape[1]:
+        # Expanding K/V explicitly is faster on CPU than SDPA's enable_gqa with an explicit mask.
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    if attn_mask is None:
+        causal = q.shape[2] > 1
+        if causal and k.shape[2] != q.shape[2]:
+            raise ValueError("a multi-token forward over a non-empty KV cache needs an explicit attn_mask")
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)

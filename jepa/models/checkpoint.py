@@ -1,0 +1,125 @@
+"""Hugging Face-format checkpoints: config.json + model.safetensors (or a sharded index).
+
+Our parameter names are HF's, so import and export are a copy; the only rewrite is GPT-2's Conv1D
+weights, which HF stores transposed ([in, out]).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from jepa.models.gpt2 import GPT2, GPT2Config
+from jepa.models.llama import Llama, LlamaConfig, rope_inverse_frequencies
+
+ARCHITECTURES = {"llama": (Llama, LlamaConfig), "gpt2": (GPT2, GPT2Config)}
+GPT2_CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+# Causal-mask buffers that old GPT-2 checkpoints carry; they are not parameters.
+GPT2_IGNORED = (".attn.bias", ".attn.masked_bias")
+
+
+def read_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory not found: {path}")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found (an HF-format model directory needs config.json)")
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_file}: not valid JSON ({e})") from None
+
+
+def build_model(hf_config: dict, source: str = "config") -> nn.Module:
+    """A randomly initialised model for an HF config dict (`model_type` picks the architecture)."""
+    model_type = hf_config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise ValueError(f"{source}: unknown model_type {model_type!r} (supported: {', '.join(ARCHITECTURES)})")
+    cls, cfg_cls = ARCHITECTURES[model_type]
+    return cls(cfg_cls.from_hf(hf_config))
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of `model.safetensors` or of the shards listed in `model.safetensors.index.json`."""
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        files = [path / name for name in sorted(set(weight_map.values()))]
+    else:
+        raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+    tensors = {}
+    for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} listed in {index.name} is missing")
+        with safe_open(file, framework="pt") as f:
+            for key in f.keys():
+                tensors[key] = f.get_tensor(key)
+    return tensors
+
+
+def hf_to_ours(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(model, GPT2):
+        if not any(k.startswith("transformer.") for k in tensors):  # saved from GPT2Model: no prefix
+            tensors = {("transformer." + k if not k.startswith("lm_head.") else k): v for k, v in tensors.items()}
+        tensors = {k: (v.t() if k.endswith(GPT2_CONV1D) else v) for k, v in tensors.items()
+                   if not k.endswith(GPT2_IGNORED)}
+    return tensors
+
+
+def tied(model: nn.Module) -> bool:
+    return model.lm_head.weight is model.embed_tokens.weight
+
+
+def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """Load an HF-format directory into our Llama or GPT-2. Errors name the file and the offending tensors."""
+    path = Path(path)
+    hf_config = read_config(path)
+    with torch.device("meta"):
+        model = build_model(hf_config, source=str(path / "config.json"))
+    tensors = hf_to_ours(model, read_safetensors(path))
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if tied(model):
+        expected.pop("lm_head.weight")
+        tensors.pop("lm_head.weight", None)
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not match config.json: missing tensors {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}, unexpected tensors {unexpected[:5]}"
+                         f"{' ...' if len(unexpected) > 5 else ''}")
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != tuple(shape):
+            raise ValueError(f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, "
+                             f"config.json implies {tuple(shape)}")
+    state = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
+    model.load_state_dict(state, strict=False, assign=True)
+    if getattr(model.config, "tie_word_embeddings", True):  # GPT-2 is always tied
+        model.lm_head.weight = model.embed_tokens.weight
+    if isinstance(model, Llama):  # non-persistent buffer: recompute in float32 on the target device
+        model.inv_freq = rope_inverse_frequencies(model.config).to(device)
+    return model.eval()
+
+
+def save_pretrained(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write config.json + model.safetensors that transformers (and `load_pretrained`) read back."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    if tied(model):
+        state.pop("lm_head.weight")
+    if isinstance(model, GPT2):
+        state = {k: (v.t() if k.endswith(GPT2_CONV1D) else v) for k, v in state.items()}
+    state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in state.items()}
+    save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
+    hf_config = model.config.to_hf()
+    hf_config["torch_dtype"] = str(next(iter(state.values())).dtype).removeprefix("torch.")
+    (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    return path

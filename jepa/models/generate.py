@@ -1,0 +1,82 @@
+"""Batched generation with a KV cache: greedy or temperature/top-p sampling, left padding, stop tokens."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jepa.models.attention import KVCache
+
+
+def cache_for(model: nn.Module, batch: int, max_len: int, dtype: torch.dtype, device) -> KVCache:
+    cfg = model.config
+    if hasattr(cfg, "num_key_value_heads"):  # Llama
+        return KVCache(cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim, dtype, device)
+    return KVCache(cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head, dtype, device)
+
+
+def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """logits [B, V] -> next ids [B]. temperature 0 = greedy."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    stop_ids: list[int] | tuple[int, ...] = (),
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    pad_id: int = 0,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """Continue each prompt (token-id lists of any lengths); returns the new ids of each, stop token excluded.
+
+    Prompts are left-padded; position ids count real tokens only and padded keys are masked out, so a
+    prompt's continuation does not depend on what it is batched with.
+    """
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    B, P = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((B, P), pad_id, dtype=torch.long, device=device)
+    key_valid = torch.zeros(B, P + max_new_tokens, dtype=torch.bool, device=device)
+    for b, p in enumerate(prompts):
+        if not p:
+            raise ValueError(f"prompt {b} is empty")
+        ids[b, P - len(p):] = torch.tensor(p, device=device)
+        key_valid[b, P - len(p):P] = True
+    positions = (key_valid[:, :P].long().cumsum(-1) - 1).clamp(min=0)
+    causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()
+    # Padding queries see only themselves: a fully masked row would make SDPA return NaN.
+    mask = (causal & key_valid[:, None, :P]) | torch.eye(P, dtype=torch.bool, device=device)
+    cache = cache_for(model, B, P + max_new_tokens, dtype, device)
+
+    h = model(ids, attn_mask=mask[:, None], position_ids=positions, cache=cache)
+    next_pos = positions[:, -1] + 1
+    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    out: list[list[int]] = [[] for _ in range(B)]
+    for step in range(max_new_tokens):
+        token = sample_next(model.lm_head(h[:, -1]).float(), temperature, top_p, generator)
+        done_now = done | torch.isin(token, stop)
+        for b in (~done_now).nonzero().flatten().tolist():
+            out[b].append(int(token[b]))
+        done = done_now
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        key_valid[:, P + step] = True
+        step_mask = key_valid[:, None, None, : P + step + 1]
+        h = model(token[:, None], attn_mask=step_mask, position_ids=next_pos[:, None], cache=cache)
+        next_pos = next_pos + 1
+    return out

@@ -1,0 +1,157 @@
+"""GPT-2 in one file, with Hugging Face's parameter names (`transformer.h.N.attn.c_attn`, ...).
+
+HF stores GPT-2's projections as Conv1D weights [in, out]; here they are `nn.Linear` [out, in] and the loader
+transposes them. `forward` returns hidden states after the final LayerNorm; `lm_head` is tied to `wte`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jepa.models.attention import KVCache, attend
+
+
+@dataclass
+class GPT2Config:
+    vocab_size: int = 50257
+    n_positions: int = 1024
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_inner: int | None = None  # None => 4 * n_embd
+    layer_norm_epsilon: float = 1e-5
+    resid_pdrop: float = 0.1
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    bos_token_id: int | None = 50256
+    eos_token_id: int | None = 50256
+    extra: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> GPT2Config:
+        act = cfg.get("activation_function", "gelu_new")
+        if act not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"GPT-2 activation_function {act!r} is not supported (tanh GELU only)")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in cfg.items() if k in names},
+                   extra={k: v for k, v in cfg.items() if k not in names})
+
+    def to_hf(self) -> dict:
+        out = dict(self.extra)
+        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
+        out.update(model_type="gpt2", architectures=["GPT2LMHeadModel"], activation_function="gelu_new",
+                   tie_word_embeddings=True)
+        return out
+
+
+class GPT2Attention(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.attn_pdrop = cfg.attn_pdrop
+        self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
+
+    def forward(self, x, attn_mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+                   for t in self.c_attn(x).split(C, dim=2))
+        if self.training and self.attn_pdrop > 0:
+            if cache is not None:
+                raise ValueError("KV cache is for inference (model.eval())")
+            if attn_mask is None:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.attn_pdrop)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.attn_pdrop)
+        else:
+            y = attend(q, k, v, attn_mask, cache, layer)
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        inner = cfg.n_inner or 4 * cfg.n_embd
+        self.c_fc = nn.Linear(cfg.n_embd, inner)
+        self.c_proj = nn.Linear(inner, cfg.n_embd)
+        self.dropout = nn.Dropout(cfg.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.attn = GPT2Attention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+        self.mlp = GPT2MLP(cfg)
+
+    def forward(self, x, attn_mask, cache, layer):
+        x = x + self.attn(self.ln_1(x), attn_mask, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT2Body(nn.Module):
+    """HF's `transformer.*` submodule."""
+
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.embd_pdrop)
+        self.h = nn.ModuleList(GPT2Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
+
+
+class GPT2(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.config = cfg
+        self.transformer = GPT2Body(cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight
+        self.gradient_checkpointing = False
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        # GPT-2's initialisation (N(0, 0.02), zero biases), used when training from scratch.
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.transformer.wte
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        input_embeds: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Same contract as `Llama.forward`: [B, T] ids (or [B, T, D] embeds) -> [B, T, D] after `ln_f`."""
+        x = self.transformer.wte(input_ids) if input_embeds is None else input_embeds
+        B, T, _ = x.shape
+        if position_ids is None:
+            start = cache.length if cache is not None else 0
+            position_ids = torch.arange(start, start + T, device=x.device).expand(B, T)
+        x = self.transformer.drop(x + self.transformer.wpe(position_ids))
+        for i, block in enumerate(self.transformer.h):
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, attn_mask, cache, i, use_reentrant=False)
+            else:
+                x = block(x, attn_mask, cache, i)
+        if cache is not None:
+            cache.advance(T)
+        return self.transformer.ln_f(x)

@@ -1,0 +1,213 @@
+"""Llama (Llama-2/3, SmolLM2, ...) in one file, with Hugging Face's parameter names.
+
+Parameter names equal the keys of an HF `LlamaForCausalLM` state dict, so loading and saving a checkpoint
+is a plain copy. `forward` returns the final hidden states *after* the final norm; `lm_head(h)` gives logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jepa.models.attention import KVCache, attend
+
+
+@dataclass
+class LlamaConfig:
+    vocab_size: int = 32000
+    hidden_size: int = 576
+    intermediate_size: int = 1536
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 9
+    num_key_value_heads: int = 3
+    head_dim: int | None = None  # None => hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # {"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor", ...}
+    max_position_embeddings: int = 2048
+    attention_bias: bool = False
+    mlp_bias: bool = False
+    tie_word_embeddings: bool = False
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, written back on save
+
+    def __post_init__(self) -> None:
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
+                f"num_key_value_heads ({self.num_key_value_heads})"
+            )
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> LlamaConfig:
+        """Build from a config.json dict; accepts a top-level `rope_theta`/`rope_scaling` (Hub checkpoints) or
+        `rope_parameters` (what transformers 5 writes)."""
+        cfg = dict(cfg)
+        rope = cfg.pop("rope_parameters", None)
+        if rope:
+            cfg.setdefault("rope_theta", rope.get("rope_theta", 10000.0))
+            if rope.get("rope_type", "default") != "default":
+                cfg.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+        if cfg.get("num_key_value_heads") is None:
+            cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
+        names = {f.name for f in fields(cls)} - {"extra"}
+        known = {k: v for k, v in cfg.items() if k in names}
+        return cls(**known, extra={k: v for k, v in cfg.items() if k not in names})
+
+    def to_hf(self) -> dict:
+        out = dict(self.extra)
+        out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
+        out.update(model_type="llama", architectures=["LlamaForCausalLM"], hidden_act="silu")
+        if out["rope_scaling"] is None:
+            del out["rope_scaling"]
+        return out
+
+
+def rope_inverse_frequencies(cfg: LlamaConfig) -> torch.Tensor:
+    """[head_dim / 2] float32 inverse frequencies, with Llama-3's long-context scaling when configured."""
+    dim = cfg.head_dim
+    # float32 like the reference implementation, so positions far out rotate identically.
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    scaling = cfg.rope_scaling or {}
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling.get("low_freq_factor", 1.0), scaling.get("high_freq_factor", 4.0)
+        old_context = scaling.get("original_max_position_embeddings", 8192)
+        wavelen = 2 * math.pi / inv_freq
+        # Long wavelengths (low frequencies) are slowed by `factor`, short ones kept, the band between blended.
+        smooth = ((old_context / wavelen) - low) / (high - low)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        inv_freq = torch.where(wavelen > old_context / low, inv_freq / factor, inv_freq)
+        in_band = (wavelen >= old_context / high) & (wavelen <= old_context / low)
+        inv_freq = torch.where(in_band, blended, inv_freq)
+    elif rope_type not in ("default", None):
+        raise ValueError(f"rope_scaling type {rope_type!r} is not supported (supported: default, llama3)")
+    return inv_freq
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        d, b = cfg.hidden_size, cfg.attention_bias
+        self.q_proj = nn.Linear(d, self.n_head * self.head_dim, bias=b)
+        self.k_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=b)
+        self.v_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=b)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, d, bias=b)
+
+    def forward(self, x, cos, sin, attn_mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        y = attend(q, k, v, attn_mask, cache, layer)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        d, f, b = cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias
+        self.gate_proj = nn.Linear(d, f, bias=b)
+        self.up_proj = nn.Linear(d, f, bias=b)
+        self.down_proj = nn.Linear(f, d, bias=b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = LlamaAttention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = LlamaMLP(cfg)
+
+    def forward(self, x, cos, sin, attn_mask, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaBody(nn.Module):
+    """HF's `model.*` submodule: embeddings, blocks, final norm."""
+
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(LlamaBlock(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Llama(nn.Module):
+    def __init__(self, cfg: LlamaConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.model = LlamaBody(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.register_buffer("inv_freq", rope_inverse_frequencies(cfg), persistent=False)
+        self.gradient_checkpointing = False
+
+    @property
+    def embed_tokens(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        input_embeds: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """input_ids [B, T] (or input_embeds [B, T, D]) -> final-norm hidden states [B, T, D].
+
+        attn_mask: None (causal), bool [B, 1, T, S] (True = may attend) or additive float; S = T, or the cached
+        length + T when `cache` is given. position_ids [B, T]: default arange(T) (offset by the cache length).
+        """
+        x = self.model.embed_tokens(input_ids) if input_embeds is None else input_embeds
+        B, T, _ = x.shape
+        if position_ids is None:
+            start = cache.length if cache is not None else 0
+            position_ids = torch.arange(start, start + T, device=x.device).expand(B, T)
+        angles = position_ids[:, None, :, None].float() * self.inv_freq.to(x.device)  # [B, 1, T, Dh/2]
+        angles = torch.cat((angles, angles), dim=-1)
+        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        for i, block in enumerate(self.model.layers):
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, attn_mask, cache, i, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, attn_mask, cache, i)
+        if cache is not None:
+            cache.advance(T)
+        return self.model.norm(x)

@@ -1,0 +1,87 @@
+"""Every error path of load_pretrained names what is wrong."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from jepa.models import load_pretrained, save_pretrained
+
+from tests.models.tiny import tiny_gpt2, tiny_llama
+
+
+@pytest.fixture
+def saved(tmp_path):
+    save_pretrained(tiny_llama(), tmp_path)
+    return tmp_path
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model directory not found: .*nope"):
+        load_pretrained(tmp_path / "nope")
+
+
+def test_missing_config(saved):
+    (saved / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_pretrained(saved)
+
+
+def test_missing_weights(saved):
+    (saved / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+        load_pretrained(saved)
+
+
+def test_unknown_model_type(saved):
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg["model_type"] = "mamba"
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unknown model_type 'mamba'"):
+        load_pretrained(saved)
+
+
+def test_missing_and_unexpected_tensors(saved):
+    tensors = load_file(saved / "model.safetensors")
+    tensors["model.layers.0.extra.weight"] = tensors.pop("model.layers.1.mlp.up_proj.weight")
+    save_file(tensors, saved / "model.safetensors")
+    with pytest.raises(ValueError, match=r"missing tensors \['model.layers.1.mlp.up_proj.weight'\].*"
+                                         r"unexpected tensors \['model.layers.0.extra.weight'\]"):
+        load_pretrained(saved)
+
+
+def test_shape_mismatch(saved):
+    tensors = load_file(saved / "model.safetensors")
+    tensors["model.norm.weight"] = torch.ones(3)
+    save_file(tensors, saved / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model.norm.weight has shape \(3,\)"):
+        load_pretrained(saved)
+
+
+def test_sharded_checkpoint_and_rope_parameters(tmp_path):
+    model = tiny_llama(tie_word_embeddings=False)
+    save_pretrained(model, tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    names = sorted(tensors)
+    weight_map = {}
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+        fname = f"model-0000{i + 1}-of-00002.safetensors"
+        save_file({k: tensors[k] for k in part}, tmp_path / fname)
+        weight_map.update({k: fname for k in part})
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    cfg = json.loads((tmp_path / "config.json").read_text())  # transformers-5 style rope block
+    cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": cfg.pop("rope_theta")}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    ids = torch.randint(0, 97, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(load_pretrained(tmp_path)(ids), model(ids))
+
+
+def test_gpt2_round_trip(tmp_path):
+    model = tiny_gpt2()
+    save_pretrained(model, tmp_path)
+    ids = torch.randint(0, 97, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(load_pretrained(tmp_path)(ids), model(ids))
