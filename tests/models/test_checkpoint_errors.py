@@ -7,7 +7,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from jepa.models import load_pretrained, save_pretrained
-
 from tests.models.tiny import tiny_gpt2, tiny_llama
 
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from jepa.models import generate, save_pretrained
-
 from tests.models.tiny import tiny_gpt2, tiny_llama
 
 MODELS = {"llama": tiny_llama, "gpt2": tiny_gpt2}

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from jepa.models import load_pretrained, save_pretrained
-
 from tests.models.tiny import LLAMA_VARIANTS, tiny_gpt2, tiny_llama
 
 transformers = pytest.importorskip("transformers")

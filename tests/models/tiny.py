@@ -22,8 +22,6 @@ def tiny_llama(seed: int = 0, **overrides) -> Llama:
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
-            elif p.dim() == 1:
-                p.normal_(0, 0.1)
             else:
                 p.normal_(0, 0.1)
     return model.eval()
@@ -36,7 +34,7 @@ def tiny_gpt2(seed: int = 0, **overrides) -> GPT2:
     cfg.update(overrides)
     model = GPT2(GPT2Config(**cfg))
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() == 1:
                 p.normal_(0, 0.1)
     return model.eval()
