@@ -1,0 +1,235 @@
+"""The packed single-pass layouts (SPEC §2): one row per example = the untouched LM sequence followed by the
+JEPA segments, with a segment visibility table, explicit position ids and pre-shifted LM labels.
+
+Token i may attend to token j iff j <= i in packed order and segment(j) is visible to segment(i)
+(`attention_mask` in jepa/data/collator.py builds the 4-D mask from this). Predictor token k is written as
+the id `-(k + 1)`; `jepa.objective.PredictorEmbeddings` resolves it, so predictors never enter the vocabulary,
+are never an LM target, and do not exist at inference.
+
+    mode       segments (sees)                              prediction          target
+    regular    M (M)                                        -                   -
+    step       A (A) | B (A,B) | P (A,P) | C (C)            last of P           last of C = step 2 copy
+    jepa       M (M) | T (T) = user view + P | D (D)        last predictor      last content token of D
+    reversal   F (F) | P (F,P) | R (R)                      last of P           last of R = reverse fact
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jepa.losses import IGNORE_INDEX
+from jepa.tokenizer import ChatEncoding, Tokenizer
+
+MODES = ("regular", "jepa", "step", "reversal")
+STEP_SEPARATOR = "\n\n"
+
+
+@dataclass
+class LayoutConfig:
+    mode: str = "step"
+    predictors: int = 2  # K; 0 => view A's own last token is the prediction
+    isolated_positions: str = "restart"  # "restart" at 0, or "continue" after the previous segment (seed parity)
+    front_pred: bool = False  # jepa mode: predictors before the user content instead of after it
+    lm_labels: str = "assistant"  # "assistant" (content + end of turn) or "all" (every token; the paper's code)
+    last_token: int | None = None  # jepa mode: None = last content token; k < 0 = official `real_length + k`
+    max_length: int = 1024  # truncates the LM sequence; JEPA segments come on top of it
+    step_separator: str = STEP_SEPARATOR
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"layout.mode must be one of {MODES}, got {self.mode!r}")
+        if self.isolated_positions not in ("restart", "continue"):
+            raise ValueError("layout.isolated_positions must be 'restart' or 'continue', "
+                             f"got {self.isolated_positions!r}")
+        if self.lm_labels not in ("assistant", "all"):
+            raise ValueError(f"layout.lm_labels must be 'assistant' or 'all', got {self.lm_labels!r}")
+        if self.predictors < 0:
+            raise ValueError(f"layout.predictors must be >= 0, got {self.predictors}")
+        if self.last_token is not None and self.last_token >= 0:
+            raise ValueError(f"layout.last_token must be negative (an offset from the view's end), "
+                             f"got {self.last_token}")
+
+
+@dataclass
+class Row:
+    """One packed example. All per-token lists have the same length."""
+
+    input_ids: list[int] = field(default_factory=list)
+    position_ids: list[int] = field(default_factory=list)
+    segment_ids: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)  # pre-shifted: labels[t] = token predicted at t
+    segment_names: list[str] = field(default_factory=list)
+    visible: list[tuple[int, ...]] = field(default_factory=list)  # visible[s] = segments that segment s sees
+    main_length: int = 0  # the LM sequence is the prefix [0, main_length); JEPA segments follow
+    pred_index: int | None = None
+    target_index: int | None = None
+
+    @property
+    def has_jepa(self) -> bool:
+        return self.pred_index is not None
+
+    def add_segment(self, name: str, ids: list[int], positions: list[int], sees: tuple[str, ...],
+                    labels: list[int] | None = None) -> int:
+        """Append a segment; `sees` names earlier segments (itself is implied). Returns its first index."""
+        seg = len(self.segment_names)
+        self.segment_names.append(name)
+        self.visible.append(tuple(self.segment_names.index(s) for s in sees) + (seg,))
+        start = len(self.input_ids)
+        self.input_ids += ids
+        self.position_ids += positions
+        self.segment_ids += [seg] * len(ids)
+        self.labels += labels if labels is not None else [IGNORE_INDEX] * len(ids)
+        return start
+
+    def lm_only(self) -> Row:
+        """The same example without its JEPA segments (jepa_ratio < 1 skips, truncated views)."""
+        n, keep = self.main_length, sorted(set(self.segment_ids[: self.main_length]))
+        return Row(self.input_ids[:n], self.position_ids[:n], self.segment_ids[:n], self.labels[:n],
+                   self.segment_names[: len(keep)], self.visible[: len(keep)], n)
+
+
+def predictor_ids(k: int) -> list[int]:
+    return [-(i + 1) for i in range(k)]
+
+
+def shifted_labels(ids: list[int], trainable: list[bool]) -> list[int]:
+    """labels[t] = ids[t + 1] where token t + 1 is trained on, else IGNORE_INDEX."""
+    out = [IGNORE_INDEX] * len(ids)
+    for t in range(len(ids) - 1):
+        if trainable[t + 1]:
+            out[t] = ids[t + 1]
+    return out
+
+
+def main_sequence(enc: ChatEncoding, cfg: LayoutConfig) -> tuple[list[int], list[int]]:
+    """The LM sequence of a chat (truncated to max_length) and its pre-shifted labels."""
+    ids = enc.ids[: cfg.max_length]
+    trainable = [True] * len(ids) if cfg.lm_labels == "all" else enc.assistant_mask[: cfg.max_length]
+    return ids, shifted_labels(ids, trainable)
+
+
+def step_token_ranges(enc: ChatEncoding, separator: str = STEP_SEPARATOR) -> list[tuple[int, int]]:
+    """[start, end] token indices (inclusive) of each step of the assistant message.
+
+    Steps are found in the assistant *content* only (never in the template), by characters; a step ends at the
+    token that contains the first character of its separator (BPE merges ".\\n\\n" into one token), and the next
+    step starts at the following token.
+    """
+    span = next(s for s in reversed(enc.spans) if s.role == "assistant")
+    text, offsets = span.content, span.offsets
+    ends, pos = [], 0
+    while (hit := text.find(separator, pos)) != -1:
+        if text[pos:hit].strip():
+            ends.append(hit)
+        pos = hit + len(separator)
+    if text[pos:].strip():
+        ends.append(len(text) - 1)  # the last step ends at the content's last character
+    ranges, start_tok = [], 0
+    for char in ends:
+        end_tok = next((i for i, (a, b) in enumerate(offsets) if a <= char < b or a > char), len(offsets) - 1)
+        if end_tok >= start_tok:
+            ranges.append((span.content_start + start_tok, span.content_start + end_tok))
+        start_tok = end_tok + 1
+    return ranges
+
+
+def isolated_positions(n: int, previous_end: int, cfg: LayoutConfig) -> list[int]:
+    start = 0 if cfg.isolated_positions == "restart" else previous_end
+    return list(range(start, start + n))
+
+
+def build_regular_row(enc: ChatEncoding, cfg: LayoutConfig) -> Row:
+    ids, labels = main_sequence(enc, cfg)
+    row = Row()
+    row.add_segment("M", ids, list(range(len(ids))), (), labels)
+    row.main_length = len(ids)
+    return row
+
+
+def build_step_row(enc: ChatEncoding, cfg: LayoutConfig) -> Row:
+    """Step-JEPA: prediction = K predictors after system+user+step 1, target = step 2 encoded alone."""
+    ids, labels = main_sequence(enc, cfg)
+    steps = step_token_ranges(enc, cfg.step_separator)
+    if len(steps) < 2:
+        raise ValueError(f"step mode needs at least 2 assistant steps separated by {cfg.step_separator!r}, "
+                         f"found {len(steps)}")
+    (_, s1), (s2_start, s2_end) = steps[0], steps[1]
+    row = Row()
+    row.add_segment("A", ids[: s1 + 1], list(range(s1 + 1)), (), labels[: s1 + 1])
+    row.add_segment("B", ids[s1 + 1:], list(range(s1 + 1, len(ids))), ("A",), labels[s1 + 1:])
+    row.main_length = len(ids)
+    if s2_end >= len(ids):  # step 2 truncated away: LM loss only
+        return row
+    k = cfg.predictors
+    p_start = row.add_segment("P", predictor_ids(k), list(range(s1 + 1, s1 + 1 + k)), ("A",))
+    step2 = enc.ids[s2_start: s2_end + 1]
+    c_start = row.add_segment("C", step2, isolated_positions(len(step2), s1 + 1 + k, cfg), ())
+    row.pred_index = p_start + k - 1 if k else s1
+    row.target_index = c_start + len(step2) - 1
+    return row
+
+
+def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig) -> Row:
+    """Original LLM-JEPA: Text view (user message alone + K predictors) vs Code view (assistant message alone)."""
+    enc = tokenizer.encode_chat(messages)
+    ids, labels = main_sequence(enc, cfg)
+    row = Row()
+    row.add_segment("M", ids, list(range(len(ids))), (), labels)
+    row.main_length = len(ids)
+    user = next((m for m in messages if m["role"] == "user"), None)
+    assistant = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+    if user is None or assistant is None:
+        raise ValueError("jepa mode needs a user and an assistant message")
+    k = cfg.predictors
+    text = tokenizer.encode_chat([user])
+    u = text.spans[-1]
+    insert_at = u.content_start if cfg.front_pred else u.content_end
+    t_ids = text.ids[:insert_at] + predictor_ids(k) + text.ids[insert_at:]
+    code = tokenizer.encode_chat([assistant])
+    d_ids = code.ids
+    if len(t_ids) > cfg.max_length or len(d_ids) > cfg.max_length:
+        return row  # a view does not fit: LM loss only
+    t_start = row.add_segment("T", t_ids, isolated_positions(len(t_ids), len(ids), cfg), ())
+    d_start = row.add_segment("D", d_ids, isolated_positions(len(d_ids), len(ids) + len(t_ids), cfg), ())
+    if cfg.last_token is not None:  # the official code's `real_length + last_token`
+        row.pred_index = t_start + len(t_ids) + cfg.last_token
+        row.target_index = d_start + len(d_ids) + cfg.last_token
+    else:  # the last predictor (front_pred: the last content token, which the predictors shifted by k)
+        row.pred_index = t_start + u.content_end - 1 + k
+        row.target_index = d_start + code.spans[-1].content_end - 1
+    return row
+
+
+def build_reversal_row(item: dict, inverse_relation: dict[int, int], cfg: LayoutConfig,
+                       with_jepa: bool | None = None) -> Row:
+    """GPT2-JEPA: forward fact [e1, r, <mask>, e2] with LM labels on e2's two tokens; prediction = K predictors
+    after it; target = the reverse fact [e2, r_inv, <mask>, e1] encoded alone. JEPA only on `train` items."""
+    (e1, (rel,), (mask,)), (e2,) = item["input_text"], item["target_text"]
+    ids = list(e1) + [rel, mask] + list(e2)
+    trainable = [False] * (len(ids) - len(e2)) + [True] * len(e2)
+    row = Row()
+    row.add_segment("F", ids, list(range(len(ids))), (), shifted_labels(ids, trainable))
+    row.main_length = len(ids)
+    if with_jepa is None:
+        with_jepa = item.get("type") == "train"
+    if not with_jepa:
+        return row
+    k = cfg.predictors
+    p_start = row.add_segment("P", predictor_ids(k), list(range(len(ids), len(ids) + k)), ("F",))
+    reverse = list(e2) + [inverse_relation[rel], mask] + list(e1)
+    r_start = row.add_segment("R", reverse, isolated_positions(len(reverse), len(ids) + k, cfg), ())
+    row.pred_index = p_start + k - 1 if k else len(ids) - 1
+    row.target_index = r_start + len(reverse) - 1
+    return row
+
+
+def build_chat_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig) -> Row:
+    """Dispatch a chat record ({"messages": [...]}) to its mode's layout."""
+    if cfg.mode == "jepa":
+        return build_jepa_row(messages, tokenizer, cfg)
+    enc = tokenizer.encode_chat(messages)
+    if cfg.mode == "step":
+        return build_step_row(enc, cfg)
+    if cfg.mode == "regular":
+        return build_regular_row(enc, cfg)
+    raise ValueError(f"mode {cfg.mode!r} does not take chat records")

@@ -1,0 +1,114 @@
+"""Losses: the LM cross-entropy (fused with the head, only where labels exist) and the JEPA losses by name.
+
+Every loss returns a *sum* (LM: over label tokens; JEPA: over rows) so the training loop can normalise over
+a whole optimizer step: mean over all label tokens of all micro-batches, mean over all JEPA rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+class LinearCrossEntropySum(torch.autograd.Function):
+    """sum_i CE(h_i @ W.T, y_i) without ever holding the [N, V] logits.
+
+    Chunks of rows are pushed through the head one at a time and the gradients w.r.t. `h` and `W` are formed
+    during the forward pass, so peak memory is one chunk of logits (at Llama-3's 128K vocabulary the full fp32
+    logits cost more than the model) and no matmul is recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        w = weight.to(h.dtype)
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        grad_h = torch.empty_like(h) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
+        for start in range(0, h.shape[0], chunk):
+            h_c, y_c = h[start:start + chunk], targets[start:start + chunk]
+            logits = (h_c @ w.T).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += (lse - logits.gather(1, y_c[:, None]).squeeze(1)).sum()
+            if need_h or need_w:
+                # d CE / d logits = softmax - onehot
+                probs = torch.exp(logits - lse[:, None])
+                probs[torch.arange(len(y_c), device=h.device), y_c] -= 1.0
+                probs = probs.to(h.dtype)
+                if need_h:
+                    grad_h[start:start + chunk] = probs @ w
+                if need_w:
+                    grad_w += (probs.T @ h_c).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        grad_h, grad_w = ctx.saved_tensors
+        gh = grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None
+        gw = (grad_w * grad_out).to(ctx.weight_dtype) if grad_w is not None else None
+        return gh, gw, None, None
+
+
+def lm_loss_sum(h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear,
+                chunk: int = 1024) -> tuple[torch.Tensor, int]:
+    """h [B, T, D] hidden states, labels [B, T] pre-shifted (labels[b, t] is the token the logits at t must
+    predict; IGNORE_INDEX elsewhere). Returns (sum of CE over label tokens as fp32 scalar, number of tokens)."""
+    keep = labels != IGNORE_INDEX
+    n = int(keep.sum())
+    if n == 0:
+        return h.sum() * 0.0, 0  # keeps the graph connected (DDP) at no cost
+    if lm_head.bias is not None:
+        raise ValueError("lm_head with a bias is not supported by the fused LM loss")
+    return LinearCrossEntropySum.apply(h[keep], lm_head.weight, labels[keep], chunk), n
+
+
+def lm_loss_reference(h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear) -> torch.Tensor:
+    """The plain computation (full logits), kept for tests and benchmarks."""
+    logits = lm_head(h).float()
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+# ---- JEPA losses: (pred [N, D], target [N, D]) -> per-row loss [N] -------------------------------------------
+
+def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 1.0 - F.cosine_similarity(pred.float(), target.float(), dim=-1)
+
+
+def l2_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred.float() - target.float()).norm(dim=-1)
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred.float() - target.float()).pow(2).mean(dim=-1)
+
+
+def infonce_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float = 0.07,
+                 negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """Row i's positive is target i; the other targets in the batch (plus `negatives`, e.g. gathered from other
+    data-parallel ranks) are its negatives."""
+    a = F.normalize(pred.float(), dim=-1)
+    b = F.normalize(target.float(), dim=-1)
+    if negatives is not None:
+        b = torch.cat([b, F.normalize(negatives.float(), dim=-1)])
+    logits = a @ b.T / temperature
+    return F.cross_entropy(logits, torch.arange(len(a), device=a.device), reduction="none")
+
+
+JEPA_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "cosine": cosine_loss,
+    "l2": l2_loss,
+    "mse": mse_loss,
+    "infonce": infonce_loss,
+}
+
+
+def jepa_loss_fn(name: str) -> Callable[..., torch.Tensor]:
+    if name not in JEPA_LOSSES:
+        raise ValueError(f"unknown JEPA loss {name!r} (choose from: {', '.join(JEPA_LOSSES)})")
+    return JEPA_LOSSES[name]

@@ -1,0 +1,166 @@
+"""The packed single pass equals running every segment as its own sequence (SPEC §2 correctness contract)."""
+
+import pytest
+import torch
+
+from jepa.data.collator import collate
+from jepa.data.layouts import LayoutConfig, build_chat_row, build_reversal_row, step_token_ranges
+from jepa.data.show import show_row
+from jepa.losses import IGNORE_INDEX
+from jepa.objective import PredictorEmbeddings, compute_terms, two_pass_terms
+from jepa.tokenizer import Tokenizer
+from tests.data.tiny_tokenizer import write_tiny_llama3_tokenizer
+from tests.models.tiny import tiny_gpt2, tiny_llama
+
+CHATS = [
+    [{"role": "system", "content": "Solve step by step."},
+     {"role": "user", "content": "Natalia sold 48 clips in April and half as many in May. How many in all?"},
+     {"role": "assistant",
+      "content": "In May she sold 48/2 = 24 clips.\n\nIn all she sold 48+24 = 72 clips.\n\n#### 72"}],
+    [{"role": "system", "content": "Solve step by step."},
+     {"role": "user", "content": "Weng earns $12 an hour. How much for 50 minutes?"},
+     {"role": "assistant", "content": "Per minute: 12/60 = 0.2.\n\nFor 50 minutes: 0.2 x 50 = 10.\n\n#### 10"}],
+]
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory) -> Tokenizer:
+    return Tokenizer.from_dir(write_tiny_llama3_tokenizer(tmp_path_factory.mktemp("tok")))
+
+
+def reversal_items():
+    # ids: names 0..7, <mask> 8, <r_0> 9, <r_0_inv> 10
+    return [{"input_text": [[0, 4], [9], [8]], "target_text": [[1, 5]], "type": "train"},
+            {"input_text": [[2, 6], [10], [8]], "target_text": [[3, 7]], "type": "train"},
+            {"input_text": [[3, 7], [9], [8]], "target_text": [[2, 6]], "type": "atomic"}]
+
+
+def total_loss(terms):
+    return terms.lm_sum / terms.lm_tokens + terms.jepa_sum / max(terms.jepa_rows, 1)
+
+
+def assert_packed_equals_separate(model, rows, pad_id, k):
+    predictors = PredictorEmbeddings(max(k, 1), model.embed_tokens, seed=1)
+    params = [p for p in list(model.parameters()) + list(predictors.parameters()) if p.requires_grad]
+    packed = compute_terms(model, predictors, collate(rows, pad_id))
+    separate = two_pass_terms(model, predictors, rows, pad_id)
+    assert packed.lm_tokens == separate.lm_tokens > 0
+    assert packed.jepa_rows == separate.jepa_rows == sum(r.has_jepa for r in rows)
+    assert torch.allclose(packed.lm_sum, separate.lm_sum, atol=1e-5)
+    assert packed.pred.shape == separate.pred.shape == packed.target.shape
+    if packed.jepa_rows:
+        assert (packed.pred - separate.pred).abs().max() < 1e-5
+        assert (packed.target - separate.target).abs().max() < 1e-5
+    g_packed = torch.autograd.grad(total_loss(packed), params, allow_unused=True)
+    g_sep = torch.autograd.grad(total_loss(separate), params, allow_unused=True)
+    for a, b in zip(g_packed, g_sep):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:  # fp32: 1e-5 relative to the gradient's scale
+            assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("mode,k", [("regular", 0), ("step", 2), ("step", 0), ("jepa", 2), ("jepa", 0)])
+def test_chat_modes_packed_equals_separate(tok, mode, k):
+    model = tiny_llama(vocab_size=tok.vocab_size).train()
+    cfg = LayoutConfig(mode=mode, predictors=k, max_length=512)
+    rows = [build_chat_row(m, tok, cfg) for m in CHATS]
+    assert all(r.has_jepa == (mode != "regular") for r in rows)
+    assert_packed_equals_separate(model, rows, tok.pad_id, k)
+
+
+@pytest.mark.parametrize("arch,positions", [("gpt2", "restart"), ("gpt2", "continue"), ("llama", "restart")])
+def test_reversal_packed_equals_separate(arch, positions):
+    model = (tiny_gpt2 if arch == "gpt2" else tiny_llama)(vocab_size=12).train()
+    cfg = LayoutConfig(mode="reversal", predictors=1, isolated_positions=positions)
+    rows = [build_reversal_row(item, {9: 10, 10: 9}, cfg) for item in reversal_items()]
+    assert [r.has_jepa for r in rows] == [True, True, False]  # atomic rows: their reverse is a test item
+    assert_packed_equals_separate(model, rows, pad_id=11, k=1)
+
+
+def test_lm_loss_is_exactly_plain_sft(tok):
+    """The JEPA segments change nothing in the LM part: same labels, same loss as the regular row."""
+    model = tiny_llama(vocab_size=tok.vocab_size)
+    regular = [build_chat_row(m, tok, LayoutConfig(mode="regular")) for m in CHATS]
+    step = [build_chat_row(m, tok, LayoutConfig(mode="step")) for m in CHATS]
+    for r, s in zip(regular, step):
+        assert s.input_ids[: s.main_length] == r.input_ids and s.labels[: s.main_length] == r.labels
+    with torch.no_grad():
+        a = compute_terms(model, None, collate(regular, tok.pad_id))
+        b = compute_terms(model, PredictorEmbeddings(2, model.embed_tokens), collate(step, tok.pad_id))
+    assert a.lm_tokens == b.lm_tokens and torch.allclose(a.lm_sum, b.lm_sum, atol=1e-5)
+
+
+def test_step_layout_segments(tok):
+    row = build_chat_row(CHATS[0], tok, LayoutConfig(mode="step", predictors=2))
+    names = [row.segment_names[s] for s in row.segment_ids]
+    n_a, n_b = names.count("A"), names.count("B")
+    assert names == ["A"] * n_a + ["B"] * n_b + ["P"] * 2 + ["C"] * names.count("C")
+    # A ends with step 1's ".\n\n" token; C is a copy of step 2; P continues A's positions; C restarts at 0.
+    assert tok.decode(row.input_ids[n_a - 1: n_a]) == ".\n\n"
+    c = [i for i, n in enumerate(names) if n == "C"]
+    assert tok.decode([row.input_ids[i] for i in c]) == "In all she sold 48+24 = 72 clips.\n\n"
+    assert row.position_ids[n_a + n_b: n_a + n_b + 2] == [n_a, n_a + 1]
+    assert row.position_ids[c[0]] == 0
+    assert row.pred_index == n_a + n_b + 1 and row.target_index == c[-1]
+    # Labels: assistant content + <|eot_id|>, never a predictor or a JEPA token.
+    labelled = [row.labels[i] for i in range(len(row.labels)) if row.labels[i] != IGNORE_INDEX]
+    assert tok.decode(labelled) == CHATS[0][2]["content"] + "<|eot_id|>"
+    assert all(label == IGNORE_INDEX for label in row.labels[row.main_length:])
+
+
+def test_steps_ignore_the_chat_template(tok):
+    """Regression test for the published bug: the template's "\\n\\n" (after headers, after the date line)
+    must never become a step."""
+    enc = tok.encode_chat(CHATS[0])
+    steps = step_token_ranges(enc)
+    assistant = enc.spans[-1]
+    assert all(assistant.content_start <= a <= b < assistant.content_end for a, b in steps)
+    assert [tok.decode(enc.ids[a: b + 1]) for a, b in steps] == [
+        "In May she sold 48/2 = 24 clips.\n\n", "In all she sold 48+24 = 72 clips.\n\n", "#### 72"]
+    rendered = tok.render_chat(CHATS[0])
+    assert rendered.count("\n\n") > 2 + 3  # the template itself is full of blank lines
+
+
+def test_steps_with_real_smollm2_tokenizer(smollm2_dir):
+    tok = Tokenizer.from_dir(smollm2_dir)
+    content = "Half of 48 is 24.\n\nSo 48+24 = 72 clips.\n\n\n\nDone:\n\n#### 72"
+    enc = tok.encode_chat([{"role": "user", "content": "Q"}, {"role": "assistant", "content": content}])
+    steps = [tok.decode(enc.ids[a: b + 1]) for a, b in step_token_ranges(enc)]
+    assert [s.strip() for s in steps] == ["Half of 48 is 24.", "So 48+24 = 72 clips.", "Done:", "#### 72"]
+    assert "".join(steps) == content  # steps tile the content: nothing lost, nothing doubled
+
+
+def test_truncated_step2_trains_lm_only(tok):
+    _, (_, step2_end), _ = step_token_ranges(tok.encode_chat(CHATS[0]))
+    kept = build_chat_row(CHATS[0], tok, LayoutConfig(mode="step", max_length=step2_end + 1))
+    assert kept.has_jepa and kept.main_length == step2_end + 1
+    cut = build_chat_row(CHATS[0], tok, LayoutConfig(mode="step", max_length=step2_end))
+    assert not cut.has_jepa and len(cut.input_ids) == cut.main_length == step2_end
+
+
+def test_mask_has_no_empty_rows_and_show_row(tok):
+    rows = [build_chat_row(m, tok, LayoutConfig(mode="step")) for m in CHATS]
+    batch = collate(rows, tok.pad_id, pad_to_multiple=8)
+    assert batch["attn_mask"].any(-1).all()  # every query (padding too) sees at least one key
+    assert batch["input_ids"].shape[1] % 8 == 0
+    model = tiny_llama(vocab_size=tok.vocab_size)
+    with torch.no_grad():
+        assert torch.isfinite(model(batch["input_ids"].clamp(min=0), batch["attn_mask"], batch["position_ids"])).all()
+    picture = show_row(rows[0], lambda t: tok.decode([t]))
+    assert "<P2>" in picture and "pred" in picture and "tgt" in picture and "#" in picture
+
+
+def test_jepa_mode_views(tok):
+    row = build_chat_row(CHATS[0], tok, LayoutConfig(mode="jepa", predictors=2))
+    names = [row.segment_names[s] for s in row.segment_ids]
+    t = [i for i, n in enumerate(names) if n == "T"]
+    d = [i for i, n in enumerate(names) if n == "D"]
+    assert row.input_ids[row.pred_index] == -2  # the last predictor
+    assert tok.decode([row.input_ids[row.target_index]]) == "2"  # last content token of "#### 72"
+    assert row.position_ids[t[0]] == 0 and row.position_ids[d[0]] == 0
+    assert "Natalia" in tok.decode([i for i in (row.input_ids[j] for j in t) if i >= 0])
+    front = build_chat_row(CHATS[0], tok, LayoutConfig(mode="jepa", predictors=2, front_pred=True))
+    assert tok.decode([front.input_ids[front.pred_index]]) == "?"  # the last content token
+    parity = build_chat_row(CHATS[0], tok, LayoutConfig(mode="jepa", predictors=2, last_token=-2))
+    assert parity.pred_index == row.pred_index and parity.target_index == row.target_index

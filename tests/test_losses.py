@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from jepa.losses import IGNORE_INDEX, JEPA_LOSSES, jepa_loss_fn, lm_loss_reference, lm_loss_sum
+
+
+@pytest.mark.parametrize("chunk", [3, 1024])
+def test_fused_lm_loss_matches_full_logits(chunk):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    h = torch.randn(2, 7, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (2, 7))
+    labels[0, :3] = IGNORE_INDEX
+    total, n = lm_loss_sum(h, labels, head, chunk=chunk)
+    assert n == 11
+    (g_h, g_w) = torch.autograd.grad(total * 0.5, (h, head.weight))
+    ref = lm_loss_reference(h, labels, head)
+    r_h, r_w = torch.autograd.grad(ref * 0.5, (h, head.weight))
+    assert torch.allclose(total, ref, atol=1e-5)
+    assert torch.allclose(g_h, r_h, atol=1e-6) and torch.allclose(g_w, r_w, atol=1e-6)
+    assert g_h[0, :3].abs().max() == 0  # no gradient where there is no label
+
+
+def test_frozen_head_gets_no_gradient():
+    head = torch.nn.Linear(8, 20, bias=False).requires_grad_(False)
+    h = torch.randn(1, 4, 8, requires_grad=True)
+    total, _ = lm_loss_sum(h, torch.randint(0, 20, (1, 4)), head)
+    total.backward()
+    assert head.weight.grad is None and h.grad is not None
+
+
+def test_jepa_losses_by_name():
+    a, b = torch.randn(5, 8), torch.randn(5, 8)
+    assert torch.allclose(jepa_loss_fn("cosine")(a, a), torch.zeros(5), atol=1e-6)
+    assert torch.allclose(jepa_loss_fn("l2")(a, b), (a - b).norm(dim=-1))
+    assert torch.allclose(jepa_loss_fn("mse")(a, b).mean(), torch.nn.functional.mse_loss(a, b))
+    # InfoNCE: aligned, well-separated pairs give ~0 loss; shuffled targets a large one.
+    eye = torch.eye(5, 8) * 10
+    assert jepa_loss_fn("infonce")(eye, eye).max() < 1e-3
+    assert jepa_loss_fn("infonce")(eye, eye.roll(1, 0)).min() > 5
+    assert set(JEPA_LOSSES) == {"cosine", "l2", "mse", "infonce"}
+    with pytest.raises(ValueError, match="unknown JEPA loss 'cos'"):
+        jepa_loss_fn("cos")
