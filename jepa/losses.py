@@ -35,8 +35,8 @@ class LinearCrossEntropySum(torch.autograd.Function):
             lse = torch.logsumexp(logits, dim=-1)
             total += (lse - logits.gather(1, y_c[:, None]).squeeze(1)).sum()
             if need_h or need_w:
-                # d CE / d logits = softmax - onehot
-                probs = torch.exp(logits - lse[:, None])
+                # d CE / d logits = softmax - onehot, formed in place over the logits buffer
+                probs = logits.sub_(lse[:, None]).exp_()
                 probs[torch.arange(len(y_c), device=h.device), y_c] -= 1.0
                 probs = probs.to(h.dtype)
                 if need_h:
@@ -56,15 +56,18 @@ class LinearCrossEntropySum(torch.autograd.Function):
 
 
 def lm_loss_sum(h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear,
-                chunk: int = 1024) -> tuple[torch.Tensor, int]:
+                chunk: int | None = None) -> tuple[torch.Tensor, int]:
     """h [B, T, D] hidden states, labels [B, T] pre-shifted (labels[b, t] is the token the logits at t must
-    predict; IGNORE_INDEX elsewhere). Returns (sum of CE over label tokens as fp32 scalar, number of tokens)."""
+    predict; IGNORE_INDEX elsewhere). Returns (sum of CE over label tokens as fp32 scalar, number of tokens).
+
+    `chunk` rows of logits exist at a time; the default keeps that to 2**25 fp32 values (128 MiB)."""
     keep = labels != IGNORE_INDEX
     n = int(keep.sum())
     if n == 0:
         return h.sum() * 0.0, 0  # keeps the graph connected (DDP) at no cost
     if lm_head.bias is not None:
         raise ValueError("lm_head with a bias is not supported by the fused LM loss")
+    chunk = chunk or max(1, 2**25 // lm_head.weight.shape[0])
     return LinearCrossEntropySum.apply(h[keep], lm_head.weight, labels[keep], chunk), n
 
 

