@@ -1,0 +1,176 @@
+"""Evaluation command line.
+
+    python -m jepa.eval gsm8k    --model DIR --data FILE [--limit N] [--batch-size B] [--protocol default|paper]
+                                 [--max-new-tokens T] [--system gsm8k|seed] [--out DIR]
+    python -m jepa.eval reversal --model DIR --valid FILE --vocab FILE [--batch-size B] [--out DIR]
+    python -m jepa.eval views    --model DIR --mode step|jepa --data FILE [--limit N] [--predictors K] [--out DIR]
+    python -m jepa.eval views    --model DIR --mode reversal --valid FILE --vocab FILE [--limit N] [--out DIR]
+
+The summary JSON goes to stdout; with ``--out DIR`` also ``DIR/<command>_summary.json`` and (gsm8k, reversal)
+the per-example ``DIR/<command>.jsonl``. Bad input: one ``error: ...`` line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from jepa.data.layouts import LayoutConfig, build_chat_row, build_reversal_row
+from jepa.data.reversal import relation_inverses
+from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SEED_SYSTEM_PROMPT
+from jepa.eval.diagnostics import evaluate_views
+from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
+from jepa.eval.loading import DTYPES, EvalModel, load_for_eval
+from jepa.eval.report import write_results
+from jepa.eval.reversal import evaluate_reversal, load_probes
+from jepa.tokenizer import Tokenizer
+
+
+def _load(args: argparse.Namespace) -> EvalModel:
+    return load_for_eval(args.model, dtype=DTYPES[args.dtype] if args.dtype else None, device=args.device)
+
+
+def _tokenizer(loaded: EvalModel) -> Tokenizer:
+    return Tokenizer.from_dir(loaded.tokenizer_dir)
+
+
+def _check_vocab(loaded: EvalModel, vocab: dict[str, int], vocab_path: str) -> None:
+    model_vocab = loaded.model.lm_head.weight.shape[0]
+    if len(vocab) > model_vocab:
+        raise ValueError(f"{vocab_path}: {len(vocab)} tokens but the model's vocabulary has {model_vocab}")
+
+
+def run_gsm8k(args: argparse.Namespace) -> None:
+    system = {"gsm8k": GSM8K_SYSTEM_PROMPT, "seed": SEED_SYSTEM_PROMPT}[args.system]
+    records = load_gsm8k_records(args.data, system_prompt=system)
+    loaded = _load(args)
+    examples, summary = evaluate_gsm8k(loaded.model, _tokenizer(loaded), records, limit=args.limit,
+                                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                       protocol=args.protocol, progress=True)
+    summary = {"model": str(args.model), "data": str(args.data), **summary}
+    print(write_results(args.out, "gsm8k", examples, summary))
+
+
+def run_reversal(args: argparse.Namespace) -> None:
+    probes, vocab = load_probes(args.valid, args.vocab)
+    loaded = _load(args)
+    _check_vocab(loaded, vocab, args.vocab)
+    examples, summary = evaluate_reversal(loaded.model, probes, batch_size=args.batch_size)
+    print(write_results(args.out, "reversal", examples, {"model": str(args.model), "valid": str(args.valid),
+                                                         **summary}))
+
+
+def run_views(args: argparse.Namespace) -> None:
+    if args.mode == "reversal":
+        if not (args.valid and args.vocab):
+            raise ValueError("views --mode reversal needs --valid FILE and --vocab FILE")
+        probes, vocab = load_probes(args.valid, args.vocab)
+        if "train" not in probes:
+            raise ValueError(f"{args.valid}: no 'train' probes (JEPA rows are built from train facts)")
+        loaded = _load(args)
+        _check_vocab(loaded, vocab, args.vocab)
+        cfg = LayoutConfig(mode="reversal", predictors=_predictors(args, loaded),
+                           isolated_positions=args.isolated_positions)
+        inverses = relation_inverses(vocab)
+        rows = [build_reversal_row(item, inverses, cfg, with_jepa=True) for item in probes["train"][:args.limit]]
+        pad_id = vocab["<pad>"] if "<pad>" in vocab else 0
+    else:
+        if not args.data:
+            raise ValueError(f"views --mode {args.mode} needs --data FILE (prepared chat records)")
+        records = load_gsm8k_records(args.data)[:args.limit]
+        if not any(m.get("role") == "assistant" for m in records[0]["messages"]):
+            raise ValueError(f"{args.data}: records have no assistant message (views need prepared chat records, "
+                             "not raw GSM8K lines)")
+        loaded = _load(args)
+        tokenizer = _tokenizer(loaded)
+        cfg = LayoutConfig(mode=args.mode, predictors=_predictors(args, loaded),
+                           isolated_positions=args.isolated_positions)
+        rows = []
+        for k, record in enumerate(records):
+            try:
+                rows.append(build_chat_row(record["messages"], tokenizer, cfg))
+            except ValueError as exc:
+                raise ValueError(f"{args.data}: record {k + 1}: {exc}") from None
+        pad_id = tokenizer.pad_id
+    summary = evaluate_views(loaded.model, loaded.predictors, rows, pad_id, batch_size=args.batch_size)
+    print(write_results(args.out, "views", None, {"model": str(args.model), "mode": args.mode,
+                                                 "predictors": cfg.predictors, **summary}))
+
+
+def _predictors(args: argparse.Namespace, loaded: EvalModel) -> int:
+    """K: the checkpoint's trained predictor count; without trained predictors only K = 0 is meaningful."""
+    if loaded.predictors is not None:
+        k = loaded.predictors.weight.shape[0]
+        if args.predictors is not None and args.predictors != k:
+            raise ValueError(f"--predictors {args.predictors} but the checkpoint has {k} predictor embeddings")
+        return k
+    if args.predictors:
+        raise ValueError(f"--predictors {args.predictors}: {args.model} has no trained predictor embeddings")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m jepa.eval", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser, batch_size: int) -> None:
+        p.add_argument("--model", required=True, type=Path, help="HF-format model directory (or run checkpoint)")
+        p.add_argument("--out", type=Path, help="directory for the per-example jsonl and the summary json")
+        p.add_argument("--batch-size", type=int, default=batch_size)
+        p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+        p.add_argument("--dtype", choices=sorted(DTYPES), help="default: bfloat16 on CUDA, float32 on CPU")
+        p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+    gsm8k = commands.add_parser("gsm8k", help="GSM8K accuracy by greedy generation")
+    common(gsm8k, 16)
+    gsm8k.add_argument("--data", required=True, type=Path, help="prepared chat records or raw GSM8K jsonl")
+    gsm8k.add_argument("--limit", type=int, help="score the first N records")
+    gsm8k.add_argument("--protocol", choices=("default", "paper"), default="default")
+    gsm8k.add_argument("--system", choices=("gsm8k", "seed"), default="gsm8k",
+                       help="system prompt for raw GSM8K lines (prepared records carry their own): the GSM8K "
+                       "'#### N' prompt or the seed's \\boxed{} Step-JEPA prompt")
+    gsm8k.add_argument("--max-new-tokens", type=int, help="default: 512 (default protocol), 128 (paper)")
+    gsm8k.set_defaults(run=run_gsm8k)
+
+    reversal = commands.add_parser("reversal", help="reversal-curse MRR / joint accuracy / joint NLL")
+    common(reversal, 256)
+    reversal.add_argument("--valid", required=True, type=Path, help="seed-format valid.json")
+    reversal.add_argument("--vocab", required=True, type=Path, help="seed-format vocab.json")
+    reversal.set_defaults(run=run_reversal)
+
+    views = commands.add_parser("views", help="view cosine, effective ranks, linear-map error of a JEPA mode")
+    common(views, 16)
+    views.add_argument("--mode", required=True, choices=("step", "jepa", "reversal"))
+    views.add_argument("--data", type=Path, help="prepared chat records (step, jepa)")
+    views.add_argument("--valid", type=Path, help="valid.json (reversal: its train probes)")
+    views.add_argument("--vocab", type=Path, help="vocab.json (reversal)")
+    views.add_argument("--limit", type=int, default=1000, help="rows to use (default 1000)")
+    views.add_argument("--predictors", type=int, help="K (default: the checkpoint's, else 0)")
+    views.add_argument("--isolated-positions", choices=("restart", "continue"), default="restart")
+    views.set_defaults(run=run_views)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("limit", "batch_size", "max_new_tokens", "threads"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)
+            return 2
+    if args.threads:
+        # On a shared CPU, fewer threads than cores avoids OpenMP spin-waiting on busy cores.
+        torch.set_num_threads(args.threads)
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Writing evaluation results: metrics.jsonl keys and JSON files (NaN written as null)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def flat_metrics(summary: dict, prefix: str = "eval/") -> dict[str, float]:
+    """Nested summary -> flat numeric metrics for metrics.jsonl: ``{"test": {"mrr": x}}`` -> ``{"eval/test/mrr": x}``.
+
+    Keeps int/float values (bools and strings dropped; NaN kept — `json_safe` writes it as null); leaves out
+    counts named ``n``. Use ``prefix="eval/gsm8k/"`` etc. to namespace a flat summary.
+    """
+    flat: dict[str, float] = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            flat.update(flat_metrics(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "n":
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def json_safe(obj):
+    """A copy of nested dicts/lists with non-finite floats replaced by None (strict JSON has no NaN)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_results(out: Path | None, name: str, examples: list[dict] | None, summary: dict) -> str:
+    """Summary as indented JSON (returned); with ``out`` also ``out/name.jsonl`` (examples, one per line) and
+    ``out/name_summary.json``."""
+    text = json.dumps(json_safe(summary), indent=2)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if examples is not None:
+            with (out / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+                for example in examples:
+                    f.write(json.dumps(json_safe(example)) + "\n")
+        (out / f"{name}_summary.json").write_text(text + "\n", encoding="utf-8")
+    return text
