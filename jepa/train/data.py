@@ -1,0 +1,166 @@
+"""Training rows for the configured mode, the checkpointable epoch sampler, micro-batches.
+
+Data order: every epoch is a permutation of the rows drawn from `numpy.random.default_rng([seed, epoch])`, cut
+into global batches of `batch_size * grad_accum * world_size` rows (the incomplete tail is dropped, so every
+optimizer step sees the same number of rows). The sampler's whole state is `(epoch, step_in_epoch)`. A global
+batch is split into `world_size * grad_accum` micro-batches; rank r takes micro-batches r*grad_accum ..
+(r+1)*grad_accum - 1, so N processes see exactly the rows one process with N times the accumulation would.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jepa.data.collator import collate
+from jepa.data.layouts import LayoutConfig, Row, build_chat_row, build_reversal_row
+from jepa.data.reversal import load_reversal, relation_inverses
+from jepa.data.sources import iter_jsonl
+from jepa.tokenizer import Tokenizer
+
+
+@dataclass
+class TrainData:
+    """Packed rows plus what the loop and the report need."""
+
+    rows: list[Row]
+    pad_id: int
+    vocab_size: int | None = None  # reversal: size of vocab.json (the model is built for it)
+    jepa_truncated: int = 0  # rows whose JEPA view did not survive max_length: they train with L_LM only
+    skipped: Counter = field(default_factory=Counter)  # reason -> count (data.skip_bad)
+
+    def summary(self) -> str:
+        n_jepa = sum(r.has_jepa for r in self.rows)
+        text = f"{len(self.rows)} rows ({n_jepa} with a JEPA term"
+        if self.jepa_truncated:
+            text += f", {self.jepa_truncated} LM-only because their JEPA view was truncated by max_length"
+        text += ")"
+        if self.skipped:
+            text += "; skipped: " + ", ".join(f"{n} {reason}" for reason, n in self.skipped.items())
+        return text
+
+
+def _check_messages(obj: dict, where: str) -> list[dict]:
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        raise ValueError(f"{where}: expected \"messages\": a non-empty list of {{\"role\", \"content\"}} strings")
+    return messages
+
+
+def build_chat_rows(path: str | Path, tokenizer: Tokenizer, layout: LayoutConfig, limit: int | None = None,
+                    skip_bad: bool = False) -> TrainData:
+    """Rows of a chat jsonl for regular / jepa / step mode. A record that cannot be laid out (e.g. fewer than 2
+    steps in step mode) raises ValueError("path:LINE: reason"), or is skipped and counted with `skip_bad`."""
+    rows, skipped, truncated = [], Counter(), 0
+    for line_number, obj in iter_jsonl(path, (), skip_bad, skipped):
+        where = f"{path}:{line_number}"
+        try:
+            row = build_chat_row(_check_messages(obj, where), tokenizer, layout)
+        except ValueError as exc:
+            if not skip_bad:
+                raise ValueError(f"{where}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
+            skipped[str(exc).split(" (")[0]] += 1
+            continue
+        if layout.mode != "regular" and not row.has_jepa:
+            truncated += 1
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    if tokenizer.pad_id is None:
+        raise ValueError(f"{path}: the tokenizer has no pad token and no eos token to pad with")
+    return TrainData(rows, tokenizer.pad_id, jepa_truncated=truncated, skipped=skipped)
+
+
+def build_reversal_rows(data_dir: str | Path, layout: LayoutConfig, limit: int | None = None) -> TrainData:
+    """Rows of the reversal training set (`train.json`); JEPA only on `train` items (SPEC §5)."""
+    items, _, vocab = load_reversal(data_dir)
+    inverses = relation_inverses(vocab)
+    items = items[:limit] if limit is not None else items
+    rows = [build_reversal_row(item, inverses, layout) for item in items]
+    return TrainData(rows, vocab["<pad>"], vocab_size=len(vocab))
+
+
+def load_train_data(data_path: str | Path, layout: LayoutConfig, tokenizer: Tokenizer | None,
+                    limit: int | None = None, skip_bad: bool = False) -> TrainData:
+    if layout.mode == "reversal":
+        return build_reversal_rows(data_path, layout, limit)
+    if tokenizer is None:
+        raise ValueError(f"layout.mode={layout.mode} needs a tokenizer (model.tokenizer)")
+    return build_chat_rows(data_path, tokenizer, layout, limit, skip_bad)
+
+
+class EpochSampler:
+    """Seeded per-epoch shuffling over `n` rows in global batches; position (epoch, step_in_epoch) is its state."""
+
+    def __init__(self, n: int, global_batch: int, seed: int, shuffle: bool = True) -> None:
+        if n < global_batch:
+            raise ValueError(f"data: {n} rows is fewer than one global batch of {global_batch} rows "
+                             "(schedule.batch_size * schedule.grad_accum * processes)")
+        self.n, self.global_batch, self.seed, self.shuffle = n, global_batch, seed, shuffle
+        self.steps_per_epoch = n // global_batch
+        self.epoch, self.step_in_epoch = 0, 0
+        self._order: np.ndarray | None = None
+
+    def _epoch_order(self) -> np.ndarray:
+        if self._order is None:
+            if self.shuffle:
+                self._order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            else:
+                self._order = np.arange(self.n)
+        return self._order
+
+    def next_batch(self) -> list[int]:
+        """Row indices of the next optimizer step's global batch; advances the position."""
+        start = self.step_in_epoch * self.global_batch
+        indices = self._epoch_order()[start:start + self.global_batch].tolist()
+        self.step_in_epoch += 1
+        if self.step_in_epoch == self.steps_per_epoch:
+            self.epoch, self.step_in_epoch, self._order = self.epoch + 1, 0, None
+        return indices
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "n": self.n,
+                "global_batch": self.global_batch, "seed": self.seed, "shuffle": self.shuffle}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("n", "global_batch", "seed", "shuffle"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"checkpoint: data sampler {key} was {state[key]}, the config now gives "
+                                 f"{getattr(self, key)}; resume needs the same data, batch size and seed")
+        self.epoch, self.step_in_epoch, self._order = state["epoch"], state["step_in_epoch"], None
+
+
+def use_jepa(seed: int, step: int, micro: int, ratio: float) -> bool:
+    """Whether micro-batch `micro` of optimizer step `step` keeps its JEPA segments (probability `ratio`).
+
+    A pure function of (seed, step, micro), so every DDP rank decides alike and a resumed run decides as the
+    uninterrupted one would, without any generator state to checkpoint.
+    """
+    if ratio >= 1.0:
+        return True
+    if ratio <= 0.0:
+        return False
+    return bool(np.random.default_rng([seed, step, micro, 0x1E9A]).random() < ratio)
+
+
+def rank_micro_batches(data: TrainData, indices: list[int], batch_size: int, grad_accum: int, rank: int,
+                       step: int, seed: int, jepa_ratio: float, pad_to_multiple: int = 1
+                       ) -> list[dict[str, torch.Tensor]]:
+    """This rank's `grad_accum` collated micro-batches of one global batch (see the module docstring); each
+    batch also carries `num_tokens` (its packed tokens without padding, for throughput figures)."""
+    out = []
+    for micro in range(grad_accum):
+        chunk = rank * grad_accum + micro
+        rows = [data.rows[i] for i in indices[chunk * batch_size:(chunk + 1) * batch_size]]
+        if not use_jepa(seed, step, micro, jepa_ratio):
+            rows = [r.lm_only() for r in rows]
+        batch = collate(rows, data.pad_id, pad_to_multiple)
+        batch["num_tokens"] = torch.tensor(sum(len(r.input_ids) for r in rows))  # packed tokens, no padding
+        out.append(batch)
+    return out

@@ -1,0 +1,115 @@
+"""LoRA (own implementation): low-rank adapters on named nn.Linear modules, merge for export, adapter files.
+
+    y = base(x) + (dropout(x) @ A.T @ B.T) * alpha / rank,   A [r, in] Kaiming-uniform, B [out, r] zeros
+
+so an adapted model starts exactly equal to its base. `apply_lora` freezes every base parameter; the predictor
+embeddings live outside the model (jepa.objective.PredictorEmbeddings) and stay trainable. Adapter tensors are
+named `<module path>.lora_A` / `.lora_B` (HF module paths, e.g. `model.layers.0.self_attn.q_proj.lora_A`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from jepa.models import save_pretrained
+
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear plus a trainable low-rank update."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.base = base
+        self.rank, self.alpha, self.scaling = rank, alpha, alpha / rank
+        dev, dtype = base.weight.device, base.weight.dtype
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=dev, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=dev, dtype=dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear initialises its weight
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        update = (self.dropout(x) @ self.lora_A.T.to(x.dtype)) @ self.lora_B.T.to(x.dtype)
+        return self.base(x) + update * self.scaling
+
+    def merged(self) -> nn.Linear:
+        """The base Linear with the update folded into its weight (computed in fp32, stored in its dtype)."""
+        w = self.base.weight
+        with torch.no_grad():
+            delta = (self.lora_B.float() @ self.lora_A.float()) * self.scaling
+            self.base.weight.data = (w.float() + delta).to(w.dtype)
+        return self.base
+
+
+def apply_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, dropout: float = 0.0) -> list[str]:
+    """Freeze `model` and wrap every nn.Linear whose last name is in `targets`. Returns the wrapped paths.
+
+    Raises ValueError when no module matches (a typo in `lora.targets` would otherwise train nothing).
+    """
+    for p in model.parameters():
+        p.requires_grad_(False)
+    wrapped = []
+    for path, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if child_name in targets and isinstance(child, nn.Linear):
+                setattr(module, child_name, LoRALinear(child, rank, alpha, dropout))
+                wrapped.append(f"{path}.{child_name}" if path else child_name)
+    if not wrapped:
+        raise ValueError(f"lora.targets: no nn.Linear named {targets} in the model")
+    return wrapped
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only the adapter tensors: {"<path>.lora_A": [r, in], "<path>.lora_B": [out, r]}."""
+    return {name: p.detach() for name, p in model.named_parameters() if name.endswith((".lora_A", ".lora_B"))}
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its base weight and put the plain nn.Linear back (in place). Returns `model`."""
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, LoRALinear):
+                setattr(module, child_name, child.merged())
+    return model
+
+
+def save_adapter(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
+    """Write adapter.safetensors + adapter_config.json (rank, alpha, targets) to the directory `path`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous().cpu() for k, v in lora_state_dict(model).items()}
+    save_file(state, str(path / ADAPTER_FILE), metadata={"format": "pt"})
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    meta = {"rank": layers[0].rank, "alpha": layers[0].alpha,
+            "modules": sorted({k.rsplit(".", 1)[0] for k in state}), **(extra or {})}
+    (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def load_adapter(model: nn.Module, path: str | Path) -> None:
+    """Copy adapter tensors from `path`/adapter.safetensors into an already-wrapped model (exact copy)."""
+    file = Path(path) / ADAPTER_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: adapter file not found")
+    tensors = load_file(str(file))
+    params = dict(model.named_parameters())
+    missing = sorted(set(lora_state_dict(model)) - set(tensors))
+    if missing or any(k not in params for k in tensors):
+        raise ValueError(f"{file}: adapter does not match the model's LoRA modules (missing {missing[:3]})")
+    with torch.no_grad():
+        for key, value in tensors.items():
+            params[key].copy_(value)
+
+
+def save_merged(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """An HF-format directory of the base with the adapters merged; `model` itself is left adapted."""
+    return save_pretrained(merge_lora(copy.deepcopy(model)), path, dtype=dtype)

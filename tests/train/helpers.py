@@ -1,0 +1,77 @@
+"""Tiny training setups for the tests: a 25-item reversal dataset and a 2-layer GPT-2 / Llama."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from jepa.data.reversal import generate_reversal
+from jepa.models import save_pretrained
+from jepa.train.config import TrainConfig, config_from_dict
+from tests.models.tiny import tiny_llama
+
+TINY_GPT2 = {"model_type": "gpt2", "n_embd": 32, "n_head": 2, "n_layer": 2, "n_positions": 16,
+             "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+
+
+def reversal_dir(root: Path) -> Path:
+    """25 training items (20 train facts with a JEPA term, 5 atomic), 31-token vocabulary."""
+    out = root / "reversal"
+    if not (out / "vocab.json").is_file():
+        generate_reversal(out, n_learning=20, n_test=10, n_first=10, n_last=10, comb=3, n_relations=1, n_valid=5)
+    return out
+
+
+def reversal_config(root: Path, **sections) -> dict:
+    """Raw config dict for a tiny GPT-2 reversal run in `root`; `sections` are merged into the defaults."""
+    cfg = {
+        "run": {"name": "tiny", "dir": str(root / "runs"), "seed": 1, "device": "cpu"},
+        "model": {"arch": dict(TINY_GPT2)},
+        "data": {"train": str(reversal_dir(root))},
+        "layout": {"mode": "reversal", "predictors": 1},
+        "optim": {"lr": 1e-2, "weight_decay": 0.01},
+        "schedule": {"kind": "cosine", "warmup_steps": 2, "max_steps": 10, "batch_size": 4, "grad_accum": 2},
+        "jepa": {"lambda": 1.0},
+        "checkpoint": {"every": 0, "keep_last": 5, "export": "none"},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+def typed(cfg: dict) -> TrainConfig:
+    return config_from_dict(cfg)
+
+
+def tiny_chat_model_dir(root: Path, smollm2_dir: Path) -> Path:
+    """A 2-layer Llama with SmolLM2's vocabulary and tokenizer files, saved in HF format."""
+    out = root / "tiny_llama"
+    if not (out / "config.json").is_file():
+        model = tiny_llama(seed=0, vocab_size=49152, hidden_size=32, intermediate_size=48, num_attention_heads=4,
+                           num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=512)
+        save_pretrained(model, out)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(smollm2_dir / name, out / name)
+    return out
+
+
+def chat_config(root: Path, model_dir: Path, data_file: Path, **sections) -> dict:
+    cfg = {
+        "run": {"name": "chat", "dir": str(root / "runs"), "seed": 3, "device": "cpu"},
+        "model": {"path": str(model_dir)},
+        "data": {"train": str(data_file), "limit": 8},
+        "layout": {"mode": "step", "predictors": 2, "max_length": 256},
+        "optim": {"lr": 1e-3},
+        "schedule": {"kind": "linear", "max_steps": 3, "batch_size": 2, "grad_accum": 2},
+        "jepa": {"lambda": 0.5},
+        "lora": {"enabled": True, "rank": 4, "alpha": 8, "dropout": 0.1},
+        "checkpoint": {"export": "hf"},
+    }
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg
+
+
+def constant_eval(cfg: TrainConfig):
+    """An `eval.fn` factory for the tests: the hook reports the step and the run's seed."""
+    return lambda model, predictors, step: {"seen_step": step, "seed": cfg.run.seed, "training": model.training}

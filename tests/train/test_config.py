@@ -1,0 +1,77 @@
+import subprocess
+import sys
+
+import pytest
+
+from jepa.train.config import apply_override, check_paths, config_from_dict, load_config
+from tests.train.helpers import reversal_config
+
+
+def test_overrides_are_typed_by_the_schema(tmp_path):
+    raw = reversal_config(tmp_path)
+    for override in ("optim.lr=3e-5", "schedule.batch_size=8", "jepa.lambda=0", "lora.targets=q_proj,v_proj",
+                     "schedule.max_steps=null", "data.shuffle=false"):
+        apply_override(raw, override)
+    cfg = config_from_dict(raw)
+    assert cfg.optim.lr == 3e-5 and isinstance(cfg.optim.lr, float)
+    assert cfg.schedule.batch_size == 8
+    assert cfg.jepa.lam == 0.0
+    assert cfg.lora.targets == ["q_proj", "v_proj"]
+    assert cfg.schedule.max_steps is None
+    assert cfg.data.shuffle is False
+    assert cfg.to_dict()["jepa"]["lambda"] == 0.0  # the YAML key round-trips
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "unknown config key optim.lrr (did you mean optim.lr?)"),
+    ("optimizer.lr=1", "unknown config key optimizer (did you mean optim?)"),
+    ("schedule.batch_size=four", "schedule.batch_size: expected int, got 'four'"),
+    ("schedule.batch_size=0", "schedule.batch_size: must be >= 1, got 0"),
+    ("jepa.loss=cosin", "jepa.loss: must be one of"),
+    ("jepa.ratio=1.5", "jepa.ratio: must be in [0, 1], got 1.5"),
+    ("layout.mode=nope", "layout.mode must be one of"),
+])
+def test_bad_values_name_the_key(tmp_path, override, message):
+    raw = reversal_config(tmp_path)
+    apply_override(raw, override)
+    with pytest.raises(ValueError) as err:
+        config_from_dict(raw)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_paths_say_what_to_put_there(tmp_path):
+    raw = reversal_config(tmp_path, data={"train": str(tmp_path / "nowhere")})
+    with pytest.raises(FileNotFoundError, match=r"data.train: reversal directory .*nowhere not found"):
+        check_paths(config_from_dict(raw))
+    cfg = load_config("llama1b_step.yaml", [f"model.path={tmp_path / 'llama'}"])
+    with pytest.raises(FileNotFoundError) as err:
+        check_paths(cfg)
+    text = str(err.value)
+    assert text.startswith("model.path: ") and "Llama-3.2-1B-Instruct" in text and "model.safetensors" in text
+
+
+def test_shipped_configs_load_and_base_merges():
+    for name in ("llama1b_step", "llama1b_jepa", "llama1b_regular", "gpt2_reversal", "gpt2_reversal_small",
+                 "smollm2_step"):
+        load_config(f"{name}.yaml")
+    regular = load_config("llama1b_regular.yaml")
+    assert regular.layout.mode == "regular" and regular.jepa.lam == 0.0
+    assert regular.optim.lr == 2e-5 and regular.schedule.grad_accum == 16  # inherited from llama1b_jepa.yaml
+    small = load_config("gpt2_reversal_small")
+    assert small.model.arch["n_embd"] == 256 and small.layout.predictors == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "no_such_config.yaml"], "error: config file not found: no_such_config.yaml"),
+    (["--config", "gpt2_reversal_small.yaml", "optim.lrr=1"], "error: unknown config key optim.lrr"),
+    (["--config", "gpt2_reversal_small.yaml", "optim.lr=fast"], "error: optim.lr: expected float, got 'fast'"),
+    (["--config", "gpt2_reversal_small.yaml", "data.train=/nonexistent/dir"], "error: data.train: reversal "),
+    (["--config", "llama1b_step.yaml", "model.path=/nonexistent/llama"], "error: model.path: /nonexistent/llama"),
+])
+def test_train_py_exits_2_with_one_line(repo_root, args, message):
+    proc = subprocess.run([sys.executable, "train.py", *args], cwd=repo_root, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(message), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
