@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from jepa.data.layouts import Row
@@ -13,14 +14,16 @@ def attention_mask(row: Row, length: int) -> torch.Tensor:
 
     Padding (beyond the row) attends only to itself, so no query row is fully masked (SDPA would give NaN).
     """
+    # numpy: per-row torch ops on tiny tensors pay a thread-pool start each (ms under load, x B rows).
     n = len(row.input_ids)
-    seg = torch.tensor(row.segment_ids, dtype=torch.long)
-    table = torch.zeros(len(row.visible), len(row.visible), dtype=torch.bool)
+    seg = np.asarray(row.segment_ids)
+    table = np.zeros((len(row.visible), len(row.visible)), dtype=bool)
     for s, sees in enumerate(row.visible):
         table[s, list(sees)] = True
-    mask = torch.eye(length, dtype=torch.bool)
-    mask[:n, :n] = table[seg[:, None], seg[None, :]] & torch.ones(n, n, dtype=torch.bool).tril()
-    return mask
+    mask = np.eye(length, dtype=bool)
+    idx = np.arange(n)
+    mask[:n, :n] = table[seg[:, None], seg[None, :]] & (idx[None, :] <= idx[:, None])
+    return torch.from_numpy(mask)
 
 
 def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict[str, torch.Tensor]:
@@ -35,9 +38,9 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict[str,
     attn_mask = torch.empty((B, 1, T, T), dtype=torch.bool)
     for b, row in enumerate(rows):
         n = len(row.input_ids)
-        input_ids[b, :n] = torch.tensor(row.input_ids)
-        position_ids[b, :n] = torch.tensor(row.position_ids)
-        labels[b, :n] = torch.tensor(row.labels)
+        input_ids[b, :n] = torch.as_tensor(row.input_ids)
+        position_ids[b, :n] = torch.as_tensor(row.position_ids)
+        labels[b, :n] = torch.as_tensor(row.labels)
         attn_mask[b, 0] = attention_mask(row, T)
     return {
         "input_ids": input_ids,

@@ -125,6 +125,10 @@ class CheckpointConfig:
 class EvalConfig:
     every: int = 0  # call the evaluation hook every N optimizer steps (0 = never) and at the end
     fn: str | None = None  # "module:factory"; factory(cfg) returns a callable (model, predictors, step) -> dict
+    # For the hooks in jepa/eval/hooks.py (`jepa.eval.hooks:reversal` | `:gsm8k` | `:views`):
+    data: str | None = None  # held-out data: reversal dir with valid.json / chat jsonl; default data.train
+    limit: int | None = None  # evaluate the first N examples (per probe split for reversal)
+    max_new_tokens: int | None = None  # gsm8k: None = the protocol's default (512)
 
 
 @dataclass

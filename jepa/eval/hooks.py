@@ -1,0 +1,84 @@
+"""Evaluation during training: factories for the trainer's `eval.fn` hook.
+
+`eval.fn: jepa.eval.hooks:reversal` (or `:gsm8k`, `:views`); each factory takes the TrainConfig and returns
+`hook(model, predictors, step) -> dict` whose flat keys (`eval/test/mrr`, `eval/gsm8k/accuracy`,
+`eval/views/cosine` ...) land in metrics.jsonl. Held-out data: `eval.data` (reversal: the directory holding
+valid.json, default the training directory; gsm8k / views: a chat jsonl), `eval.limit` examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from jepa.data.layouts import build_chat_row, build_reversal_row
+from jepa.data.reversal import load_reversal, relation_inverses
+from jepa.eval.diagnostics import evaluate_views
+from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
+from jepa.eval.report import flat_metrics
+from jepa.eval.reversal import evaluate_reversal
+from jepa.objective import PredictorEmbeddings
+from jepa.tokenizer import Tokenizer
+
+Hook = Callable[[nn.Module, PredictorEmbeddings | None, int], dict]
+
+
+def _eval_path(cfg) -> Path:
+    return Path(cfg.eval.data or cfg.data.train)
+
+
+def _tokenizer(cfg) -> Tokenizer:
+    return Tokenizer.from_dir(cfg.model.tokenizer or cfg.model.path, date_string=cfg.data.date_string)
+
+
+def _chat_rows(cfg, tokenizer: Tokenizer) -> list:
+    records = load_gsm8k_records(_eval_path(cfg))[: cfg.eval.limit]
+    return [build_chat_row(r["messages"], tokenizer, cfg.layout) for r in records]
+
+
+def reversal(cfg) -> Hook:
+    """MRR / joint accuracy on the train, atomic (forward) and test (reverse) probes, plus the view
+    diagnostics of the `train` probes (prediction after the forward fact vs the reverse fact)."""
+    _, valid, vocab = load_reversal(_eval_path(cfg))
+    if cfg.eval.limit:
+        valid = {split: items[: cfg.eval.limit] for split, items in valid.items()}
+    inverses = relation_inverses(vocab)
+    view_rows = [build_reversal_row(item, inverses, cfg.layout, with_jepa=True) for item in valid.get("train", [])]
+    pad_id = vocab["<pad>"]
+
+    def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
+        _, summary = evaluate_reversal(model, valid)
+        out = flat_metrics(summary, prefix="eval/")
+        if view_rows and predictors is not None:
+            out.update(flat_metrics(evaluate_views(model, predictors, view_rows, pad_id), prefix="eval/views/"))
+        return out
+
+    return hook
+
+
+def gsm8k(cfg) -> Hook:
+    """GSM8K accuracy by greedy generation on the first `eval.limit` records of `eval.data`."""
+    tokenizer = _tokenizer(cfg)
+    records = load_gsm8k_records(_eval_path(cfg))
+
+    def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
+        _, summary = evaluate_gsm8k(model, tokenizer, records, limit=cfg.eval.limit,
+                                    max_new_tokens=cfg.eval.max_new_tokens)
+        return flat_metrics(summary, prefix="eval/gsm8k/")
+
+    return hook
+
+
+def views(cfg) -> Hook:
+    """Representation diagnostics (cosine, effective ranks, linear-map error) on held-out chat records."""
+    tokenizer = _tokenizer(cfg)
+    rows = _chat_rows(cfg, tokenizer)
+
+    @torch.no_grad()
+    def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
+        return flat_metrics(evaluate_views(model, predictors, rows, tokenizer.pad_id), prefix="eval/views/")
+
+    return hook
