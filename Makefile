@@ -37,5 +37,12 @@ test: install-test assets
 lint:
 	$(PYTHON) -m ruff check jepa tests bench train.py prepare.py
 
-bench: install-test assets
+bench: install-test prepare
 	$(PYTHON) bench/models_vs_transformers.py
+	$(PYTHON) bench/step_packing.py
+	$(PYTHON) bench/train_throughput.py
+
+# The README's tables: the reversal curse (GPT2-JEPA, 3 settings x 3 seeds) and Step-JEPA on SmolLM2.
+experiments: prepare
+	$(PYTHON) experiments/reversal_curse.py
+	$(PYTHON) experiments/step_jepa_smollm2.py

@@ -35,7 +35,7 @@ def run_name(setting: str, seed: int) -> str:
 def train(setting: str, seed: int) -> dict:
     name = run_name(setting, seed)
     cmd = [sys.executable, "train.py", "--config", "gpt2_reversal_tiny.yaml", f"run.name={name}", f"run.seed={seed}",
-           "checkpoint.resume=none", "--quiet", *SETTINGS[setting]]
+           "checkpoint.resume=none", *SETTINGS[setting], "--quiet"]
     subprocess.run(cmd, check=True)
     evals = [json.loads(line) for line in open(Path("runs") / name / "metrics.jsonl") if '"kind": "eval"' in line]
     return evals[-1]
