@@ -7,7 +7,7 @@ setup(
     packages=find_packages(include=["jepa", "jepa.*"]),
     python_requires=">=3.10",
     # torch is pinned by the Makefile (a bare `torch` requirement pulls a multi-GB CUDA build on a CPU box).
-    install_requires=["torch>=2.4", "tokenizers>=0.15", "safetensors>=0.4", "numpy", "tqdm", "pyyaml"],
+    install_requires=["torch>=2.5", "tokenizers>=0.15", "safetensors>=0.4", "numpy", "tqdm", "pyyaml"],
     extras_require={
         "test": ["pytest", "transformers>=4.45", "ruff", "matplotlib"],
         "assets": ["gguf>=0.10"],

@@ -40,13 +40,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.T
     """
     if cache is not None:
         k, v = cache.update(layer, k, v)
-    if k.shape[1] != q.shape[1]:
-        # Expanding K/V explicitly is faster on CPU than SDPA's enable_gqa with an explicit mask.
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-        v = v.repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    # Grouped-query heads: SDPA's enable_gqa reads the shared K/V in place (faster than expanding them on CPU).
+    gqa = k.shape[1] != q.shape[1]
     if attn_mask is None:
         causal = q.shape[2] > 1
         if causal and k.shape[2] != q.shape[2]:
             raise ValueError("a multi-token forward over a non-empty KV cache needs an explicit attn_mask")
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
