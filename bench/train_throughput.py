@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jepa.models.lora import apply_lora  # noqa: E402
 from jepa.tokenizer import Tokenizer  # noqa: E402
 from jepa.train.config import DEFAULT_LORA_TARGETS, load_config  # noqa: E402
 from jepa.train.data import EpochSampler, load_train_data, rank_micro_batches  # noqa: E402
@@ -39,7 +40,6 @@ from jepa.train.loop import (  # noqa: E402
     make_predictors,
     seed_everything,
 )
-from jepa.train.lora import apply_lora  # noqa: E402
 
 
 def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -> None:

@@ -6,22 +6,24 @@
   exported as ``hf``, with the trained predictor embeddings in ``predictors.safetensors`` (``{"weight": [K, D]}``)
   when the run has them;
 - a full fine-tuning checkpoint ``runs/NAME/step_N/`` whose HF model is in ``model/`` (predictors at the
-  checkpoint's top level).
-
-A LoRA checkpoint (``adapter.safetensors`` + a pointer to its base) is not loaded yet: the training code's owner
-is to add it *here* (merge the adapter into the base), returning the same `EvalModel`.
+  checkpoint's top level);
+- a LoRA checkpoint (``step_N/`` or an ``export: adapter`` final/ holding ``adapter.safetensors``): the base is
+  the run's ``config.yaml`` ``model.path`` (or ``--base``), the adapter is merged into it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file
 from torch import nn
 
 from jepa.models import load_pretrained
+from jepa.models.lora import ADAPTER_CONFIG, ADAPTER_FILE, apply_lora, load_adapter, merge_lora
 from jepa.objective import PredictorEmbeddings
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -41,12 +43,11 @@ def default_device() -> str:
 
 
 def load_for_eval(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                  ) -> EvalModel:
+                  base: str | Path | None = None) -> EvalModel:
     """Load ``path`` (see module docstring) for evaluation, in eval mode.
 
     dtype None = bfloat16 on CUDA, float32 on CPU; device None = CUDA if present. The tokenizer directory is the
     model directory, or the checkpoint directory when only that one has a tokenizer.json.
-    TODO(trainer): LoRA checkpoints (adapter + base pointer).
     Raises FileNotFoundError / ValueError naming the offending file.
     """
     path = Path(path)
@@ -57,15 +58,33 @@ def load_for_eval(path: str | Path, dtype: torch.dtype | None = None, device: st
         raise FileNotFoundError(f"{path}: model directory not found")
     model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
     if not (model_dir / "config.json").is_file():
-        if (path / "adapter.safetensors").is_file():
-            raise ValueError(f"{path}: LoRA adapter checkpoints are not supported by load_for_eval yet; evaluate an "
-                             "HF export (checkpoint.export: hf merges the adapter)")
+        if (path / ADAPTER_FILE).is_file():
+            return load_lora_checkpoint(path, dtype, device, base)
         raise FileNotFoundError(f"{path}: no config.json (expected an HF-format model directory or a checkpoint "
                                 "with model/)")
     model = load_pretrained(model_dir, dtype=dtype, device=device).eval()
     predictors = load_predictors(path / "predictors.safetensors", model)
     tokenizer_dir = model_dir if (model_dir / "tokenizer.json").is_file() or model_dir == path else path
     return EvalModel(model=model, tokenizer_dir=tokenizer_dir, predictors=predictors)
+
+
+def load_lora_checkpoint(path: Path, dtype: torch.dtype, device: torch.device,
+                         base: str | Path | None = None) -> EvalModel:
+    """Base model (``base``, else ``model.path`` of the run's config.yaml next to ``path``) + the adapter, merged."""
+    if base is None:
+        run_config = path.parent / "config.yaml"
+        if not run_config.is_file():
+            raise FileNotFoundError(f"{path}: a LoRA adapter without {run_config}; pass the base model directory")
+        base = (yaml.safe_load(run_config.read_text()).get("model") or {}).get("path")
+        if not base:
+            raise ValueError(f"{run_config}: model.path (the LoRA base) is not set")
+    meta = json.loads((path / ADAPTER_CONFIG).read_text())
+    model = load_pretrained(base, dtype=torch.float32, device=device)
+    apply_lora(model, sorted({m.rsplit(".", 1)[-1] for m in meta["modules"]}), meta["rank"], meta["alpha"])
+    load_adapter(model, path)
+    model = merge_lora(model).to(dtype).eval()
+    predictors = load_predictors(path / "predictors.safetensors", model)
+    return EvalModel(model=model, tokenizer_dir=Path(base), predictors=predictors)
 
 
 def load_predictors(file: Path, model: nn.Module) -> PredictorEmbeddings | None:

@@ -29,7 +29,7 @@ from torch import nn
 
 from jepa.models import save_pretrained
 from jepa.models.checkpoint import hf_to_ours, read_safetensors, tied
-from jepa.train.lora import load_adapter, save_adapter
+from jepa.models.lora import load_adapter, save_adapter
 
 STEP_DIR = re.compile(r"step_(\d+)")
 STATE_FILE = "trainer_state.json"

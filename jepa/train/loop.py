@@ -35,12 +35,12 @@ from tqdm import tqdm
 
 from jepa.losses import IGNORE_INDEX, jepa_loss_fn, lm_loss_sum
 from jepa.models import build_model, load_pretrained, save_pretrained
+from jepa.models.lora import apply_lora, save_adapter, save_merged
 from jepa.objective import PredictorEmbeddings, forward_hidden, view_embeddings
 from jepa.tokenizer import Tokenizer
 from jepa.train.checkpoint import all_rng_states, find_latest, load_checkpoint, save_checkpoint, step_dirs
 from jepa.train.config import DEFAULT_LORA_TARGETS, TrainConfig, check_paths, dump_config
 from jepa.train.data import EpochSampler, TrainData, load_train_data, rank_micro_batches
-from jepa.train.lora import apply_lora, save_adapter, save_merged
 
 EvalFn = Callable[[nn.Module, "PredictorEmbeddings | None", int], dict]
 

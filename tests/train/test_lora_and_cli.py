@@ -9,8 +9,9 @@ from safetensors.torch import load_file
 
 from jepa.data.sources import gsm8k_record
 from jepa.models import load_pretrained
+from jepa.eval.loading import load_for_eval
+from jepa.models.lora import apply_lora, load_adapter, lora_state_dict, merge_lora
 from jepa.objective import PredictorEmbeddings, forward_hidden
-from jepa.train.lora import apply_lora, load_adapter, lora_state_dict, merge_lora
 from tests.train.helpers import chat_config, tiny_chat_model_dir
 
 
@@ -83,3 +84,16 @@ def test_merged_export_loads_in_transformers_with_the_same_logits(chat_run):
     torch.testing.assert_close(again, ours, rtol=1e-4, atol=1e-4)
     assert (ours - base_logits).abs().max() > 1e-3  # the adapter did change the model
     assert (root / "runs" / "chat" / "final" / "tokenizer.json").is_file()
+
+
+def test_lora_step_checkpoint_loads_for_eval_like_the_merged_export(chat_run):
+    root, model_dir = chat_run
+    run_dir = root / "runs" / "chat"
+    loaded = load_for_eval(run_dir / "step_3", device="cpu")  # adapter + config.yaml's model.path, merged
+    final = load_for_eval(run_dir / "final", device="cpu")
+    ids = torch.tensor([[1, 50, 300, 7, 2048, 9, 11]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.lm_head(loaded.model(ids)), final.model.lm_head(final.model(ids)),
+                                   rtol=1e-5, atol=1e-5)
+    assert torch.equal(loaded.predictors.weight, final.predictors.weight)
+    assert loaded.tokenizer_dir == model_dir
