@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
+
+from jepa.data.sources import iter_jsonl
 
 TRAIN_KEYS = {"loss": "total loss", "lm": "LM loss", "jepa": "JEPA loss"}
 MAX_COLUMNS = 3
@@ -33,24 +35,15 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (a run directory must contain metrics.jsonl)")
     series: dict[str, list[tuple[int, float]]] = {}
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
+    for number, obj in iter_jsonl(path, (), skip_bad=False, bad=Counter()):
+        step = obj.get("step")
+        if not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError(f"{path}:{number}: missing or non-integer 'step'")
+        for key, value in obj.items():
+            if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object")
-            step = obj.get("step")
-            if not isinstance(step, int) or isinstance(step, bool):
-                raise ValueError(f"{path}:{number}: missing or non-integer 'step'")
-            for key, value in obj.items():
-                if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
-                    continue
-                if math.isfinite(value):
-                    series.setdefault(key, []).append((step, float(value)))
+            if math.isfinite(value):
+                series.setdefault(key, []).append((step, float(value)))
     for points in series.values():
         points.sort(key=lambda p: p[0])
     return series

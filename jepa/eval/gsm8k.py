@@ -9,15 +9,15 @@ greedy decoding with the KV cache, stopping at end-of-turn. Two scoring protocol
 
 from __future__ import annotations
 
-import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from jepa.data.sources import GSM8K_SYSTEM_PROMPT
+from jepa.data.sources import GSM8K_SYSTEM_PROMPT, iter_jsonl
 from jepa.eval.answers import gold_answer, score_default, score_paper
 from jepa.models import generate
 from jepa.tokenizer import Tokenizer
@@ -30,31 +30,20 @@ def load_gsm8k_records(path: str | Path, system_prompt: str = GSM8K_SYSTEM_PROMP
     ``prepare.py gsm8k``) or raw GSM8K lines (``{"question", "answer": "...\\n#### 72"}``), the latter given
     ``system_prompt``. Returns chat records; a bad line raises ValueError("path:LINE: reason")."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
     records = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("answer"), str) or not obj["answer"].strip():
-                raise ValueError(f"{path}:{number}: expected an object with a non-empty string 'answer'")
-            if "messages" in obj:
-                messages = obj["messages"]
-                if not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
-                        and any(m.get("role") == "user" and isinstance(m.get("content"), str) for m in messages)):
-                    raise ValueError(f"{path}:{number}: 'messages' must be a list of messages with a user message")
-                records.append({"messages": messages, "answer": gold_answer(obj["answer"])})
-            elif isinstance(obj.get("question"), str):
-                records.append({"messages": [{"role": "system", "content": system_prompt},
-                                             {"role": "user", "content": obj["question"].strip()}],
-                                "answer": gold_answer(obj["answer"])})
-            else:
-                raise ValueError(f"{path}:{number}: expected 'messages' (prepared record) or 'question' (raw GSM8K)")
+    for number, obj in iter_jsonl(path, ("answer",), skip_bad=False, bad=Counter()):
+        if "messages" in obj:
+            messages = obj["messages"]
+            if not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
+                    and any(m.get("role") == "user" and isinstance(m.get("content"), str) for m in messages)):
+                raise ValueError(f"{path}:{number}: 'messages' must be a list of messages with a user message")
+            records.append({"messages": messages, "answer": gold_answer(obj["answer"])})
+        elif isinstance(obj.get("question"), str):
+            records.append({"messages": [{"role": "system", "content": system_prompt},
+                                         {"role": "user", "content": obj["question"].strip()}],
+                            "answer": gold_answer(obj["answer"])})
+        else:
+            raise ValueError(f"{path}:{number}: expected 'messages' (prepared record) or 'question' (raw GSM8K)")
     if not records:
         raise ValueError(f"{path}: no records")
     return records

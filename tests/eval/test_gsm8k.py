@@ -41,7 +41,7 @@ def test_load_raw_and_prepared_records(tmp_path):
 
 @pytest.mark.parametrize("line, message", [
     ("{not json", "bad.jsonl:2: not JSON"),
-    (json.dumps({"question": "q"}), "bad.jsonl:2: expected an object with a non-empty string 'answer'"),
+    (json.dumps({"question": "q"}), "bad.jsonl:2: missing field 'answer'"),
     (json.dumps({"answer": "4"}), "bad.jsonl:2: expected 'messages'"),
     (json.dumps({"messages": [{"role": "system", "content": "s"}], "answer": "4"}), "bad.jsonl:2: 'messages'"),
 ])

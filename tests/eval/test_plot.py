@@ -32,7 +32,7 @@ def test_panel_keys_order():
 
 @pytest.mark.parametrize("line, message", [
     ("{oops", "metrics.jsonl:2: not JSON"),
-    ("[1, 2]", "metrics.jsonl:2: expected a JSON object"),
+    ("[1, 2]", "metrics.jsonl:2: not a JSON object"),
     ('{"loss": 1.0}', "metrics.jsonl:2: missing or non-integer 'step'"),
     ('{"step": 1.5, "loss": 1.0}', "metrics.jsonl:2: missing or non-integer 'step'"),
 ])
