@@ -39,12 +39,15 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=512)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--train-limit", type=int, default=64, help="GSM8K training examples (data.limit)")
+    ap.add_argument("--skip-train", action="store_true", help="evaluate the runs already in runs/")
     args = ap.parse_args()
     models = {"base (no fine-tuning)": BASE}
     for label, overrides in RUNS.items():
         name = "smollm2_" + label.split(" ")[0].replace("-", "_")
-        subprocess.run([sys.executable, "train.py", "--config", "smollm2_step.yaml", f"run.name={name}",
-                        "checkpoint.resume=none", f"data.limit={args.train_limit}", *overrides, "--quiet"], check=True)
+        if not args.skip_train:
+            subprocess.run([sys.executable, "train.py", "--config", "smollm2_step.yaml", f"run.name={name}",
+                            "checkpoint.resume=none", f"data.limit={args.train_limit}", *overrides, "--quiet"],
+                           check=True)
         models[label] = f"runs/{name}/final"
     rows = {label: evaluate(path, Path("runs/eval_smollm2") / label.split(" ")[0], args.limit, args.max_new_tokens,
                             args.batch_size) for label, path in models.items()}
