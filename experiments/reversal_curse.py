@@ -16,8 +16,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-DATA = ["--out", "data/reversal_tiny", "--n-learning", "400", "--n-test", "200", "--n-first", "60", "--n-last", "60",
-        "--comb", "10", "--n-relations", "2", "--n-valid", "100"]
+DATA = ["--preset", "tiny"]  # -> data/reversal_tiny
 SETTINGS = {
     "lm only (lambda=0)": ["jepa.lambda=0"],
     "JEPA cosine (lambda=1)": ["jepa.lambda=1", "jepa.loss=cosine"],
