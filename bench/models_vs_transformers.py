@@ -15,13 +15,10 @@ import tempfile
 import time
 
 import torch
+from shapes import SMOLLM2  # bench/ is on sys.path when a bench runs as a script
 
 from jepa.losses import lm_loss_sum
 from jepa.models import Llama, LlamaConfig, load_pretrained, save_pretrained
-
-SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-               num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0, rms_norm_eps=1e-5,
-               max_position_embeddings=8192, tie_word_embeddings=True)
 
 
 def make_checkpoint(path: str, layers: int) -> None:

@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from shapes import SMOLLM2  # bench/ is on sys.path when a bench runs as a script
 
 from jepa.data.collator import collate
 from jepa.data.layouts import LayoutConfig, build_chat_row
@@ -23,10 +24,6 @@ from jepa.losses import IGNORE_INDEX
 from jepa.models import Llama, LlamaConfig
 from jepa.objective import PredictorEmbeddings, compute_terms
 from jepa.tokenizer import Tokenizer
-
-SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-               num_attention_heads=9, num_key_value_heads=3, rope_theta=100000.0, rms_norm_eps=1e-5,
-               max_position_embeddings=8192, tie_word_embeddings=True)
 
 
 def main() -> None:
