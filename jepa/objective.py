@@ -1,7 +1,11 @@
-"""The JEPA objective on a packed batch: embed (with predictor tokens), one forward, LM + JEPA loss sums.
+"""The JEPA objective on a packed batch: the one forward that training, evaluation diagnostics, the benchmarks
+and the contract tests all call (docs/method.md §1-2).
 
-L = gamma * L_LM + lambda * L_JEPA, where the training loop divides the sums returned here by the number of
-label tokens / JEPA rows of the whole optimizer step.
+    L = gamma * L_LM + lambda * L_JEPA
+
+`Objective(batch)` returns the *sums* behind both terms (CE over label tokens, per-row JEPA loss over JEPA
+rows); the training step divides them by the label tokens / JEPA rows of the whole optimizer step.
+`Objective.two_pass` is the reference path the packed pass is tested against.
 """
 
 from __future__ import annotations
@@ -9,43 +13,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from jepa.data.collator import collate
 from jepa.data.layouts import Row
-from jepa.losses import jepa_loss_fn, lm_loss_sum
+from jepa.losses import IGNORE_INDEX, jepa_loss_fn, lm_loss_sum
+from jepa.models.predictors import PredictorEmbeddings
 
 
-class PredictorEmbeddings(nn.Module):
-    """K trainable predictor-token embeddings, addressed by the ids -1 .. -K in `input_ids`.
+@dataclass
+class LossTerms:
+    """What one forward over a micro-batch gives."""
 
-    Kept apart from the vocabulary so they train under LoRA (the base embedding stays frozen), are never an LM
-    target, and are simply absent at inference. Initialised to the mean input embedding plus small noise so
-    the K tokens start distinct.
-    """
-
-    def __init__(self, k: int, embedding: nn.Embedding, seed: int = 0) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            mean = embedding.weight.float().mean(0).cpu()
-            std = embedding.weight.float().std().cpu()
-            init = mean + 0.02 * std * torch.randn(k, mean.numel(), generator=gen)
-        self.weight = nn.Parameter(init.to(embedding.weight.device))
-
-    def forward(self, input_ids: torch.Tensor, embedding: nn.Embedding) -> torch.Tensor:
-        """input_ids [B, T] (predictor k as id -(k+1)) -> embeddings [B, T, D] in the embedding's dtype."""
-        is_pred = input_ids < 0
-        x = embedding(input_ids.clamp(min=0))
-        if bool(is_pred.any()):
-            x = x.clone()
-            x[is_pred] = self.weight[(-input_ids[is_pred]) - 1].to(x.dtype)
-        return x
+    lm_sum: torch.Tensor  # fp32 scalar: sum of CE over label tokens
+    lm_tokens: int
+    jepa_sum: torch.Tensor  # fp32 scalar: sum of the per-row JEPA loss over JEPA rows
+    jepa_rows: int
+    pred: torch.Tensor  # [N, D] prediction embeddings of the JEPA rows (final-norm hidden states)
+    target: torch.Tensor  # [N, D] target embeddings
 
 
 def forward_hidden(model: nn.Module, predictors: PredictorEmbeddings | None,
                    batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One pass over a collated batch -> final-norm hidden states [B, T, D]."""
+    """One pass over a collated batch (input_ids [B, T] with predictor ids < 0, attn_mask, position_ids)
+    -> final-norm hidden states [B, T, D]."""
     ids = batch["input_ids"]
     if predictors is not None:
         embeds = predictors(ids, model.embed_tokens)
@@ -56,58 +48,86 @@ def forward_hidden(model: nn.Module, predictors: PredictorEmbeddings | None,
     return model(input_embeds=embeds, attn_mask=batch["attn_mask"], position_ids=batch["position_ids"])
 
 
-@dataclass
-class LossTerms:
-    lm_sum: torch.Tensor  # fp32 scalar: sum of CE over label tokens
-    lm_tokens: int
-    jepa_sum: torch.Tensor  # fp32 scalar: sum of the per-row JEPA loss over JEPA rows
-    jepa_rows: int
-    pred: torch.Tensor  # [N, D] prediction embeddings of the JEPA rows
-    target: torch.Tensor  # [N, D] target embeddings
-
-
 def view_embeddings(h: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """h [B, T, D] -> (pred, target) [N, D]: the hidden states at pred_index / target_index of the N rows that
+    have a JEPA term, in row order."""
     rows = batch["jepa_rows"].nonzero().flatten()
     return h[rows, batch["pred_index"][rows]], h[rows, batch["target_index"][rows]]
 
 
-def compute_terms(model: nn.Module, predictors: PredictorEmbeddings | None, batch: dict[str, torch.Tensor],
-                  jepa_loss: str = "cosine", **loss_kwargs) -> LossTerms:
-    """LM and JEPA loss sums of one micro-batch, from a single forward pass."""
-    h = forward_hidden(model, predictors, batch)
-    lm_sum, lm_tokens = lm_loss_sum(h, batch["labels"], model.lm_head)
-    pred, target = view_embeddings(h, batch)
-    if len(pred):
-        jepa_sum = jepa_loss_fn(jepa_loss)(pred, target, **loss_kwargs).sum()
-    else:
-        jepa_sum = h.sum() * 0.0
-    return LossTerms(lm_sum, lm_tokens, jepa_sum, len(pred), pred, target)
+class Objective(nn.Module):
+    """Model + predictor tokens + the JEPA loss behind one forward, so DDP sees every trainable parameter.
 
-
-def two_pass_terms(model: nn.Module, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int,
-                   jepa_loss: str = "cosine", **loss_kwargs) -> LossTerms:
-    """Reference path: every segment group runs as its own sequence (the published designs' extra passes).
-
-    For each row: the LM sequence alone (plain causal), the prediction view (the segments the predictor sees,
-    in order) and the target view (the isolated segment) each as separate sequences. Used by the tests to
-    check the packed single pass, and by users who want the unpacked computation.
+    forward(batch) -> LossTerms, from a single pass over the packed rows. `gather_negatives` (InfoNCE under
+    torch.distributed): the other ranks' targets, detached, join each rank's negatives.
     """
-    lm_sum, lm_tokens, preds, targets = 0.0, 0, [], []
-    for row in rows:
-        lm_row = row.lm_only()
-        h = forward_hidden(model, predictors, collate([lm_row], pad_id))
-        s, n = lm_loss_sum(h, collate([lm_row], pad_id)["labels"], model.lm_head)
-        lm_sum, lm_tokens = lm_sum + s, lm_tokens + n
-        if not row.has_jepa:
-            continue
-        for index, out in ((row.pred_index, preds), (row.target_index, targets)):
-            seg = row.segment_ids[index]
-            keep = [i for i in range(index + 1) if row.segment_ids[i] in row.visible[seg]]
-            sub = Row([row.input_ids[i] for i in keep], [row.position_ids[i] for i in keep], [0] * len(keep),
-                      [-100] * len(keep), ["V"], [(0,)], len(keep))
-            out.append(forward_hidden(model, predictors, collate([sub], pad_id))[0, -1])
-    empty = torch.zeros(0, model.embed_tokens.embedding_dim)
-    pred = torch.stack(preds) if preds else empty
-    target = torch.stack(targets) if targets else empty
-    jepa_sum = jepa_loss_fn(jepa_loss)(pred, target, **loss_kwargs).sum() if preds else torch.zeros(())
-    return LossTerms(lm_sum, lm_tokens, jepa_sum, len(preds), pred, target)
+
+    def __init__(self, model: nn.Module, predictors: PredictorEmbeddings | None = None, jepa_loss: str = "cosine",
+                 temperature: float = 0.07, gather_negatives: bool = False) -> None:
+        super().__init__()
+        self.model, self.predictors = model, predictors
+        self.jepa_loss = jepa_loss_fn(jepa_loss)
+        self.loss_kwargs = {"temperature": temperature} if jepa_loss == "infonce" else {}
+        self.gather_negatives = gather_negatives
+
+    def views(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pred, target) [N, D] of the batch's JEPA rows: what the JEPA loss aligns."""
+        return view_embeddings(forward_hidden(self.model, self.predictors, batch), batch)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> LossTerms:
+        h = forward_hidden(self.model, self.predictors, batch)
+        lm_sum, lm_tokens = lm_loss_sum(h, batch["labels"], self.model.lm_head)
+        pred, target = view_embeddings(h, batch)
+        jepa_sum = self.jepa_sum(pred, target) if len(pred) else h.sum() * 0.0
+        if self.predictors is not None:
+            # Keeps the predictor tokens in every graph (an LM-only micro-batch would leave them unused and
+            # DDP would wait forever for their gradient).
+            jepa_sum = jepa_sum + self.predictors.weight.sum() * 0.0
+        return LossTerms(lm_sum, lm_tokens, jepa_sum.float(), len(pred), pred, target)
+
+    def jepa_sum(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        kwargs = dict(self.loss_kwargs)
+        if self.gather_negatives and dist.is_initialized():
+            kwargs["negatives"] = gather_other_targets(target)
+        return self.jepa_loss(pred, target, **kwargs).sum()
+
+    def two_pass(self, rows: list[Row], pad_id: int) -> LossTerms:
+        """Reference path: every segment group runs as its own sequence (the published designs' extra passes).
+
+        For each row: the LM sequence alone (plain causal), the prediction view (the segments the predictor sees,
+        in order) and the target view (the isolated segment) each as separate sequences. The tests check the
+        packed single pass against it; users may run it to see the unpacked computation.
+        """
+        lm_sum, lm_tokens, preds, targets = 0.0, 0, [], []
+        for row in rows:
+            lm_batch = collate([row.lm_only()], pad_id)
+            s, n = lm_loss_sum(forward_hidden(self.model, self.predictors, lm_batch), lm_batch["labels"],
+                               self.model.lm_head)
+            lm_sum, lm_tokens = lm_sum + s, lm_tokens + n
+            if not row.has_jepa:
+                continue
+            for index, out in ((row.pred_index, preds), (row.target_index, targets)):
+                seg = row.segment_ids[index]
+                keep = [i for i in range(index + 1) if row.segment_ids[i] in row.visible[seg]]
+                view = Row([row.input_ids[i] for i in keep], [row.position_ids[i] for i in keep], [0] * len(keep),
+                           [IGNORE_INDEX] * len(keep), ["V"], [(0,)], len(keep))
+                out.append(forward_hidden(self.model, self.predictors, collate([view], pad_id))[0, -1])
+        empty = torch.zeros(0, self.model.embed_tokens.embedding_dim)
+        pred = torch.stack(preds) if preds else empty
+        target = torch.stack(targets) if targets else empty
+        jepa_sum = self.jepa_sum(pred, target) if preds else torch.zeros(())
+        return LossTerms(lm_sum, lm_tokens, jepa_sum, len(preds), pred, target)
+
+
+def gather_other_targets(target: torch.Tensor) -> torch.Tensor:
+    """The other ranks' target embeddings [M, D], detached: gradients flow only through this rank's own
+    targets (its positives and in-batch negatives). Ranks may hold different numbers of JEPA rows."""
+    world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [torch.zeros(1, dtype=torch.long, device=target.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(target)], device=target.device))
+    longest = max(int(s) for s in sizes)
+    padded = torch.zeros(longest, target.shape[-1], dtype=target.dtype, device=target.device)
+    padded[: len(target)] = target.detach()
+    gathered = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[: int(n)] for r, (g, n) in enumerate(zip(gathered, sizes)) if r != rank])

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jepa.data.sources import STEP_SEPARATOR
 from jepa.losses import IGNORE_INDEX
 from jepa.tokenizer import ChatEncoding, Tokenizer
 
 MODES = ("regular", "jepa", "step", "reversal")
-STEP_SEPARATOR = "\n\n"
 
 
 @dataclass

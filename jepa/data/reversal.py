@@ -1,4 +1,4 @@
-"""Reversal-curse data (SPEC §5): a seeded, deterministic port of the binding paper's generator.
+"""Reversal-curse data (docs/method.md §5): a seeded, deterministic port of the binding paper's generator.
 
 Files are written in the seed's format:
 
@@ -30,7 +30,7 @@ import numpy as np
 REVERSAL_FILES = ("train.json", "valid.json", "vocab.json")
 PROBE_SPLITS = ("train", "atomic", "test")
 
-# "paper": SPEC §5 / the binding paper (390,000 training items; generated in ~5 s).
+# "paper": docs/method.md §5 / the binding paper (390,000 training items; generated in ~5 s).
 # "small": CPU runs (`make demo` on 2 cores). It keeps the paper's structure — comb=10, so each name token is
 # still shared by 10 entities and names are not unique keys — at 1/26 of the entities: 3,000 entities over
 # 300+300 name tokens, 2 relation pairs, so 2 × (2,000 + 500) = 5,000 training items (~20 batches of 256 per
@@ -215,10 +215,9 @@ def reverse_item(item: dict, inverses: dict[int, int], kind: str | None = None) 
             "type": kind or item["type"]}
 
 
-def _load_json(path: Path) -> object:
+def _load_json(path: Path, hint: str = "") -> object:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (expected {', '.join(REVERSAL_FILES)} from prepare.py "
-                                "reversal)")
+        raise FileNotFoundError(f"{path}: no such file{hint}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -230,9 +229,10 @@ def _is_ids(value: object, length: int, vocab_size: int) -> bool:
             and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < vocab_size for v in value))
 
 
-def _check_item(item: object, where: str, vocab_size: int, mask_id: int, relation_ids: set[int],
-                types: tuple[str, ...]) -> None:
-    """Raise ValueError naming ``where`` unless ``item`` has the seed's item shape with valid ids."""
+def _check_item(item: object, where: str, vocab_size: int, mask_id: int | None = None,
+                relation_ids: set[int] | None = None, types: tuple[str, ...] | None = None) -> None:
+    """Raise ValueError naming ``where`` unless ``item`` has the seed's item shape with ids < vocab_size; the
+    ``<mask>`` position, the relation and the ``type`` are checked when given."""
     shape = ('{"input_text": [[e1_f, e1_l], [r], [mask]], "target_text": [[e2_f, e2_l]], "type": ...} '
              f"with ids < {vocab_size}")
     if not isinstance(item, dict):
@@ -242,12 +242,40 @@ def _check_item(item: object, where: str, vocab_size: int, mask_id: int, relatio
             and _is_ids(inp[1], 1, vocab_size) and _is_ids(inp[2], 1, vocab_size)
             and isinstance(tgt, list) and len(tgt) == 1 and _is_ids(tgt[0], 2, vocab_size)):
         raise ValueError(f"{where}: bad shape or id; expected {shape}")
-    if inp[2][0] != mask_id:
+    if mask_id is not None and inp[2][0] != mask_id:
         raise ValueError(f"{where}: third input token is {inp[2][0]}, expected <mask> id {mask_id}")
-    if inp[1][0] not in relation_ids:
+    if relation_ids is not None and inp[1][0] not in relation_ids:
         raise ValueError(f"{where}: relation id {inp[1][0]} is not a relation token")
-    if item.get("type") not in types:
+    if types is not None and item.get("type") not in types:
         raise ValueError(f"{where}: type {item.get('type')!r} is not one of {', '.join(types)}")
+
+
+def _read_probes(valid_path: Path, vocab_size: int, require_all: bool, hint: str = "",
+                 **checks) -> dict[str, list[dict]]:
+    """The probe splits of a ``valid.json``, every item checked (``_check_item``); at least one split, or all
+    three with ``require_all``."""
+    valid = _load_json(valid_path, hint)
+    present = [s for s in PROBE_SPLITS if isinstance(valid, dict) and s in valid]
+    if not present or (require_all and len(present) < len(PROBE_SPLITS)):
+        raise ValueError(f"{valid_path}: expected an object with lists under {', '.join(PROBE_SPLITS)}")
+    for split in present:
+        if not isinstance(valid[split], list):
+            raise ValueError(f"{valid_path}[{split}]: expected a list of items")
+        for k, item in enumerate(valid[split]):
+            _check_item(item, f"{valid_path}[{split}][{k}]", vocab_size, **checks)
+    return {split: valid[split] for split in present}
+
+
+def load_probes(valid_path: str | Path, vocab_path: str | Path) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Probes to score a model on: a seed-format ``valid.json`` (any of ``train``, ``atomic``, ``test``) and the
+    ``vocab.json`` its ids refer to (any token names). Checks shapes and that every id is a vocabulary id; a
+    bad item raises ValueError naming the file and ``[split][index]``."""
+    valid_path, vocab_path = Path(valid_path), Path(vocab_path)
+    vocab = _load_json(vocab_path)
+    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
+        raise ValueError(f"{vocab_path}: expected an object mapping tokens to integer ids")
+    vocab_size = max(vocab.values(), default=-1) + 1
+    return _read_probes(valid_path, vocab_size, require_all=False), vocab
 
 
 def load_reversal(data_dir: str | Path) -> tuple[list[dict], dict[str, list[dict]], dict[str, int]]:
@@ -259,7 +287,8 @@ def load_reversal(data_dir: str | Path) -> tuple[list[dict], dict[str, list[dict
     """
     data_dir = Path(data_dir)
     vocab_path = data_dir / "vocab.json"
-    vocab = _load_json(vocab_path)
+    hint = f" (expected {', '.join(REVERSAL_FILES)} from prepare.py reversal)"
+    vocab = _load_json(vocab_path, hint)
     if not isinstance(vocab, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
         raise ValueError(f"{vocab_path}: expected an object mapping token strings to integer ids")
     if sorted(vocab.values()) != list(range(len(vocab))):
@@ -276,17 +305,12 @@ def load_reversal(data_dir: str | Path) -> tuple[list[dict], dict[str, list[dict
     mask_id, vocab_size = vocab["<mask>"], len(vocab)
 
     train_path = data_dir / "train.json"
-    train_items = _load_json(train_path)
+    train_items = _load_json(train_path, hint)
     if not isinstance(train_items, list):
         raise ValueError(f"{train_path}: expected a list of items")
     for k, item in enumerate(train_items):
         _check_item(item, f"{train_path}[{k}]", vocab_size, mask_id, relation_ids, ("train", "atomic"))
 
-    valid_path = data_dir / "valid.json"
-    valid = _load_json(valid_path)
-    if not isinstance(valid, dict) or any(not isinstance(valid.get(s), list) for s in PROBE_SPLITS):
-        raise ValueError(f"{valid_path}: expected an object with lists under {', '.join(PROBE_SPLITS)}")
-    for split in PROBE_SPLITS:
-        for k, item in enumerate(valid[split]):
-            _check_item(item, f"{valid_path}[{split}][{k}]", vocab_size, mask_id, relation_ids, PROBE_SPLITS)
+    valid = _read_probes(data_dir / "valid.json", vocab_size, require_all=True, hint=hint, mask_id=mask_id,
+                         relation_ids=relation_ids, types=PROBE_SPLITS)
     return train_items, valid, vocab

@@ -19,13 +19,13 @@ from pathlib import Path
 import torch
 
 from jepa.data.layouts import LayoutConfig, build_chat_row, build_reversal_row
-from jepa.data.reversal import relation_inverses
+from jepa.data.reversal import load_probes, relation_inverses
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SEED_SYSTEM_PROMPT
 from jepa.eval.diagnostics import evaluate_views
 from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
 from jepa.eval.loading import DTYPES, EvalModel, load_for_eval
 from jepa.eval.report import write_results
-from jepa.eval.reversal import evaluate_reversal, load_probes
+from jepa.eval.reversal import evaluate_reversal
 from jepa.tokenizer import Tokenizer
 
 
@@ -63,38 +63,49 @@ def run_reversal(args: argparse.Namespace) -> None:
                                                          **summary}))
 
 
+def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list, int]:
+    """The JEPA rows of the `train` probes in --valid (forward fact + predictors vs the reverse fact)."""
+    if not (args.valid and args.vocab):
+        raise ValueError("views --mode reversal needs --valid FILE and --vocab FILE")
+    probes, vocab = load_probes(args.valid, args.vocab)
+    if "train" not in probes:
+        raise ValueError(f"{args.valid}: no 'train' probes (JEPA rows are built from train facts)")
+    loaded = _load(args)
+    _check_vocab(loaded, vocab, args.vocab)
+    cfg = LayoutConfig(mode="reversal", predictors=_predictors(args, loaded),
+                       isolated_positions=args.isolated_positions)
+    inverses = relation_inverses(vocab)
+    rows = [build_reversal_row(item, inverses, cfg, with_jepa=True) for item in probes["train"][: args.limit]]
+    return loaded, cfg, rows, vocab["<pad>"] if "<pad>" in vocab else 0
+
+
+def chat_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list, int]:
+    """The rows of the prepared chat records in --data, laid out for --mode (step or jepa)."""
+    if not args.data:
+        raise ValueError(f"views --mode {args.mode} needs --data FILE (prepared chat records)")
+    records = load_gsm8k_records(args.data)[: args.limit]
+    if not any(m.get("role") == "assistant" for m in records[0]["messages"]):
+        raise ValueError(f"{args.data}: records have no assistant message (views need prepared chat records, "
+                         "not raw GSM8K lines)")
+    loaded = _load(args)
+    tokenizer = _tokenizer(loaded)
+    cfg = LayoutConfig(mode=args.mode, predictors=_predictors(args, loaded),
+                       isolated_positions=args.isolated_positions)
+    rows = []
+    for k, record in enumerate(records):
+        try:
+            rows.append(build_chat_row(record["messages"], tokenizer, cfg))
+        except ValueError as exc:
+            raise ValueError(f"{args.data}: record {k + 1}: {exc}") from None
+    return loaded, cfg, rows, tokenizer.pad_id
+
+
+# --mode -> how its rows are read: the reversal probes or prepared chat records.
+VIEW_ROWS = {"step": chat_view_rows, "jepa": chat_view_rows, "reversal": reversal_view_rows}
+
+
 def run_views(args: argparse.Namespace) -> None:
-    if args.mode == "reversal":
-        if not (args.valid and args.vocab):
-            raise ValueError("views --mode reversal needs --valid FILE and --vocab FILE")
-        probes, vocab = load_probes(args.valid, args.vocab)
-        if "train" not in probes:
-            raise ValueError(f"{args.valid}: no 'train' probes (JEPA rows are built from train facts)")
-        loaded = _load(args)
-        _check_vocab(loaded, vocab, args.vocab)
-        cfg = LayoutConfig(mode="reversal", predictors=_predictors(args, loaded),
-                           isolated_positions=args.isolated_positions)
-        inverses = relation_inverses(vocab)
-        rows = [build_reversal_row(item, inverses, cfg, with_jepa=True) for item in probes["train"][:args.limit]]
-        pad_id = vocab["<pad>"] if "<pad>" in vocab else 0
-    else:
-        if not args.data:
-            raise ValueError(f"views --mode {args.mode} needs --data FILE (prepared chat records)")
-        records = load_gsm8k_records(args.data)[:args.limit]
-        if not any(m.get("role") == "assistant" for m in records[0]["messages"]):
-            raise ValueError(f"{args.data}: records have no assistant message (views need prepared chat records, "
-                             "not raw GSM8K lines)")
-        loaded = _load(args)
-        tokenizer = _tokenizer(loaded)
-        cfg = LayoutConfig(mode=args.mode, predictors=_predictors(args, loaded),
-                           isolated_positions=args.isolated_positions)
-        rows = []
-        for k, record in enumerate(records):
-            try:
-                rows.append(build_chat_row(record["messages"], tokenizer, cfg))
-            except ValueError as exc:
-                raise ValueError(f"{args.data}: record {k + 1}: {exc}") from None
-        pad_id = tokenizer.pad_id
+    loaded, cfg, rows, pad_id = VIEW_ROWS[args.mode](args)
     summary = evaluate_views(loaded.model, loaded.predictors, rows, pad_id, batch_size=args.batch_size)
     print(write_results(args.out, "views", None, {"model": str(args.model), "mode": args.mode,
                                                  "predictors": cfg.predictors, **summary}))
@@ -143,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     views = commands.add_parser("views", help="view cosine, effective ranks, linear-map error of a JEPA mode")
     common(views, 16)
-    views.add_argument("--mode", required=True, choices=("step", "jepa", "reversal"))
+    views.add_argument("--mode", required=True, choices=sorted(VIEW_ROWS))
     views.add_argument("--data", type=Path, help="prepared chat records (step, jepa)")
     views.add_argument("--valid", type=Path, help="valid.json (reversal: its train probes)")
     views.add_argument("--vocab", type=Path, help="vocab.json (reversal)")

@@ -1,4 +1,4 @@
-"""Representation diagnostics of a JEPA mode on held-out rows (issue 5 §4).
+"""Representation diagnostics of a JEPA mode on held-out rows (docs/method.md §4).
 
 Given the prediction-view and target-view embeddings [N, D] that `jepa.objective` aligns (the final-norm
 hidden state at each row's ``pred_index`` / ``target_index``):
@@ -22,7 +22,8 @@ from torch import nn
 
 from jepa.data.collator import collate
 from jepa.data.layouts import Row
-from jepa.objective import PredictorEmbeddings, forward_hidden, view_embeddings
+from jepa.models.predictors import PredictorEmbeddings
+from jepa.objective import Objective
 
 
 def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -87,19 +88,20 @@ def collect_views(model: nn.Module, predictors: PredictorEmbeddings | None, rows
                   batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Prediction and target embeddings (float32 CPU [N, D]) of the rows that have a JEPA term, in row order.
 
-    One forward per batch through the packed layout, exactly as training computes them (`compute_terms`).
+    One forward per batch through the packed layout, exactly as training computes them (`Objective.views`).
     """
     jepa_rows = [r for r in rows if r.has_jepa]
     if not jepa_rows:
         raise ValueError("no row has a JEPA term (mode 'regular', or every view was too long)")
     device = next(model.parameters()).device
+    objective = Objective(model, predictors)
     was_training = model.training
     model.eval()
     preds, targets = [], []
     try:
         for start in range(0, len(jepa_rows), batch_size):
             batch = {k: v.to(device) for k, v in collate(jepa_rows[start:start + batch_size], pad_id).items()}
-            pred, target = view_embeddings(forward_hidden(model, predictors, batch), batch)
+            pred, target = objective.views(batch)
             preds.append(pred.float().cpu())
             targets.append(target.float().cpu())
     finally:

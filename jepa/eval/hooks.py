@@ -15,15 +15,17 @@ import torch
 from torch import nn
 
 from jepa.data.layouts import build_chat_row, build_reversal_row
-from jepa.data.reversal import load_reversal, relation_inverses
+from jepa.data.reversal import load_probes, relation_inverses
 from jepa.eval.diagnostics import evaluate_views
 from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
 from jepa.eval.report import flat_metrics
 from jepa.eval.reversal import evaluate_reversal
-from jepa.objective import PredictorEmbeddings
+from jepa.models.predictors import PredictorEmbeddings
 from jepa.tokenizer import Tokenizer
 
-Hook = Callable[[nn.Module, PredictorEmbeddings | None, int], dict]
+# What the trainer calls every `eval.every` steps and at the end (model in eval mode, under no_grad):
+# hook(model, predictors, step) -> flat metrics for metrics.jsonl.
+EvalHook = Callable[[nn.Module, PredictorEmbeddings | None, int], dict]
 
 
 def _eval_path(cfg) -> Path:
@@ -31,7 +33,7 @@ def _eval_path(cfg) -> Path:
 
 
 def _tokenizer(cfg) -> Tokenizer:
-    return Tokenizer.from_dir(cfg.model.tokenizer or cfg.model.path, date_string=cfg.data.date_string)
+    return Tokenizer.from_dir(cfg.tokenizer_dir, date_string=cfg.data.date_string)
 
 
 def _chat_rows(cfg, tokenizer: Tokenizer) -> list:
@@ -39,10 +41,11 @@ def _chat_rows(cfg, tokenizer: Tokenizer) -> list:
     return [build_chat_row(r["messages"], tokenizer, cfg.layout) for r in records]
 
 
-def reversal(cfg) -> Hook:
+def reversal(cfg) -> EvalHook:
     """MRR / joint accuracy on the train, atomic (forward) and test (reverse) probes, plus the view
     diagnostics of the `train` probes (prediction after the forward fact vs the reverse fact)."""
-    _, valid, vocab = load_reversal(_eval_path(cfg))
+    data_dir = _eval_path(cfg)
+    valid, vocab = load_probes(data_dir / "valid.json", data_dir / "vocab.json")
     if cfg.eval.limit:
         valid = {split: items[: cfg.eval.limit] for split, items in valid.items()}
     inverses = relation_inverses(vocab)
@@ -59,7 +62,7 @@ def reversal(cfg) -> Hook:
     return hook
 
 
-def gsm8k(cfg) -> Hook:
+def gsm8k(cfg) -> EvalHook:
     """GSM8K accuracy by greedy generation on the first `eval.limit` records of `eval.data`."""
     tokenizer = _tokenizer(cfg)
     records = load_gsm8k_records(_eval_path(cfg))
@@ -72,7 +75,7 @@ def gsm8k(cfg) -> Hook:
     return hook
 
 
-def views(cfg) -> Hook:
+def views(cfg) -> EvalHook:
     """Representation diagnostics (cosine, effective ranks, linear-map error) on held-out chat records."""
     tokenizer = _tokenizer(cfg)
     rows = _chat_rows(cfg, tokenizer)

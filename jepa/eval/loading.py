@@ -19,12 +19,11 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file
 from torch import nn
 
 from jepa.models import load_pretrained
 from jepa.models.lora import ADAPTER_CONFIG, ADAPTER_FILE, apply_lora, load_adapter, merge_lora
-from jepa.objective import PredictorEmbeddings
+from jepa.models.predictors import PredictorEmbeddings, load_predictors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,7 +62,7 @@ def load_for_eval(path: str | Path, dtype: torch.dtype | None = None, device: st
         raise FileNotFoundError(f"{path}: no config.json (expected an HF-format model directory or a checkpoint "
                                 "with model/)")
     model = load_pretrained(model_dir, dtype=dtype, device=device).eval()
-    predictors = load_predictors(path / "predictors.safetensors", model)
+    predictors = load_predictors(path, model)
     tokenizer_dir = model_dir if (model_dir / "tokenizer.json").is_file() or model_dir == path else path
     return EvalModel(model=model, tokenizer_dir=tokenizer_dir, predictors=predictors)
 
@@ -83,22 +82,5 @@ def load_lora_checkpoint(path: Path, dtype: torch.dtype, device: torch.device,
     apply_lora(model, sorted({m.rsplit(".", 1)[-1] for m in meta["modules"]}), meta["rank"], meta["alpha"])
     load_adapter(model, path)
     model = merge_lora(model).to(dtype).eval()
-    predictors = load_predictors(path / "predictors.safetensors", model)
+    predictors = load_predictors(path, model)
     return EvalModel(model=model, tokenizer_dir=Path(base), predictors=predictors)
-
-
-def load_predictors(file: Path, model: nn.Module) -> PredictorEmbeddings | None:
-    """``predictors.safetensors`` ({"weight": [K, D]}) as `PredictorEmbeddings` on the model's device/dtype, or
-    None when the file does not exist. A wrong width raises ValueError naming the file."""
-    if not file.is_file():
-        return None
-    tensors = load_file(str(file))
-    embedding = model.embed_tokens
-    weight = tensors.get("weight")
-    if weight is None or weight.dim() != 2 or weight.shape[1] != embedding.weight.shape[1]:
-        shape = None if weight is None else tuple(weight.shape)
-        raise ValueError(f"{file}: expected a tensor 'weight' of shape [K, {embedding.weight.shape[1]}], got {shape}")
-    predictors = PredictorEmbeddings(weight.shape[0], embedding)
-    with torch.no_grad():
-        predictors.weight.copy_(weight.to(predictors.weight.dtype))
-    return predictors.to(device=embedding.weight.device, dtype=embedding.weight.dtype)

@@ -1,4 +1,4 @@
-"""Reversal-curse metrics (SPEC §5), teacher forced, over the full vocabulary.
+"""Reversal-curse metrics (docs/method.md §5), teacher forced, over the full vocabulary.
 
 For a probe ``{"input_text": [[e1_f, e1_l], [r], [mask]], "target_text": [[e2_f, e2_l]]}`` the model reads
 ``[e1_f, e1_l, r, <mask>, e2_f]`` at positions 0..4 (the LM sequence of the reversal layout). Then
@@ -12,15 +12,14 @@ For a probe ``{"input_text": [[e1_f, e1_l], [r], [mask]], "target_text": [[e2_f,
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
-PROBE_SPLITS = ("train", "atomic", "test")
+from jepa.data.reversal import PROBE_SPLITS
+
 METRICS = ("mrr_token1", "mrr_token2", "mrr", "joint_accuracy", "joint_nll")
 
 
@@ -118,49 +117,3 @@ def evaluate_reversal(model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
         if was_training:
             model.train()
     return examples, summary
-
-
-def _load_json(path: Path) -> object:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-
-
-def load_probes(valid_path: str | Path, vocab_path: str | Path) -> tuple[dict[str, list[dict]], dict[str, int]]:
-    """Read a seed-format ``valid.json`` (``{"train", "atomic", "test"}`` -> items) and its ``vocab.json``.
-
-    Checks each item's shape and that every id is a vocabulary id; a bad item raises ValueError naming the
-    file and ``[split][index]``. At least one of the three splits must be present.
-    """
-    valid_path, vocab_path = Path(valid_path), Path(vocab_path)
-    vocab = _load_json(vocab_path)
-    if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
-        raise ValueError(f"{vocab_path}: expected an object mapping tokens to integer ids")
-    vocab_size = max(vocab.values(), default=-1) + 1
-    valid = _load_json(valid_path)
-    if not isinstance(valid, dict) or not any(s in valid for s in PROBE_SPLITS):
-        raise ValueError(f"{valid_path}: expected an object with lists under {', '.join(PROBE_SPLITS)}")
-
-    def is_ids(value: object, length: int) -> bool:
-        return (isinstance(value, list) and len(value) == length
-                and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < vocab_size for v in value))
-
-    probes = {}
-    for split in PROBE_SPLITS:
-        if split not in valid:
-            continue
-        if not isinstance(valid[split], list):
-            raise ValueError(f"{valid_path}[{split}]: expected a list of items")
-        for k, item in enumerate(valid[split]):
-            inp = item.get("input_text") if isinstance(item, dict) else None
-            tgt = item.get("target_text") if isinstance(item, dict) else None
-            if not (isinstance(inp, list) and len(inp) == 3 and is_ids(inp[0], 2) and is_ids(inp[1], 1)
-                    and is_ids(inp[2], 1) and isinstance(tgt, list) and len(tgt) == 1 and is_ids(tgt[0], 2)):
-                raise ValueError(f"{valid_path}[{split}][{k}]: expected "
-                                 '{"input_text": [[e1_f, e1_l], [r], [mask]], "target_text": [[e2_f, e2_l]]} '
-                                 f"with ids < {vocab_size} ({vocab_path.name})")
-        probes[split] = valid[split]
-    return probes, vocab

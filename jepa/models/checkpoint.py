@@ -1,7 +1,7 @@
 """Hugging Face-format checkpoints: config.json + model.safetensors (or a sharded index).
 
-Our parameter names are HF's, so import and export are a copy; the only rewrite is GPT-2's Conv1D
-weights, which HF stores transposed ([in, out]).
+Our parameter names are HF's, so import and export are a copy; what an architecture does differently (GPT-2's
+transposed Conv1D weights) is its class's `state_from_hf` / `state_to_hf`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from jepa.models.gpt2 import GPT2, GPT2Config
-from jepa.models.llama import Llama, LlamaConfig, rope_inverse_frequencies
+from jepa.models.llama import Llama, LlamaConfig
 
+# config.json `model_type` -> (module, config class)
 ARCHITECTURES = {"llama": (Llama, LlamaConfig), "gpt2": (GPT2, GPT2Config)}
-GPT2_CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
-# Causal-mask buffers that old GPT-2 checkpoints carry; they are not parameters.
-GPT2_IGNORED = (".attn.bias", ".attn.masked_bias")
 
 
 def read_config(path: str | Path) -> dict:
@@ -65,15 +63,6 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def hf_to_ours(model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if isinstance(model, GPT2):
-        if not any(k.startswith("transformer.") for k in tensors):  # saved from GPT2Model: no prefix
-            tensors = {("transformer." + k if not k.startswith("lm_head.") else k): v for k, v in tensors.items()}
-        tensors = {k: (v.t() if k.endswith(GPT2_CONV1D) else v) for k, v in tensors.items()
-                   if not k.endswith(GPT2_IGNORED)}
-    return tensors
-
-
 def tied(model: nn.Module) -> bool:
     return model.lm_head.weight is model.embed_tokens.weight
 
@@ -84,7 +73,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     hf_config = read_config(path)
     with torch.device("meta"):
         model = build_model(hf_config, source=str(path / "config.json"))
-    tensors = hf_to_ours(model, read_safetensors(path))
+    tensors = model.state_from_hf(read_safetensors(path))
     expected = {k: v.shape for k, v in model.state_dict().items()}
     if tied(model):
         expected.pop("lm_head.weight")
@@ -101,10 +90,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
                              f"config.json implies {tuple(shape)}")
     state = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
     model.load_state_dict(state, strict=False, assign=True)
-    if getattr(model.config, "tie_word_embeddings", True):  # GPT-2 is always tied
-        model.lm_head.weight = model.embed_tokens.weight
-    if isinstance(model, Llama):  # non-persistent buffer: recompute in float32 on the target device
-        model.inv_freq = rope_inverse_frequencies(model.config).to(device)
+    model.materialize(device)
     return model.eval()
 
 
@@ -115,8 +101,7 @@ def save_pretrained(model: nn.Module, path: str | Path, dtype: torch.dtype | Non
     state = model.state_dict()
     if tied(model):
         state.pop("lm_head.weight")
-    if isinstance(model, GPT2):
-        state = {k: (v.t() if k.endswith(GPT2_CONV1D) else v) for k, v in state.items()}
+    state = model.state_to_hf(state)
     state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in state.items()}
     save_file(state, str(path / "model.safetensors"), metadata={"format": "pt"})
     hf_config = model.config.to_hf()

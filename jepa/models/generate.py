@@ -5,15 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jepa.models.attention import KVCache
-
-
-def cache_for(model: nn.Module, batch: int, max_len: int, dtype: torch.dtype, device) -> KVCache:
-    cfg = model.config
-    if hasattr(cfg, "num_key_value_heads"):  # Llama
-        return KVCache(cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim, dtype, device)
-    return KVCache(cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head, dtype, device)
-
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
                 generator: torch.Generator | None) -> torch.Tensor:
@@ -60,7 +51,7 @@ def generate(
     causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()
     # Padding queries see only themselves: a fully masked row would make SDPA return NaN.
     mask = (causal & key_valid[:, None, :P]) | torch.eye(P, dtype=torch.bool, device=device)
-    cache = cache_for(model, B, P + max_new_tokens, dtype, device)
+    cache = model.kv_cache(B, P + max_new_tokens, dtype, device)
 
     h = model(ids, attn_mask=mask[:, None], position_ids=positions, cache=cache)
     next_pos = positions[:, -1] + 1

@@ -110,7 +110,16 @@ class GPT2Body(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
 
 
+# HF stores these as Conv1D weights [in, out]; ours are nn.Linear [out, in].
+HF_CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+# Causal-mask buffers that old GPT-2 checkpoints carry; they are not parameters.
+HF_IGNORED = (".attn.bias", ".attn.masked_bias")
+
+
 class GPT2(nn.Module):
+    # LoRA targets when `lora.targets` is empty: every attention and MLP projection.
+    lora_targets = ("c_attn", "c_proj", "c_fc")
+
     def __init__(self, cfg: GPT2Config) -> None:
         super().__init__()
         self.config = cfg
@@ -131,6 +140,27 @@ class GPT2(nn.Module):
     @property
     def embed_tokens(self) -> nn.Embedding:
         return self.transformer.wte
+
+    @staticmethod
+    def state_from_hf(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An HF GPT-2 state dict (`GPT2LMHeadModel`, or `GPT2Model` without the `transformer.` prefix) -> ours:
+        Conv1D weights transposed, mask buffers dropped."""
+        if not any(k.startswith("transformer.") for k in tensors):
+            tensors = {(k if k.startswith("lm_head.") else "transformer." + k): v for k, v in tensors.items()}
+        return {k: (v.t() if k.endswith(HF_CONV1D) else v) for k, v in tensors.items() if not k.endswith(HF_IGNORED)}
+
+    @staticmethod
+    def state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: (v.t() if k.endswith(HF_CONV1D) else v) for k, v in state.items()}
+
+    def materialize(self, device: torch.device | str) -> None:
+        """After loading weights into a model built on the meta device: tie the head (GPT-2 always is)."""
+        self.lm_head.weight = self.transformer.wte.weight
+
+    def kv_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str) -> KVCache:
+        """An empty cache for `batch` sequences of up to `max_len` positions."""
+        cfg = self.config
+        return KVCache(cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head, dtype, device)
 
     def forward(
         self,

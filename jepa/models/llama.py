@@ -168,6 +168,9 @@ class LlamaBody(nn.Module):
 
 
 class Llama(nn.Module):
+    # LoRA targets when `lora.targets` is empty: every attention and MLP projection.
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -190,6 +193,27 @@ class Llama(nn.Module):
     @property
     def embed_tokens(self) -> nn.Embedding:
         return self.model.embed_tokens
+
+    @staticmethod
+    def state_from_hf(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An HF `LlamaForCausalLM` state dict -> ours: the names are HF's, so nothing changes."""
+        return tensors
+
+    @staticmethod
+    def state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return state
+
+    def materialize(self, device: torch.device | str) -> None:
+        """After loading weights into a model built on the meta device: tie the head (when configured) and
+        recompute the non-persistent RoPE buffer in float32 on `device`."""
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.inv_freq = rope_inverse_frequencies(self.config).to(device)
+
+    def kv_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str) -> KVCache:
+        """An empty cache for `batch` sequences of up to `max_len` positions (grouped-query K/V heads)."""
+        cfg = self.config
+        return KVCache(cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim, dtype, device)
 
     def forward(
         self,

@@ -5,7 +5,8 @@ A checkpoint directory holds
     model/                 full fine-tuning: an HF-format directory (config.json + model.safetensors)
     adapter.safetensors    LoRA: the adapter tensors only (+ adapter_config.json)
     predictors.safetensors the K predictor-token embeddings (when the run has any)
-    optimizer.pt  scheduler.pt  scaler.pt  rng.pt (python / numpy / torch / cuda states, one entry per rank)
+    optimizer.pt  scheduler.pt  scaler.pt ({} unless fp16)  rng.pt (python / numpy / torch / cuda states,
+                           one entry per rank)
     trainer_state.json     step, data-sampler position, world size -- written last
 
 `os.replace` of the finished temporary directory is atomic, so a crash leaves either the whole checkpoint or
@@ -24,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from jepa.models import save_pretrained
-from jepa.models.checkpoint import hf_to_ours, read_safetensors, tied
+from jepa.models.checkpoint import read_safetensors, tied
 from jepa.models.lora import load_adapter, save_adapter
+from jepa.models.predictors import restore_predictors, save_predictors
+from jepa.train.distributed import barrier
+from jepa.train.state import TrainState
 
 STEP_DIR = re.compile(r"step_(\d+)")
 STATE_FILE = "trainer_state.json"
@@ -74,62 +76,67 @@ def find_latest(run_dir: Path) -> Path | None:
     return dirs[-1][1] if dirs else None
 
 
-def save_checkpoint(run_dir: Path, step: int, model: nn.Module, predictors: nn.Module | None, lora: bool,
-                    optimizer: torch.optim.Optimizer, scheduler, scaler, sampler_state: dict, world_size: int,
-                    rng_states: list[dict], keep_last: int) -> Path:
-    """Write step_N atomically (rank 0 only; gather `rng_states` on every rank first). Returns its path."""
-    final = run_dir / f"step_{step}"
-    tmp = run_dir / f".step_{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if lora:
-        save_adapter(model, tmp)
-    else:
-        save_pretrained(model, tmp / "model")
-    if predictors is not None:
-        save_file({"weight": predictors.weight.detach().contiguous().cpu()}, str(tmp / "predictors.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(scaler.state_dict() if scaler is not None else {}, tmp / "scaler.pt")
-    torch.save(rng_states, tmp / "rng.pt")
-    state = {"step": step, "sampler": sampler_state, "world_size": world_size}
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    for _, old in step_dirs(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+def save_checkpoint(state: TrainState) -> Path:
+    """Write `run_dir/step_N` for the state's step atomically, on rank 0, and make it `state.last_checkpoint`.
+    Collective under DDP (every rank's RNG state is gathered), so every rank calls it. Returns its path."""
+    rng_states = all_rng_states()
+    cfg, step = state.cfg, state.step
+    final = cfg.run_dir / f"step_{step}"
+    if state.world.is_main:
+        tmp = cfg.run_dir / f".step_{step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        if cfg.lora.enabled:
+            save_adapter(state.model, tmp)
+        else:
+            save_pretrained(state.model, tmp / "model")
+        if state.predictors is not None:
+            save_predictors(state.predictors, tmp)
+        torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(state.scaler.state_dict(), tmp / "scaler.pt")  # {} unless fp16
+        torch.save(rng_states, tmp / "rng.pt")
+        trainer_state = {"step": step, "sampler": state.sampler.state_dict(), "world_size": state.world.world_size}
+        (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for _, old in step_dirs(cfg.run_dir)[: -cfg.checkpoint.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier(state.world)
+    state.last_checkpoint = final
     return final
 
 
-def load_checkpoint(path: Path, model: nn.Module, predictors: nn.Module | None, lora: bool,
-                    optimizer: torch.optim.Optimizer, scheduler, scaler, rank: int, world_size: int) -> dict:
-    """Restore everything saved by `save_checkpoint` into live objects (every rank). Returns trainer_state."""
+def load_checkpoint(state: TrainState, path: Path) -> None:
+    """Restore everything `save_checkpoint` wrote into the live state (every rank): weights or adapter,
+    predictors, optimizer, schedule, scaler, this rank's RNG, the sampler position and the step."""
     state_file = path / STATE_FILE
     if not state_file.is_file():
         raise FileNotFoundError(f"checkpoint.resume: {path} is not a complete checkpoint (no {STATE_FILE})")
-    state = json.loads(state_file.read_text())
-    if state["world_size"] != world_size:
-        raise ValueError(f"checkpoint.resume: {path} was written by {state['world_size']} processes, this run has "
-                         f"{world_size}; exact resume needs the same number")
-    device = next(model.parameters()).device
-    if lora:
+    trainer_state = json.loads(state_file.read_text())
+    world = state.world
+    if trainer_state["world_size"] != world.world_size:
+        raise ValueError(f"checkpoint.resume: {path} was written by {trainer_state['world_size']} processes, this "
+                         f"run has {world.world_size}; exact resume needs the same number")
+    model = state.model
+    if state.cfg.lora.enabled:
         load_adapter(model, path)
     else:
-        tensors = hf_to_ours(model, read_safetensors(path / "model"))
+        tensors = model.state_from_hf(read_safetensors(path / "model"))
         if tied(model):
             tensors.pop("lm_head.weight", None)
-        result = model.load_state_dict({k: v.to(device) for k, v in tensors.items()}, strict=False)
+        result = model.load_state_dict({k: v.to(world.device) for k, v in tensors.items()}, strict=False)
         missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and tied(model))]
         if missing or result.unexpected_keys:
             raise ValueError(f"{path / 'model'}: does not match the model (missing {missing[:3]}, "
                              f"unexpected {result.unexpected_keys[:3]})")
-    if predictors is not None:
-        with torch.no_grad():
-            predictors.weight.copy_(load_file(str(path / "predictors.safetensors"))["weight"])
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    if scaler is not None:
-        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=False))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=False)[rank])
-    return state
+    if state.predictors is not None:
+        restore_predictors(state.predictors, path)
+    state.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=world.device, weights_only=False))
+    state.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    state.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=False))
+    set_rng_state(torch.load(path / "rng.pt", weights_only=False)[world.rank])
+    state.sampler.load_state_dict(trainer_state["sampler"])
+    state.step = trainer_state["step"]
+    state.last_checkpoint = path

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from jepa.data.datasets import DataConfig, dataset_class
 from jepa.data.layouts import LayoutConfig
 from jepa.losses import JEPA_LOSSES
 
@@ -29,12 +30,6 @@ SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16")
 EXPORTS = ("hf", "adapter", "none")
 DEVICES = ("auto", "cpu", "cuda")
-# LoRA targets when `lora.targets` is empty: every attention and MLP projection of the architecture.
-DEFAULT_LORA_TARGETS = {
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-}
-
 
 @dataclass
 class RunConfig:
@@ -51,18 +46,8 @@ class ModelConfig:
     path: str | None = None  # an HF-format directory (config.json + model.safetensors) to fine-tune
     name: str = ""  # what belongs in `path` (named in the error when the directory is missing)
     arch: dict | None = None  # instead of `path`: an HF config.json dict, trained from scratch
-    tokenizer: str | None = None  # directory with tokenizer.json; default `path` (unused in reversal mode)
+    tokenizer: str | None = None  # directory with tokenizer.json; default `path` (reversal data has its own vocab)
     gradient_checkpointing: bool = False  # recompute each block in the backward pass (activation checkpointing)
-
-
-@dataclass
-class DataConfig:
-    train: str = ""  # chat jsonl ({"messages": [...]}) for regular/jepa/step; the reversal directory for reversal
-    limit: int | None = None  # use the first N records only (a subset for quick runs)
-    skip_bad: bool = False  # skip and count records that cannot be laid out, instead of failing
-    shuffle: bool = True  # reshuffle every epoch (seeded by run.seed and the epoch)
-    date_string: str = "26 Jul 2024"  # Llama-3 template "Today Date", fixed for reproducibility
-    pad_to_multiple: int = 1  # pad micro-batches to a multiple of this length (e.g. 8 on GPU)
 
 
 @dataclass
@@ -99,7 +84,7 @@ class LoRAConfig:
     rank: int = 16
     alpha: float = 32.0  # update scaled by alpha / rank
     dropout: float = 0.0  # on the adapter's input only
-    targets: list[str] = field(default_factory=list)  # module names; empty = all attention + MLP projections
+    targets: list[str] = field(default_factory=list)  # module names; empty = the architecture's `lora_targets`
 
 
 @dataclass
@@ -108,7 +93,7 @@ class JepaConfig:
     lam: float = field(default=0.0, metadata={"key": "lambda"})  # weight of L_JEPA (YAML key `lambda`)
     loss: str = "cosine"  # a name in jepa.losses.JEPA_LOSSES
     temperature: float = 0.07  # infonce only
-    ratio: float = 1.0  # SPEC's jepa_ratio: per micro-batch, JEPA with this probability, else LM rows only
+    ratio: float = 1.0  # jepa_ratio (docs/method.md §1): per micro-batch, JEPA with this probability, else LM rows only
     predictor_seed: int = 0  # init of the K predictor-token embeddings
     gather_negatives: bool = False  # infonce under DDP: other ranks' targets as extra negatives (no gradient)
 
@@ -148,6 +133,10 @@ class TrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.run.dir) / self.run.name
+
+    @property
+    def tokenizer_dir(self) -> str | None:
+        return self.model.tokenizer or self.model.path
 
     def to_dict(self) -> dict:
         return _to_dict(self)
@@ -411,15 +400,4 @@ def check_paths(cfg: TrainConfig) -> None:
             raise FileNotFoundError(
                 f"model.path: {path} {'has no config.json' if path.is_dir() else 'not found'}: put {what} there "
                 f"({HF_MODEL_FILES}); this project never downloads models")
-    if cfg.layout.mode != "reversal":
-        tok = Path(cfg.model.tokenizer or cfg.model.path or "")
-        if not (tok / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"model.tokenizer: {tok / 'tokenizer.json'} not found (set model.tokenizer to a "
-                                    "directory with tokenizer.json and tokenizer_config.json)")
-    data = Path(cfg.data.train)
-    if cfg.layout.mode == "reversal":
-        if not data.is_dir():
-            raise FileNotFoundError(f"data.train: reversal directory {data} not found "
-                                    f"(make it with: python prepare.py reversal [--preset small])")
-    elif not data.is_file():
-        raise FileNotFoundError(f"data.train: {data} not found (a chat jsonl; GSM8K: python prepare.py gsm8k)")
+    dataset_class(cfg.layout.mode).check_paths(cfg.data, cfg.tokenizer_dir)

@@ -1,4 +1,4 @@
-"""Training rows for the configured mode, the checkpointable epoch sampler, micro-batches.
+"""The checkpointable epoch sampler and this rank's micro-batches of a global batch.
 
 Data order: every epoch is a permutation of the rows drawn from `numpy.random.default_rng([seed, epoch])`, cut
 into global batches of `batch_size * grad_accum * world_size` rows (the incomplete tail is dropped, so every
@@ -9,90 +9,11 @@ batch is split into `world_size * grad_accum` micro-batches; rank r takes micro-
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from jepa.data.collator import collate
-from jepa.data.layouts import LayoutConfig, Row, build_chat_row, build_reversal_row
-from jepa.data.reversal import load_reversal, relation_inverses
-from jepa.data.sources import iter_jsonl
-from jepa.tokenizer import Tokenizer
-
-
-@dataclass
-class TrainData:
-    """Packed rows plus what the loop and the report need."""
-
-    rows: list[Row]
-    pad_id: int
-    vocab_size: int | None = None  # reversal: size of vocab.json (the model is built for it)
-    jepa_truncated: int = 0  # rows whose JEPA view did not survive max_length: they train with L_LM only
-    skipped: Counter = field(default_factory=Counter)  # reason -> count (data.skip_bad)
-
-    def summary(self) -> str:
-        n_jepa = sum(r.has_jepa for r in self.rows)
-        text = f"{len(self.rows)} rows ({n_jepa} with a JEPA term"
-        if self.jepa_truncated:
-            text += f", {self.jepa_truncated} LM-only because their JEPA view was truncated by max_length"
-        text += ")"
-        if self.skipped:
-            text += "; skipped: " + ", ".join(f"{n} {reason}" for reason, n in self.skipped.items())
-        return text
-
-
-def _check_messages(obj: dict, where: str) -> list[dict]:
-    messages = obj.get("messages")
-    if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages):
-        raise ValueError(f"{where}: expected \"messages\": a non-empty list of {{\"role\", \"content\"}} strings")
-    return messages
-
-
-def build_chat_rows(path: str | Path, tokenizer: Tokenizer, layout: LayoutConfig, limit: int | None = None,
-                    skip_bad: bool = False) -> TrainData:
-    """Rows of a chat jsonl for regular / jepa / step mode. A record that cannot be laid out (e.g. fewer than 2
-    steps in step mode) raises ValueError("path:LINE: reason"), or is skipped and counted with `skip_bad`."""
-    rows, skipped, truncated = [], Counter(), 0
-    for line_number, obj in iter_jsonl(path, (), skip_bad, skipped):
-        where = f"{path}:{line_number}"
-        try:
-            row = build_chat_row(_check_messages(obj, where), tokenizer, layout)
-        except ValueError as exc:
-            if not skip_bad:
-                raise ValueError(f"{where}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
-            skipped[str(exc).split(" (")[0]] += 1
-            continue
-        if layout.mode != "regular" and not row.has_jepa:
-            truncated += 1
-        rows.append(row)
-        if limit is not None and len(rows) >= limit:
-            break
-    if tokenizer.pad_id is None:
-        raise ValueError(f"{path}: the tokenizer has no pad token and no eos token to pad with")
-    return TrainData(rows, tokenizer.pad_id, jepa_truncated=truncated, skipped=skipped)
-
-
-def build_reversal_rows(data_dir: str | Path, layout: LayoutConfig, limit: int | None = None) -> TrainData:
-    """Rows of the reversal training set (`train.json`); JEPA only on `train` items (SPEC §5)."""
-    items, _, vocab = load_reversal(data_dir)
-    inverses = relation_inverses(vocab)
-    items = items[:limit] if limit is not None else items
-    rows = [build_reversal_row(item, inverses, layout) for item in items]
-    return TrainData(rows, vocab["<pad>"], vocab_size=len(vocab))
-
-
-def load_train_data(data_path: str | Path, layout: LayoutConfig, tokenizer: Tokenizer | None,
-                    limit: int | None = None, skip_bad: bool = False) -> TrainData:
-    if layout.mode == "reversal":
-        return build_reversal_rows(data_path, layout, limit)
-    if tokenizer is None:
-        raise ValueError(f"layout.mode={layout.mode} needs a tokenizer (model.tokenizer)")
-    return build_chat_rows(data_path, tokenizer, layout, limit, skip_bad)
+from jepa.data.datasets import Dataset
 
 
 class EpochSampler:
@@ -149,7 +70,7 @@ def use_jepa(seed: int, step: int, micro: int, ratio: float) -> bool:
     return bool(np.random.default_rng([seed, step, micro, 0x1E9A]).random() < ratio)
 
 
-def rank_micro_batches(data: TrainData, indices: list[int], batch_size: int, grad_accum: int, rank: int,
+def rank_micro_batches(data: Dataset, indices: list[int], batch_size: int, grad_accum: int, rank: int,
                        step: int, seed: int, jepa_ratio: float, pad_to_multiple: int = 1
                        ) -> list[dict[str, torch.Tensor]]:
     """This rank's `grad_accum` collated micro-batches of one global batch (see the module docstring); each

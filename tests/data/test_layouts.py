@@ -1,4 +1,5 @@
-"""The packed single pass equals running every segment as its own sequence (SPEC §2 correctness contract)."""
+"""The packed single pass equals running every segment as its own sequence (docs/method.md §2 contract), through
+the `Objective` that training calls."""
 
 import pytest
 import torch
@@ -7,7 +8,8 @@ from jepa.data.collator import collate
 from jepa.data.layouts import LayoutConfig, build_chat_row, build_reversal_row, step_token_ranges
 from jepa.data.show import show_row
 from jepa.losses import IGNORE_INDEX
-from jepa.objective import PredictorEmbeddings, compute_terms, two_pass_terms
+from jepa.models.predictors import PredictorEmbeddings
+from jepa.objective import Objective
 from jepa.tokenizer import Tokenizer
 from tests.data.tiny_tokenizer import write_tiny_llama3_tokenizer
 from tests.models.tiny import tiny_gpt2, tiny_llama
@@ -39,11 +41,10 @@ def total_loss(terms):
     return terms.lm_sum / terms.lm_tokens + terms.jepa_sum / max(terms.jepa_rows, 1)
 
 
-def assert_packed_equals_separate(model, rows, pad_id, k):
-    predictors = PredictorEmbeddings(max(k, 1), model.embed_tokens, seed=1)
-    params = [p for p in list(model.parameters()) + list(predictors.parameters()) if p.requires_grad]
-    packed = compute_terms(model, predictors, collate(rows, pad_id))
-    separate = two_pass_terms(model, predictors, rows, pad_id)
+def assert_packed_equals_separate(objective: Objective, rows, pad_id):
+    params = [p for p in objective.parameters() if p.requires_grad]
+    packed = objective(collate(rows, pad_id))
+    separate = objective.two_pass(rows, pad_id)
     assert packed.lm_tokens == separate.lm_tokens > 0
     assert packed.jepa_rows == separate.jepa_rows == sum(r.has_jepa for r in rows)
     assert torch.allclose(packed.lm_sum, separate.lm_sum, atol=1e-5)
@@ -53,11 +54,14 @@ def assert_packed_equals_separate(model, rows, pad_id, k):
         assert (packed.target - separate.target).abs().max() < 1e-5
     g_packed = torch.autograd.grad(total_loss(packed), params, allow_unused=True)
     g_sep = torch.autograd.grad(total_loss(separate), params, allow_unused=True)
-    for a, b in zip(g_packed, g_sep):
-        if a is None or b is None:
-            assert a is None and b is None
-        else:  # fp32: 1e-5 relative to the gradient's scale
-            assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+    for p, a, b in zip(params, g_packed, g_sep):
+        a = torch.zeros_like(p) if a is None else a  # unused (e.g. predictors with K = 0): zero gradient
+        b = torch.zeros_like(p) if b is None else b
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())  # fp32, relative to the scale
+
+
+def objective_for(model, k: int) -> Objective:
+    return Objective(model, PredictorEmbeddings(max(k, 1), model.embed_tokens, seed=1))
 
 
 @pytest.mark.parametrize("mode,k", [("regular", 0), ("step", 2), ("step", 0), ("jepa", 2), ("jepa", 0)])
@@ -66,7 +70,7 @@ def test_chat_modes_packed_equals_separate(tok, mode, k):
     cfg = LayoutConfig(mode=mode, predictors=k, max_length=512)
     rows = [build_chat_row(m, tok, cfg) for m in CHATS]
     assert all(r.has_jepa == (mode != "regular") for r in rows)
-    assert_packed_equals_separate(model, rows, tok.pad_id, k)
+    assert_packed_equals_separate(objective_for(model, k), rows, tok.pad_id)
 
 
 @pytest.mark.parametrize("arch,positions", [("gpt2", "restart"), ("gpt2", "continue"), ("llama", "restart")])
@@ -75,7 +79,7 @@ def test_reversal_packed_equals_separate(arch, positions):
     cfg = LayoutConfig(mode="reversal", predictors=1, isolated_positions=positions)
     rows = [build_reversal_row(item, {9: 10, 10: 9}, cfg) for item in reversal_items()]
     assert [r.has_jepa for r in rows] == [True, True, False]  # atomic rows: their reverse is a test item
-    assert_packed_equals_separate(model, rows, pad_id=11, k=1)
+    assert_packed_equals_separate(objective_for(model, 1), rows, pad_id=11)
 
 
 def test_lm_loss_is_exactly_plain_sft(tok):
@@ -86,8 +90,8 @@ def test_lm_loss_is_exactly_plain_sft(tok):
     for r, s in zip(regular, step):
         assert s.input_ids[: s.main_length] == r.input_ids and s.labels[: s.main_length] == r.labels
     with torch.no_grad():
-        a = compute_terms(model, None, collate(regular, tok.pad_id))
-        b = compute_terms(model, PredictorEmbeddings(2, model.embed_tokens), collate(step, tok.pad_id))
+        a = Objective(model)(collate(regular, tok.pad_id))
+        b = objective_for(model, 2)(collate(step, tok.pad_id))
     assert a.lm_tokens == b.lm_tokens and torch.allclose(a.lm_sum, b.lm_sum, atol=1e-5)
 
 

@@ -15,7 +15,8 @@ from jepa.eval.diagnostics import (
     mean_cosine,
     view_diagnostics,
 )
-from jepa.objective import PredictorEmbeddings, compute_terms
+from jepa.models.predictors import PredictorEmbeddings
+from jepa.objective import Objective
 from tests.models.tiny import tiny_gpt2
 
 
@@ -107,7 +108,7 @@ def test_collect_views_equals_training_views(k):
     jepa_rows = [r for r in rows if r.has_jepa]
     assert pred.shape == target.shape == (len(jepa_rows), 64)
     with torch.no_grad():
-        terms = compute_terms(model, predictors, collate(jepa_rows, pad_id=22))
+        terms = Objective(model, predictors)(collate(jepa_rows, pad_id=22))
     torch.testing.assert_close(pred, terms.pred, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(target, terms.target, atol=1e-5, rtol=1e-5)
     summary = evaluate_views(model, predictors, rows, pad_id=22)

@@ -4,7 +4,7 @@ import json
 
 from jepa.eval.hooks import views
 from jepa.models import load_pretrained, save_pretrained
-from jepa.objective import PredictorEmbeddings
+from jepa.models.predictors import PredictorEmbeddings
 from jepa.train.config import config_from_dict
 from jepa.train.loop import train
 from tests.data.tiny_tokenizer import write_tiny_llama3_tokenizer

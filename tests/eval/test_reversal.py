@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from jepa.data.reversal import generate_reversal
+from jepa.data.reversal import generate_reversal, load_probes
 from jepa.eval.report import flat_metrics
-from jepa.eval.reversal import evaluate_reversal, load_probes, ranks_of
+from jepa.eval.reversal import evaluate_reversal, ranks_of
 from tests.models.tiny import tiny_gpt2
 
 V, MASK, REL = 8, 7, 6

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
+from jepa.data.datasets import ChatDataset, DataConfig
 from jepa.data.layouts import LayoutConfig
 from jepa.data.sources import gsm8k_record
-from jepa.tokenizer import Tokenizer
-from jepa.train.data import EpochSampler, build_chat_rows, use_jepa
+from jepa.train.data import EpochSampler, use_jepa
 
 
 def test_sampler_covers_each_epoch_and_resumes_from_its_position():
@@ -35,7 +35,6 @@ def test_jepa_ratio_decisions_are_seeded_and_follow_the_ratio():
 
 
 def test_chat_rows_count_truncated_views_and_name_bad_lines(tmp_path, smollm2_dir):
-    tokenizer = Tokenizer.from_dir(smollm2_dir)
     path = tmp_path / "train.jsonl"
     long_step = "word " * 80
     records = [gsm8k_record("What is 2 + 3?", "Two plus three.\nIt is 5.\n#### 5"),
@@ -44,7 +43,7 @@ def test_chat_rows_count_truncated_views_and_name_bad_lines(tmp_path, smollm2_di
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     layout = LayoutConfig(mode="step", max_length=120)
     with pytest.raises(ValueError, match=rf"^{path}:3: step mode needs at least 2 assistant steps"):
-        build_chat_rows(path, tokenizer, layout)
-    data = build_chat_rows(path, tokenizer, layout, skip_bad=True)
+        ChatDataset.load(DataConfig(train=str(path)), layout, str(smollm2_dir))
+    data = ChatDataset.load(DataConfig(train=str(path), skip_bad=True), layout, str(smollm2_dir))
     assert len(data.rows) == 2 and data.jepa_truncated == 1 and sum(data.skipped.values()) == 1
     assert "1 LM-only because their JEPA view was truncated" in data.summary()

@@ -11,7 +11,8 @@ from jepa.data.sources import gsm8k_record
 from jepa.eval.loading import load_for_eval
 from jepa.models import load_pretrained
 from jepa.models.lora import apply_lora, load_adapter, lora_state_dict, merge_lora
-from jepa.objective import PredictorEmbeddings, forward_hidden
+from jepa.models.predictors import PredictorEmbeddings
+from jepa.objective import forward_hidden
 from tests.train.helpers import chat_config, tiny_chat_model_dir
 
 

@@ -18,7 +18,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         return {"poisoned": 1}
 
     with pytest.raises(TrainingDiverged) as err:
-        train(config_from_dict(raw), eval_fn=poison, progress=False)
+        train(config_from_dict(raw), eval_hook=poison, progress=False)
     message = str(err.value)
     assert "loss is nan at step 4" in message and "step_2" in message
     run_dir = tmp_path / "runs" / "tiny"

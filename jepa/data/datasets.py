@@ -1,0 +1,168 @@
+"""Training data sources: one class per kind of data, each turning its files into packed rows for a layout.
+
+    ChatDataset      a chat jsonl ({"messages": [...]} per line) + a tokenizer directory   regular, jepa, step
+    ReversalDataset  a reversal directory (train.json, valid.json, vocab.json), no tokenizer   reversal
+
+A source knows the paths it needs (`check_paths`: one line naming the key and what to put there), its rows, its
+pad id and vocabulary size (a model trained from scratch is built for it), and the files a run exports next to
+the model (`export_files`). `dataset_class(mode)` picks the source whose `modes` hold the layout's mode, so a
+new kind of data is a new class here, not a branch in the trainer.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from jepa.data.layouts import LayoutConfig, Row, build_chat_row, build_reversal_row
+from jepa.data.reversal import load_reversal, relation_inverses
+from jepa.data.sources import iter_jsonl
+from jepa.tokenizer import Tokenizer
+
+# What a chat run exports next to the model, from its tokenizer directory.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # chat jsonl ({"messages": [...]}) for regular/jepa/step; the reversal directory for reversal
+    limit: int | None = None  # use the first N records only (a subset for quick runs)
+    skip_bad: bool = False  # skip and count records that cannot be laid out, instead of failing
+    shuffle: bool = True  # reshuffle every epoch (seeded by run.seed and the epoch)
+    date_string: str = "26 Jul 2024"  # Llama-3 template "Today Date", fixed for reproducibility
+    pad_to_multiple: int = 1  # pad micro-batches to a multiple of this length (e.g. 8 on GPU)
+
+
+@dataclass
+class Dataset:
+    """Packed rows of one training set plus what the trainer and the start-up summary need."""
+
+    modes: ClassVar[tuple[str, ...]] = ()
+
+    rows: list[Row]
+    pad_id: int
+    vocab_size: int  # the ids the rows use are < vocab_size
+    jepa_truncated: int = 0  # rows whose JEPA view did not survive max_length: they train with L_LM only
+    skipped: Counter = field(default_factory=Counter)  # reason -> count (data.skip_bad)
+
+    @staticmethod
+    def check_paths(cfg: DataConfig, tokenizer_dir: str | None) -> None:
+        """FileNotFoundError naming the config key when a file the source needs is missing."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, cfg: DataConfig, layout: LayoutConfig, tokenizer_dir: str | None) -> Dataset:
+        raise NotImplementedError
+
+    def export_files(self, out_dir: Path) -> None:
+        """Copy what a user of the exported model needs besides the weights (tokenizer or vocabulary)."""
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        n_jepa = sum(r.has_jepa for r in self.rows)
+        text = f"{len(self.rows)} rows ({n_jepa} with a JEPA term"
+        if self.jepa_truncated:
+            text += f", {self.jepa_truncated} LM-only because their JEPA view was truncated by max_length"
+        text += ")"
+        if self.skipped:
+            text += "; skipped: " + ", ".join(f"{n} {reason}" for reason, n in self.skipped.items())
+        return text
+
+
+def _check_messages(obj: dict, where: str) -> list[dict]:
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            for m in messages):
+        raise ValueError(f"{where}: expected \"messages\": a non-empty list of {{\"role\", \"content\"}} strings")
+    return messages
+
+
+@dataclass
+class ChatDataset(Dataset):
+    modes: ClassVar[tuple[str, ...]] = ("regular", "jepa", "step")
+    tokenizer_dir: Path = Path()
+
+    @staticmethod
+    def check_paths(cfg: DataConfig, tokenizer_dir: str | None) -> None:
+        tok = Path(tokenizer_dir or "")
+        if not (tok / "tokenizer.json").is_file():
+            raise FileNotFoundError(f"model.tokenizer: {tok / 'tokenizer.json'} not found (set model.tokenizer to a "
+                                    "directory with tokenizer.json and tokenizer_config.json)")
+        if not Path(cfg.train).is_file():
+            raise FileNotFoundError(f"data.train: {cfg.train} not found (a chat jsonl; GSM8K: python prepare.py "
+                                    "gsm8k)")
+
+    @classmethod
+    def load(cls, cfg: DataConfig, layout: LayoutConfig, tokenizer_dir: str | None) -> ChatDataset:
+        """Rows of the chat jsonl `cfg.train`. A record that cannot be laid out (e.g. fewer than 2 steps in step
+        mode) raises ValueError("path:LINE: reason"), or is skipped and counted with `cfg.skip_bad`."""
+        cls.check_paths(cfg, tokenizer_dir)
+        tokenizer = Tokenizer.from_dir(tokenizer_dir, date_string=cfg.date_string)
+        return cls(*tokenize_chats(cfg.train, tokenizer, layout, cfg.limit, cfg.skip_bad),
+                   tokenizer_dir=Path(tokenizer_dir))
+
+    def export_files(self, out_dir: Path) -> None:
+        for name in TOKENIZER_FILES:
+            if (self.tokenizer_dir / name).is_file():
+                shutil.copy(self.tokenizer_dir / name, out_dir / name)
+
+
+def tokenize_chats(path: str | Path, tokenizer: Tokenizer, layout: LayoutConfig, limit: int | None = None,
+                   skip_bad: bool = False) -> tuple[list[Row], int, int, int, Counter]:
+    """(rows, pad id, vocabulary size, rows with a truncated view, skipped-by-reason) of a chat jsonl."""
+    rows, skipped, truncated = [], Counter(), 0
+    for line_number, obj in iter_jsonl(path, (), skip_bad, skipped):
+        where = f"{path}:{line_number}"
+        try:
+            row = build_chat_row(_check_messages(obj, where), tokenizer, layout)
+        except ValueError as exc:
+            if not skip_bad:
+                raise ValueError(f"{where}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
+            skipped[str(exc).split(" (")[0]] += 1
+            continue
+        if layout.mode != "regular" and not row.has_jepa:
+            truncated += 1
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    if tokenizer.pad_id is None:
+        raise ValueError(f"{path}: the tokenizer has no pad token and no eos token to pad with")
+    return rows, tokenizer.pad_id, tokenizer.vocab_size, truncated, skipped
+
+
+@dataclass
+class ReversalDataset(Dataset):
+    modes: ClassVar[tuple[str, ...]] = ("reversal",)
+    data_dir: Path = Path()
+
+    @staticmethod
+    def check_paths(cfg: DataConfig, tokenizer_dir: str | None) -> None:
+        if not Path(cfg.train).is_dir():
+            raise FileNotFoundError(f"data.train: reversal directory {cfg.train} not found "
+                                    f"(make it with: python prepare.py reversal [--preset small])")
+
+    @classmethod
+    def load(cls, cfg: DataConfig, layout: LayoutConfig, tokenizer_dir: str | None = None) -> ReversalDataset:
+        """Rows of the reversal training set (`train.json`); JEPA only on `train` items (docs/method.md §5).
+        The vocabulary is the directory's vocab.json: no tokenizer."""
+        cls.check_paths(cfg, tokenizer_dir)
+        items, _, vocab = load_reversal(cfg.train)
+        inverses = relation_inverses(vocab)
+        items = items[: cfg.limit] if cfg.limit is not None else items
+        rows = [build_reversal_row(item, inverses, layout) for item in items]
+        return cls(rows, vocab["<pad>"], len(vocab), data_dir=Path(cfg.train))
+
+    def export_files(self, out_dir: Path) -> None:
+        shutil.copy(self.data_dir / "vocab.json", out_dir / "vocab.json")
+
+
+DATASETS: tuple[type[Dataset], ...] = (ChatDataset, ReversalDataset)
+
+
+def dataset_class(mode: str) -> type[Dataset]:
+    """The data source that lays out rows for `layout.mode`."""
+    return next(cls for cls in DATASETS if mode in cls.modes)

@@ -1,0 +1,141 @@
+"""Set-up of a run: `build(cfg)` returns the TrainState that `train_step` advances.
+
+Order: paths checked, processes joined, seeds set; the data source's rows; the model (pretrained or from
+scratch), LoRA, predictor tokens; the objective (DDP-wrapped for several processes); AdamW, schedule, scaler;
+then the newest checkpoint restored when the run resumes. Nothing is written to the run directory here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from jepa.data.datasets import Dataset, dataset_class
+from jepa.eval.hooks import EvalHook
+from jepa.models import build_model, load_pretrained
+from jepa.models.lora import apply_lora
+from jepa.models.predictors import PredictorEmbeddings
+from jepa.objective import Objective
+from jepa.train.checkpoint import find_latest, load_checkpoint, step_dirs
+from jepa.train.config import TrainConfig, check_paths
+from jepa.train.data import EpochSampler
+from jepa.train.distributed import init_world, seed_everything
+from jepa.train.optim import LRSchedule, make_optimizer
+from jepa.train.state import TrainState
+
+
+def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = True) -> TrainState:
+    """The training state of `cfg`, resumed from its newest checkpoint when `checkpoint.resume` says so.
+    `eval_hook` (else the one `eval.fn` names) is kept for the loop. Raises ValueError / FileNotFoundError with
+    one line naming the key or file for bad configs and data."""
+    check_paths(cfg)
+    eval_hook = eval_hook or load_eval_hook(cfg)
+    world = init_world(cfg.run.device)
+    if cfg.run.threads and world.device.type == "cpu":
+        torch.set_num_threads(cfg.run.threads)
+    seed_everything(cfg.run.seed)
+
+    dataset = load_dataset(cfg)
+    s = cfg.schedule
+    sampler = EpochSampler(len(dataset.rows), s.batch_size * s.grad_accum * world.world_size, cfg.run.seed,
+                           cfg.data.shuffle)
+    total_steps = s.max_steps or s.epochs * sampler.steps_per_epoch
+
+    model = build_train_model(cfg, dataset, world.device)
+    predictors = make_predictors(cfg, model)
+    objective: nn.Module = Objective(model, predictors, cfg.jepa.loss, cfg.jepa.temperature, cfg.jepa.gather_negatives)
+    if world.is_distributed:
+        objective = DistributedDataParallel(objective, device_ids=[world.device.index] if world.device.type == "cuda"
+                                            else None)
+
+    optimizer = make_optimizer(cfg.optim, model, predictors, world.device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule.from_config(s, total_steps))
+    scaler = torch.amp.GradScaler(world.device.type, enabled=cfg.precision.mode == "fp16")
+    if scaler.is_enabled():  # the scaler skips steps with inf gradients; the schedule advances anyway, on purpose
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
+
+    state = TrainState(cfg, world, dataset, sampler, model, predictors, objective, optimizer, scheduler, scaler,
+                       total_steps, eval_hook=eval_hook, verbose=verbose)
+    state.print_main(f"data: {dataset.summary()}")
+    n_trainable = sum(p.numel() for p in state.trainable_parameters)
+    state.print_main(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+                     f"{n_trainable / 1e6:.2f}M trainable; {total_steps} optimizer steps of {sampler.global_batch} "
+                     "rows")
+    resume(state)
+    return state
+
+
+def load_dataset(cfg: TrainConfig) -> Dataset:
+    """The rows of `data.train` laid out for `layout.mode`; with lambda = 0 plain SFT rows (no JEPA segments)."""
+    dataset = dataset_class(cfg.layout.mode).load(cfg.data, cfg.layout, cfg.tokenizer_dir)
+    if cfg.jepa.lam == 0:
+        dataset.rows = [r.lm_only() for r in dataset.rows]
+    return dataset
+
+
+def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> nn.Module:
+    """Pretrained weights from model.path, or model.arch from scratch (vocab_size from the data if absent);
+    then LoRA (default targets: the architecture's `lora_targets`) and activation checkpointing."""
+    dtype = torch.bfloat16 if cfg.precision.mode == "pure_bf16" else torch.float32
+    if cfg.model.path is not None:
+        model = load_pretrained(cfg.model.path, dtype=dtype, device=device)
+    else:
+        arch = dict(cfg.model.arch)
+        arch.setdefault("vocab_size", dataset.vocab_size)
+        if arch["vocab_size"] < dataset.vocab_size:
+            raise ValueError(f"model.arch.vocab_size: {arch['vocab_size']} is smaller than the data's "
+                             f"vocabulary ({dataset.vocab_size})")
+        model = build_model(arch, source="model.arch").to(device=device, dtype=dtype)
+    if cfg.lora.enabled:
+        apply_lora(model, cfg.lora.targets or list(model.lora_targets), cfg.lora.rank, cfg.lora.alpha,
+                   cfg.lora.dropout)
+    model.gradient_checkpointing = cfg.model.gradient_checkpointing
+    return model.train()
+
+
+def make_predictors(cfg: TrainConfig, model: nn.Module) -> PredictorEmbeddings | None:
+    """K trainable predictor tokens on the model's device and dtype, only when the run has a JEPA term with
+    predictors."""
+    if cfg.layout.mode == "regular" or cfg.jepa.lam == 0 or cfg.layout.predictors == 0:
+        return None
+    predictors = PredictorEmbeddings(cfg.layout.predictors, model.embed_tokens, seed=cfg.jepa.predictor_seed)
+    return predictors.to(device=model.embed_tokens.weight.device, dtype=model.embed_tokens.weight.dtype)
+
+
+def load_eval_hook(cfg: TrainConfig) -> EvalHook | None:
+    """`eval.fn: "package.module:factory"`; factory(cfg) returns the hook (model, predictors, step) -> dict."""
+    if cfg.eval.fn is None:
+        return None
+    module_name, _, attr = cfg.eval.fn.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"eval.fn: cannot import {cfg.eval.fn} ({exc})") from None
+    return factory(cfg)
+
+
+def resume(state: TrainState) -> None:
+    """`checkpoint.resume`: auto = the run's newest complete step_N (if any), a path = that checkpoint, none =
+    a fresh run (refused when the run directory already has checkpoints)."""
+    cfg = state.cfg
+    if cfg.checkpoint.resume == "auto":
+        path = find_latest(cfg.run_dir)
+    elif cfg.checkpoint.resume != "none":
+        path = Path(cfg.checkpoint.resume)
+    elif step_dirs(cfg.run_dir):
+        raise ValueError(f"checkpoint.resume: {cfg.run_dir} already has checkpoints; use checkpoint.resume=auto to "
+                         "continue or another run.name")
+    else:
+        path = None
+    if path is None:
+        return
+    load_checkpoint(state, path)
+    # LambdaLR restored the checkpoint's schedule fields (its total steps); the current config's schedule wins.
+    schedule = LRSchedule.from_config(cfg.schedule, state.total_steps)
+    state.scheduler.lr_lambdas = [schedule] * len(state.optimizer.param_groups)
+    state.print_main(f"resumed from {path} (step {state.step})")

@@ -1,0 +1,108 @@
+"""One optimizer step: `train_step(state, micro_batches)`, the function the loop, the tests and the benchmarks
+share.
+
+Loss of one optimizer step (docs/method.md §1), over all micro-batches of all processes:
+
+    L = gamma * (sum of CE over every label token) / (number of label tokens)
+      + lambda * (sum of per-row JEPA losses)       / (number of JEPA rows)
+
+Both denominators are counted from the collated batches BEFORE any forward pass (and summed over processes),
+so each micro-batch's backward already carries its exact share and the logged loss equals what one big batch
+would give. Under DDP the per-process loss is multiplied by the world size because DDP averages gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from jepa.losses import IGNORE_INDEX
+from jepa.train.data import rank_micro_batches
+from jepa.train.distributed import WorldInfo, all_reduce_sum
+from jepa.train.optim import autocast_context
+from jepa.train.state import TrainState
+
+Batch = dict[str, torch.Tensor]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became NaN/inf; training stopped before applying that step."""
+
+
+def next_micro_batches(state: TrainState) -> list[Batch]:
+    """This rank's collated micro-batches of the sampler's next global batch (advances the sampler)."""
+    cfg = state.cfg
+    return rank_micro_batches(state.dataset, state.sampler.next_batch(), cfg.schedule.batch_size,
+                              cfg.schedule.grad_accum, state.world.rank, state.step, cfg.run.seed, cfg.jepa.ratio,
+                              cfg.data.pad_to_multiple)
+
+
+def step_counts(micro_batches: list[Batch], world: WorldInfo) -> tuple[float, float, float]:
+    """(label tokens, JEPA rows, packed tokens) of the whole optimizer step over all processes, counted from the
+    collated batches before any forward: the first two are the loss denominators."""
+    counts = torch.tensor([sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches),
+                           sum(int(b["jepa_rows"].sum()) for b in micro_batches),
+                           sum(int(b.get("num_tokens", b["input_ids"].numel())) for b in micro_batches)],
+                          dtype=torch.float64)
+    counts = all_reduce_sum(counts.to(world.device), world).cpu()
+    return float(counts[0]), float(counts[1]), float(counts[2])
+
+
+def forward_backward(state: TrainState, micro_batches: list[Batch]) -> dict[str, float]:
+    """Forward + backward every micro-batch of one optimizer step; gradients end up in `.grad`.
+
+    Returns {"loss", "lm", "jepa", "lm_tokens", "jepa_rows", "tokens"} for the whole step (all processes), where
+    loss = gamma * lm + lambda * jepa exactly as one big batch would give it.
+    """
+    cfg, world, objective = state.cfg, state.world, state.objective
+    n_tokens, n_rows, n_packed = step_counts(micro_batches, world)
+    gamma, lam = cfg.jepa.gamma, cfg.jepa.lam
+    totals = torch.zeros(2, dtype=torch.float64, device=world.device)
+    for i, batch in enumerate(micro_batches):
+        batch = {k: v.to(world.device, non_blocking=True) for k, v in batch.items()}
+        last = i == len(micro_batches) - 1
+        # DDP all-reduces gradients on the last micro-batch only.
+        sync = nullcontext() if last or not isinstance(objective, DistributedDataParallel) else objective.no_sync()
+        with sync:
+            with autocast_context(cfg.precision.mode, world.device):
+                terms = objective(batch)
+            loss = gamma * terms.lm_sum / max(n_tokens, 1.0) + lam * terms.jepa_sum / max(n_rows, 1.0)
+            state.scaler.scale(loss * world.world_size).backward()
+        totals += torch.stack([terms.lm_sum.detach(), terms.jepa_sum.detach()]).double()
+    totals = all_reduce_sum(totals, world).cpu()
+    lm, jepa = float(totals[0]) / max(n_tokens, 1.0), float(totals[1]) / max(n_rows, 1.0)
+    return {"loss": gamma * lm + lam * jepa, "lm": lm, "jepa": jepa, "lm_tokens": int(n_tokens),
+            "jepa_rows": int(n_rows), "tokens": int(n_packed)}
+
+
+def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
+    """Forward/backward, clip, AdamW step and schedule step for one optimizer step; `state.step` advances.
+
+    Returns the step's metrics: forward_backward's plus step, kind, lr (the one used), grad_norm (before
+    clipping), tokens_per_s and step_s (this function's wall time, collation excluded). Raises TrainingDiverged
+    before applying a step whose loss or gradient norm is not finite (fp16: the scaler skips such steps).
+    """
+    started = time.perf_counter()
+    metrics = forward_backward(state, micro_batches)
+    where = f"at step {state.step + 1}; training stopped, the step was not applied; last good checkpoint: " \
+            f"{state.last_checkpoint or 'none (no checkpoint was written before)'}"
+    if not math.isfinite(metrics["loss"]):
+        raise TrainingDiverged(f"loss is {metrics['loss']} {where} (lm={metrics['lm']}, jepa={metrics['jepa']})")
+    state.scaler.unscale_(state.optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(state.trainable_parameters, state.cfg.optim.clip or math.inf))
+    if not math.isfinite(grad_norm) and not state.scaler.is_enabled():
+        raise TrainingDiverged(f"gradient norm is {grad_norm} {where}")
+    lr = state.scheduler.get_last_lr()[0]
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    elapsed = time.perf_counter() - started
+    metrics.update(step=state.step, kind="train", lr=lr, grad_norm=grad_norm,
+                   tokens_per_s=metrics["tokens"] / elapsed, step_s=elapsed)
+    return metrics
