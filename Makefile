@@ -5,7 +5,7 @@ PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 SMOLLM2 := data/models/smollm2-135m-instruct
 
-.PHONY: install install-test assets prepare demo test lint bench experiments
+.PHONY: install install-test assets prepare demo test test-fast lint format bench experiments
 
 # torch first, pinned: a bare `torch` requirement pulls a multi-GB CUDA build on a CPU machine.
 install:
@@ -38,8 +38,19 @@ demo: install
 test: install-test assets
 	$(PYTHON) -m pytest -q tests
 
+# Everything but the tests that spawn processes or run the real SmolLM2 (marked slow): under a minute.
+test-fast: install-test assets
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+LINTED := jepa tests bench experiments train.py prepare.py setup.py
+
 lint:
-	$(PYTHON) -m ruff check jepa tests bench train.py prepare.py
+	$(PYTHON) -m ruff check $(LINTED)
+	$(PYTHON) -m ruff format --check $(LINTED)
+
+format:
+	$(PYTHON) -m ruff check --fix $(LINTED)
+	$(PYTHON) -m ruff format $(LINTED)
 
 bench: install-test prepare
 	$(PYTHON) bench/models_vs_transformers.py

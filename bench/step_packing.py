@@ -2,7 +2,7 @@
 
 Three ways, same SmolLM2-shaped model (random weights), same rows, fp32 CPU, interleaved, median ratios:
   ntp      plain next-token prediction on the LM sequences (the baseline)
-  packed   our single pass: LM sequence + predictors + isolated step-2 copy in one row (SPEC §2)
+  packed   our single pass: LM sequence + predictors + isolated step-2 copy in one row (docs/method.md §2)
   two_pass the seed's design: a clean LM pass plus a second pass over the sequence carrying the JEPA segments
 Goal (issue 3): packed / ntp <= 1.3 while two_pass / ntp ~ 2.
 Run: `python bench/step_packing.py [--data data/gsm8k_steps/train.jsonl] [--tokenizer DIR]`.
@@ -22,7 +22,8 @@ from jepa.data.collator import collate
 from jepa.data.layouts import LayoutConfig, build_chat_row
 from jepa.losses import IGNORE_INDEX
 from jepa.models import Llama, LlamaConfig
-from jepa.objective import PredictorEmbeddings, compute_terms
+from jepa.models.predictors import PredictorEmbeddings
+from jepa.objective import Objective
 from jepa.tokenizer import Tokenizer
 
 
@@ -48,11 +49,12 @@ def main() -> None:
     torch.manual_seed(0)
     model = Llama(LlamaConfig(**{**SMOLLM2, "num_hidden_layers": args.layers})).train()
     predictors = PredictorEmbeddings(2, model.embed_tokens)
+    objective = Objective(model, predictors)
 
     def run(*batches) -> None:
         loss = 0.0
         for b in batches:
-            t = compute_terms(model, predictors, b)
+            t = objective(b)
             loss = loss + t.lm_sum / max(t.lm_tokens, 1) + t.jepa_sum / max(t.jepa_rows, 1)
         loss.backward()
         model.zero_grad(set_to_none=True)

@@ -10,6 +10,8 @@ from safetensors import safe_open
 from jepa import assets
 from jepa.assets import HF_FILES, convert_gguf_to_hf, convert_smollm2, find_smollm2_gguf
 
+pytestmark = pytest.mark.slow  # converts and runs the real SmolLM2
+
 
 def llama_cpp_permute(weight: np.ndarray, n_heads: int) -> np.ndarray:
     """What llama.cpp's converter does to HF Q/K rows: per head, HF row (j, i) goes to GGUF row (i, j)."""

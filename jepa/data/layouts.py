@@ -1,4 +1,4 @@
-"""The packed single-pass layouts (SPEC §2): one row per example = the untouched LM sequence followed by the
+"""The packed single-pass layouts (docs/method.md §2): one row per example = the untouched LM sequence followed by the
 JEPA segments, with a segment visibility table, explicit position ids and pre-shifted LM labels.
 
 Token i may attend to token j iff j <= i in packed order and segment(j) is visible to segment(i)

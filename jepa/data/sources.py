@@ -1,4 +1,4 @@
-"""Step-JEPA data sources → chat records (SPEC §3).
+"""Step-JEPA data sources → chat records (docs/method.md §3).
 
 A prepared record is one JSON object per line::
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 STEP_SEPARATOR = "\n\n"
 
-# The seed's Step-JEPA system prompt, verbatim (SPEC §3).
+# The seed's Step-JEPA system prompt, verbatim (docs/method.md §3).
 SEED_SYSTEM_PROMPT = (
     "Please solve the problem step by step (separate steps with double newlines), but keep it short and put "
     "your final answer (do not include any other text or units) within \\boxed{}."
@@ -128,7 +128,7 @@ def gsm8k_record(question: str, answer: str, keep_calculator: bool = False) -> d
 
 
 def split_seed_response(response: str) -> list[str]:
-    """The seed's step rules (SPEC §3) applied to a ``deepseek_response``; returns the surviving steps.
+    """The seed's step rules (docs/method.md §3) applied to a ``deepseek_response``; returns the surviving steps.
 
     Paragraphs are split on "\\n\\n" and stripped; empty ones and those starting with ``<think>``/``</think>``
     are dropped. A paragraph starting with ``**Step N:**``, ``Step N:`` or ``N.`` opens a new step; unmarked

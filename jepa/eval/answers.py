@@ -1,4 +1,4 @@
-"""GSM8K answer extraction, normalisation and comparison (SPEC §4).
+"""GSM8K answer extraction, normalisation and comparison (docs/method.md §4).
 
 Default protocol: the answer is the text of the last complete ``\\boxed{...}`` (nested braces allowed), else
 what follows the last ``#### `` marker on its line, else the last number in the text. Both sides are then

@@ -1,4 +1,4 @@
-"""GSM8K accuracy by batched greedy generation (SPEC §4).
+"""GSM8K accuracy by batched greedy generation (docs/method.md §4).
 
 Prompt = the record's system message + user question through the chat template with the assistant header;
 greedy decoding with the KV cache, stopping at end-of-turn. Two scoring protocols (see `jepa.eval.answers`):

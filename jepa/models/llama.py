@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepa.models.attention import KVCache, attend
+from jepa.models.init import normal_init
 
 
 @dataclass
@@ -180,15 +181,7 @@ class Llama(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.register_buffer("inv_freq", rope_inverse_frequencies(cfg), persistent=False)
         self.gradient_checkpointing = False
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # HF's initializer_range 0.02, for models trained from scratch (checkpoints overwrite it).
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.apply(normal_init)
 
     @property
     def embed_tokens(self) -> nn.Embedding:

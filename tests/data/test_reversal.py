@@ -194,6 +194,7 @@ def run_prepare(*args: str) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=120)
 
 
+@pytest.mark.slow  # a new process
 def test_cli_reversal_success_and_error(tmp_path):
     ok = run_prepare("reversal", "--preset", "small", "--out", str(tmp_path / "r"), "--seed", "2")
     assert ok.returncode == 0, ok.stderr

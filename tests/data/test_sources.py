@@ -147,7 +147,7 @@ def test_seed_think_paragraphs_dropped():
     response = "<think>\nhidden reasoning here, long enough\n\n</think>\n\nStep 1: visible step number one.\n\n" \
                "Step 2: visible step number two."
     assert split_seed_response(response) == ["Step 1: visible step number one.", "Step 2: visible step number two."]
-    # The rule is per paragraph (SPEC §3): only paragraphs *starting* with a think tag go.
+    # The rule is per paragraph (docs/method.md §3): only paragraphs *starting* with a think tag go.
     inner = "<think>\nfirst\n\nthe middle of a long thinking block\n\n</think>\n\nStep 1: visible step number one."
     assert split_seed_response(inner) == ["the middle of a long thinking block", "Step 1: visible step number one."]
 
@@ -226,6 +226,7 @@ def run_prepare(*args: str) -> subprocess.CompletedProcess:
                           cwd=REPO, timeout=120)
 
 
+@pytest.mark.slow  # a new process
 def test_cli_error_is_one_line_exit_2(tmp_path):
     result = run_prepare("steps", "--src", str(FIXTURES / "seed_mixed.jsonl"), "--out", str(tmp_path))
     assert result.returncode == 2
@@ -234,6 +235,7 @@ def test_cli_error_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a new process
 def test_cli_steps_success_then_skip(tmp_path):
     args = ("steps", "--src", str(FIXTURES / "seed_steps.jsonl"), "--out", str(tmp_path))
     result = run_prepare(*args)

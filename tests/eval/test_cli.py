@@ -115,6 +115,7 @@ def test_bad_input_is_one_error_line(chat_model_dir, gsm8k_file, reversal_dir, t
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow  # a new process
 def test_module_entry_point_exit_status(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jepa.eval", "reversal", "--model", str(tmp_path / "nope"),
                              "--valid", str(tmp_path / "v.json"), "--vocab", str(tmp_path / "vocab.json")],

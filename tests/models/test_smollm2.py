@@ -6,6 +6,8 @@ import torch
 from jepa.models import generate, load_pretrained
 from jepa.tokenizer import Tokenizer
 
+pytestmark = pytest.mark.slow  # runs the real SmolLM2
+
 transformers = pytest.importorskip("transformers")
 
 

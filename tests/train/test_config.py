@@ -1,8 +1,6 @@
-import subprocess
-import sys
-
 import pytest
 
+import train as train_cli
 from jepa.train.config import apply_override, check_paths, config_from_dict, load_config
 from tests.train.helpers import reversal_config
 
@@ -69,9 +67,8 @@ def test_shipped_configs_load_and_base_merges():
     (["--config", "gpt2_reversal_small.yaml", "data.train=/nonexistent/dir"], "error: data.train: reversal "),
     (["--config", "llama1b_step.yaml", "model.path=/nonexistent/llama"], "error: model.path: /nonexistent/llama"),
 ])
-def test_train_py_exits_2_with_one_line(repo_root, args, message):
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=repo_root, capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith(message), proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+def test_train_py_exits_2_with_one_line(capsys, args, message):
+    assert train_cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message), err
+    assert len(err.strip().splitlines()) == 1

@@ -12,6 +12,8 @@ from jepa.train.config import config_from_dict
 from jepa.train.loop import train
 from tests.train.helpers import reversal_config
 
+pytestmark = pytest.mark.slow  # spawns 2 gloo processes
+
 
 def _free_port() -> int:
     with socket.socket() as s:

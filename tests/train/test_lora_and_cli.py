@@ -15,6 +15,8 @@ from jepa.models.predictors import PredictorEmbeddings
 from jepa.objective import forward_hidden
 from tests.train.helpers import chat_config, tiny_chat_model_dir
 
+pytestmark = pytest.mark.slow  # runs train.py in a new process
+
 
 @pytest.fixture(scope="module")
 def chat_run(tmp_path_factory, smollm2_dir, repo_root):

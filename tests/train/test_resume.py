@@ -10,6 +10,8 @@ from jepa.train.config import config_from_dict
 from jepa.train.loop import train
 from tests.train.helpers import TINY_GPT2, reversal_config
 
+pytestmark = pytest.mark.slow  # resumes in a new process
+
 RUN = "import json, sys; from jepa.train.config import config_from_dict; from jepa.train.loop import train; " \
       "train(config_from_dict(json.loads(sys.argv[1])), progress=False)"
 
