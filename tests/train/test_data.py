@@ -1,10 +1,5 @@
-import json
-
 import pytest
 
-from jepa.data.datasets import ChatDataset, DataConfig
-from jepa.data.layouts import LayoutConfig
-from jepa.data.sources import gsm8k_record
 from jepa.train.data import EpochSampler, use_jepa
 
 
@@ -32,18 +27,3 @@ def test_jepa_ratio_decisions_are_seeded_and_follow_the_ratio():
     assert draws == [use_jepa(1, step, micro, 0.3) for step in range(500) for micro in range(2)]
     assert 0.25 < sum(draws) / len(draws) < 0.35
     assert use_jepa(1, 0, 0, 1.0) and not use_jepa(1, 0, 0, 0.0)
-
-
-def test_chat_rows_count_truncated_views_and_name_bad_lines(tmp_path, smollm2_dir):
-    path = tmp_path / "train.jsonl"
-    long_step = "word " * 80
-    records = [gsm8k_record("What is 2 + 3?", "Two plus three.\nIt is 5.\n#### 5"),
-               gsm8k_record("What is 4 + 4?", f"{long_step}\n{long_step}\n#### 8"),
-               {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "one step"}]}]
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    layout = LayoutConfig(mode="step", max_length=120)
-    with pytest.raises(ValueError, match=rf"^{path}:3: step mode needs at least 2 assistant steps"):
-        ChatDataset.load(DataConfig(train=str(path)), layout, str(smollm2_dir))
-    data = ChatDataset.load(DataConfig(train=str(path), skip_bad=True), layout, str(smollm2_dir))
-    assert len(data.rows) == 2 and data.jepa_truncated == 1 and sum(data.skipped.values()) == 1
-    assert "1 LM-only because their JEPA view was truncated" in data.summary()

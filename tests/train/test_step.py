@@ -46,3 +46,18 @@ def test_accumulated_step_equals_one_big_batch(tmp_path):
     assert abs(m_big["grad_norm"] - m_acc["grad_norm"]) < 1e-5 * m_big["grad_norm"]
     for name in p_big:
         torch.testing.assert_close(p_acc[name], p_big[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_built_objective_is_the_one_the_contract_holds_for(tmp_path):
+    """The module train_step calls, as build() makes it for a run: its packed pass over the run's own rows
+    equals the two-pass reference (LM sum, views, JEPA sum)."""
+    state = build(typed(reversal_config(tmp_path, jepa={"lambda": 1.0, "loss": "infonce"})), verbose=False)
+    rows = state.dataset.rows[:6]
+    assert any(r.has_jepa for r in rows) and not all(r.has_jepa for r in rows)
+    with torch.no_grad():
+        packed = state.objective(collate(rows, state.dataset.pad_id))
+        separate = state.objective.two_pass(rows, state.dataset.pad_id)
+    assert packed.lm_tokens == separate.lm_tokens and packed.jepa_rows == separate.jepa_rows
+    torch.testing.assert_close(packed.lm_sum, separate.lm_sum, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed.pred, separate.pred, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed.jepa_sum, separate.jepa_sum, rtol=1e-5, atol=1e-5)
