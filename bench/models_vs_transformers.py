@@ -30,8 +30,9 @@ def step_fns(path: str, batch: int, seq: int):
     import transformers
 
     ours = load_pretrained(path).train()
-    theirs = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                               attn_implementation="sdpa").train()
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="sdpa"
+    ).train()
     ids = torch.randint(0, SMOLLM2["vocab_size"], (batch, seq), generator=torch.Generator().manual_seed(0))
     shifted = torch.cat([ids[:, 1:], torch.full((batch, 1), -100)], dim=1)
 
@@ -94,19 +95,39 @@ def main() -> None:
                 fn()
                 times[name].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"forward+backward, batch {args.batch} x {args.seq}, {args.layers} layers, fp32 CPU, "
-              f"{torch.get_num_threads()} threads, median of {args.repeats}:")
-        print(f"  ours {med['ours']:.3f} s   transformers {med['transformers']:.3f} s   "
-              f"ratio ours/transformers {med['ours'] / med['transformers']:.3f}")
+        print(
+            f"forward+backward, batch {args.batch} x {args.seq}, {args.layers} layers, fp32 CPU, "
+            f"{torch.get_num_threads()} threads, median of {args.repeats}:"
+        )
+        print(
+            f"  ours {med['ours']:.3f} s   transformers {med['transformers']:.3f} s   "
+            f"ratio ours/transformers {med['ours'] / med['transformers']:.3f}"
+        )
         mem = {}
         for name in ("ours", "theirs"):
-            out = subprocess.run([sys.executable, __file__, "--child", name, "--path", path, "--batch",
-                                  str(args.batch), "--seq", str(args.seq)], capture_output=True, text=True,
-                                 check=True).stdout.split()
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    name,
+                    "--path",
+                    path,
+                    "--batch",
+                    str(args.batch),
+                    "--seq",
+                    str(args.seq),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
             mem[name] = (float(out[0]), float(out[1]))
-        print(f"  peak RSS ours {mem['ours'][0]:.0f} MiB (+{mem['ours'][1]:.0f} in the step)   transformers "
-              f"{mem['theirs'][0]:.0f} MiB (+{mem['theirs'][1]:.0f} in the step)   "
-              f"ratio {mem['ours'][0] / mem['theirs'][0]:.3f}")
+        print(
+            f"  peak RSS ours {mem['ours'][0]:.0f} MiB (+{mem['ours'][1]:.0f} in the step)   transformers "
+            f"{mem['theirs'][0]:.0f} MiB (+{mem['theirs'][1]:.0f} in the step)   "
+            f"ratio {mem['ours'][0] / mem['theirs'][0]:.3f}"
+        )
 
 
 if __name__ == "__main__":

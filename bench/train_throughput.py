@@ -60,11 +60,19 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     # The fastest step: on a shared machine the others measure the neighbours' load, not this code.
     best = min(range(steps), key=lambda k: times[k])
-    queue.put({"steps_s": 1 / times[best], "tokens_s": tokens[best] / times[best],
-               "lm_tokens_s": lm_tokens[best] / times[best], "median_s": sorted(times)[steps // 2],
-               "peak_mib": peak, "rows": state.sampler.global_batch,
-               "trainable_m": sum(p.numel() for p in state.trainable_parameters) / 1e6, "device": str(device),
-               "threads": torch.get_num_threads()})
+    queue.put(
+        {
+            "steps_s": 1 / times[best],
+            "tokens_s": tokens[best] / times[best],
+            "lm_tokens_s": lm_tokens[best] / times[best],
+            "median_s": sorted(times)[steps // 2],
+            "peak_mib": peak,
+            "rows": state.sampler.global_batch,
+            "trainable_m": sum(p.numel() for p in state.trainable_parameters) / 1e6,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        }
+    )
 
 
 def run_once(config: str, overrides: list[str], warmup: int, steps: int) -> dict:
@@ -87,9 +95,12 @@ def compare(settings: list[tuple[str, str, list[str]]], warmup: int, steps: int,
             if best[k] is None or result["steps_s"] > best[k]["steps_s"]:
                 best[k] = result
     for (name, _, _), r in zip(settings, best):
-        print(f"{name:<26} {r['steps_s']:8.3f} {r['median_s']:9.2f} {r['tokens_s']:9.0f} {r['lm_tokens_s']:11.0f} "
-              f"{r['peak_mib']:9.0f} {r['trainable_m']:10.2f}  ({r['rows']} rows/step, {r['device']}, "
-              f"{r['threads']} threads)", flush=True)
+        print(
+            f"{name:<26} {r['steps_s']:8.3f} {r['median_s']:9.2f} {r['tokens_s']:9.0f} {r['lm_tokens_s']:11.0f} "
+            f"{r['peak_mib']:9.0f} {r['trainable_m']:10.2f}  ({r['rows']} rows/step, {r['device']}, "
+            f"{r['threads']} threads)",
+            flush=True,
+        )
     return best
 
 
@@ -98,35 +109,62 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per setting")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="alternating repetitions; the fastest is kept")
-    parser.add_argument("--reversal-batch", type=int, default=64, help="rows per step for the GPT-2 runs "
-                        "(the config's 256 takes minutes per step on 2 CPU cores)")
+    parser.add_argument(
+        "--reversal-batch",
+        type=int,
+        default=64,
+        help="rows per step for the GPT-2 runs (the config's 256 takes minutes per step on 2 CPU cores)",
+    )
     parser.add_argument("--reversal-data", default=None, help="default: data/reversal, else data/reversal_small")
     parser.add_argument("--smollm2-batch", type=int, default=4)
     parser.add_argument("--only", choices=("reversal", "smollm2"))
     args = parser.parse_args()
-    print(f"{'setting':<26} {'steps/s':>8} {'median s':>9} {'tokens/s':>9} {'label tok/s':>11} {'peak MiB':>9} "
-          f"{'trainable M':>10}")
+    print(
+        f"{'setting':<26} {'steps/s':>8} {'median s':>9} {'tokens/s':>9} {'label tok/s':>11} {'peak MiB':>9} "
+        f"{'trainable M':>10}"
+    )
     if args.only in (None, "reversal"):
-        data = args.reversal_data or ("data/reversal" if Path("data/reversal/train.json").is_file()
-                                      else "data/reversal_small")
-        base = [f"data.train={data}", f"schedule.batch_size={args.reversal_batch}", "schedule.grad_accum=1",
-                "run.threads=null"]
+        data = args.reversal_data or (
+            "data/reversal" if Path("data/reversal/train.json").is_file() else "data/reversal_small"
+        )
+        base = [
+            f"data.train={data}",
+            f"schedule.batch_size={args.reversal_batch}",
+            "schedule.grad_accum=1",
+            "run.threads=null",
+        ]
         print(f"# gpt2_reversal.yaml model on {data}")
-        lm, jepa = compare([("reversal lambda=0", "gpt2_reversal.yaml", base + ["jepa.lambda=0"]),
-                            ("reversal lambda=1 packed", "gpt2_reversal.yaml", base + ["jepa.lambda=1"])],
-                           args.warmup, args.steps, args.rounds)
-        print(f"  lambda=1 / lambda=0: steps/s x{jepa['steps_s'] / lm['steps_s']:.2f}, "
-              f"label tokens/s x{jepa['lm_tokens_s'] / lm['lm_tokens_s']:.2f}, "
-              f"peak memory x{jepa['peak_mib'] / lm['peak_mib']:.2f}")
+        lm, jepa = compare(
+            [
+                ("reversal lambda=0", "gpt2_reversal.yaml", base + ["jepa.lambda=0"]),
+                ("reversal lambda=1 packed", "gpt2_reversal.yaml", base + ["jepa.lambda=1"]),
+            ],
+            args.warmup,
+            args.steps,
+            args.rounds,
+        )
+        print(
+            f"  lambda=1 / lambda=0: steps/s x{jepa['steps_s'] / lm['steps_s']:.2f}, "
+            f"label tokens/s x{jepa['lm_tokens_s'] / lm['lm_tokens_s']:.2f}, "
+            f"peak memory x{jepa['peak_mib'] / lm['peak_mib']:.2f}"
+        )
     if args.only in (None, "smollm2"):
         base = [f"schedule.batch_size={args.smollm2_batch}", "schedule.grad_accum=1", "run.threads=null"]
         print("# smollm2_step.yaml")
-        lora, full, _ = compare([("smollm2 step LoRA", "smollm2_step.yaml", base),
-                                 ("smollm2 step full FT", "smollm2_step.yaml", base + ["lora.enabled=false"]),
-                                 ("smollm2 step LoRA dropout=0", "smollm2_step.yaml", base + ["lora.dropout=0"])],
-                                args.warmup, args.steps, args.rounds)
-        print(f"  LoRA / full: steps/s x{lora['steps_s'] / full['steps_s']:.2f}, "
-              f"peak memory x{lora['peak_mib'] / full['peak_mib']:.2f}")
+        lora, full, _ = compare(
+            [
+                ("smollm2 step LoRA", "smollm2_step.yaml", base),
+                ("smollm2 step full FT", "smollm2_step.yaml", base + ["lora.enabled=false"]),
+                ("smollm2 step LoRA dropout=0", "smollm2_step.yaml", base + ["lora.dropout=0"]),
+            ],
+            args.warmup,
+            args.steps,
+            args.rounds,
+        )
+        print(
+            f"  LoRA / full: steps/s x{lora['steps_s'] / full['steps_s']:.2f}, "
+            f"peak memory x{lora['peak_mib'] / full['peak_mib']:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,17 @@ def run_name(setting: str, seed: int) -> str:
 
 def train(setting: str, seed: int) -> dict:
     name = run_name(setting, seed)
-    cmd = [sys.executable, "train.py", "--config", "gpt2_reversal_tiny.yaml", f"run.name={name}", f"run.seed={seed}",
-           "checkpoint.resume=none", *SETTINGS[setting], "--quiet"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--config",
+        "gpt2_reversal_tiny.yaml",
+        f"run.name={name}",
+        f"run.seed={seed}",
+        "checkpoint.resume=none",
+        *SETTINGS[setting],
+        "--quiet",
+    ]
     subprocess.run(cmd, check=True)
     evals = [json.loads(line) for line in open(Path("runs") / name / "metrics.jsonl") if '"kind": "eval"' in line]
     return evals[-1]
@@ -55,12 +64,23 @@ def main() -> None:
         for col in COLUMNS:
             values = [finals[(setting, seed)].get(f"eval/{col}") for seed in SEEDS]
             values = [v for v in values if v is not None]
-            cells.append(f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1
-                         else "–")
+            cells.append(f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}" if len(values) > 1 else "–")
         print(f"| {setting} | " + " | ".join(cells) + " |")
     runs = [str(Path("runs") / run_name(s, 1)) for s in SETTINGS]
-    subprocess.run([sys.executable, "-m", "jepa.plot", *runs, "--out", "runs/reversal_curse.png",
-                    "--eval", "eval/atomic/mrr", "eval/test/mrr"], check=False)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jepa.plot",
+            *runs,
+            "--out",
+            "runs/reversal_curse.png",
+            "--eval",
+            "eval/atomic/mrr",
+            "eval/test/mrr",
+        ],
+        check=False,
+    )
 
 
 if __name__ == "__main__":

@@ -18,17 +18,56 @@ from pathlib import Path
 
 BASE = "data/models/smollm2-135m-instruct"
 TEST = "data/gsm8k_steps/test.jsonl"
-RUNS = {"regular (lambda=0)": ["layout.mode=regular", "jepa.lambda=0"],
-        "step-JEPA (lambda=0.1)": ["layout.mode=step", "jepa.lambda=0.1"]}
+RUNS = {
+    "regular (lambda=0)": ["layout.mode=regular", "jepa.lambda=0"],
+    "step-JEPA (lambda=0.1)": ["layout.mode=step", "jepa.lambda=0.1"],
+}
 
 
 def evaluate(model: str, out: Path, limit: int, max_new_tokens: int, batch_size: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "jepa.eval", "gsm8k", "--model", model, "--data", TEST, "--limit", str(limit),
-                    "--max-new-tokens", str(max_new_tokens), "--batch-size", str(batch_size), "--out", str(out)],
-                   check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "jepa.eval", "views", "--mode", "step", "--model", model, "--data", TEST,
-                    "--limit", str(limit), "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jepa.eval",
+            "gsm8k",
+            "--model",
+            model,
+            "--data",
+            TEST,
+            "--limit",
+            str(limit),
+            "--max-new-tokens",
+            str(max_new_tokens),
+            "--batch-size",
+            str(batch_size),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jepa.eval",
+            "views",
+            "--mode",
+            "step",
+            "--model",
+            model,
+            "--data",
+            TEST,
+            "--limit",
+            str(limit),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     summaries = [json.loads((out / f"{kind}_summary.json").read_text()) for kind in ("gsm8k", "views")]
     return {**summaries[0], **summaries[1]}
 
@@ -45,19 +84,38 @@ def main() -> None:
     for label, overrides in RUNS.items():
         name = "smollm2_" + label.split(" ")[0].replace("-", "_")
         if not args.skip_train:
-            subprocess.run([sys.executable, "train.py", "--config", "smollm2_step.yaml", f"run.name={name}",
-                            "checkpoint.resume=none", f"data.limit={args.train_limit}", *overrides, "--quiet"],
-                           check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "train.py",
+                    "--config",
+                    "smollm2_step.yaml",
+                    f"run.name={name}",
+                    "checkpoint.resume=none",
+                    f"data.limit={args.train_limit}",
+                    *overrides,
+                    "--quiet",
+                ],
+                check=True,
+            )
         models[label] = f"runs/{name}/final"
-    rows = {label: evaluate(path, Path("runs/eval_smollm2") / label.split(" ")[0], args.limit, args.max_new_tokens,
-                            args.batch_size) for label, path in models.items()}
-    print(f"\nGSM8K test, first {args.limit} problems, greedy, {args.max_new_tokens} new tokens; "
-          f"fine-tuning on {args.train_limit} training examples")
+    rows = {
+        label: evaluate(
+            path, Path("runs/eval_smollm2") / label.split(" ")[0], args.limit, args.max_new_tokens, args.batch_size
+        )
+        for label, path in models.items()
+    }
+    print(
+        f"\nGSM8K test, first {args.limit} problems, greedy, {args.max_new_tokens} new tokens; "
+        f"fine-tuning on {args.train_limit} training examples"
+    )
     print("| model | accuracy | unparseable | mean tokens | view cosine | erank pred | erank target |")
     print("|---|---|---|---|---|---|---|")
     for label, r in rows.items():
-        print(f"| {label} | {r['accuracy']:.3f} | {r['unparseable']} | {r['mean_tokens']:.0f} | {r['cosine']:.3f} | "
-              f"{r['erank_pred']:.1f} | {r['erank_target']:.1f} |")
+        print(
+            f"| {label} | {r['accuracy']:.3f} | {r['unparseable']} | {r['mean_tokens']:.0f} | {r['cosine']:.3f} | "
+            f"{r['erank_pred']:.1f} | {r['erank_target']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

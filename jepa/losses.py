@@ -30,7 +30,7 @@ class LinearCrossEntropySum(torch.autograd.Function):
         grad_h = torch.empty_like(h) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
         for start in range(0, h.shape[0], chunk):
-            h_c, y_c = h[start:start + chunk], targets[start:start + chunk]
+            h_c, y_c = h[start : start + chunk], targets[start : start + chunk]
             logits = (h_c @ w.T).float()
             # The fused (log-)softmax kernels, not exp/logsumexp: those hit a slow path when many
             # probabilities underflow to denormals (large logit gaps), softmax does not.
@@ -42,7 +42,7 @@ class LinearCrossEntropySum(torch.autograd.Function):
                 probs[torch.arange(len(y_c), device=h.device), y_c] -= 1.0
                 probs = probs.to(h.dtype)
                 if need_h:
-                    grad_h[start:start + chunk] = probs @ w
+                    grad_h[start : start + chunk] = probs @ w
                 if need_w:
                     grad_w += (probs.T @ h_c).float()
         ctx.save_for_backward(grad_h, grad_w)
@@ -57,8 +57,9 @@ class LinearCrossEntropySum(torch.autograd.Function):
         return gh, gw, None, None
 
 
-def lm_loss_sum(h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear,
-                chunk: int | None = None) -> tuple[torch.Tensor, int]:
+def lm_loss_sum(
+    h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear, chunk: int | None = None
+) -> tuple[torch.Tensor, int]:
     """h [B, T, D] hidden states, labels [B, T] pre-shifted (labels[b, t] is the token the logits at t must
     predict; IGNORE_INDEX elsewhere). Returns (sum of CE over label tokens as fp32 scalar, number of tokens).
 
@@ -81,6 +82,7 @@ def lm_loss_reference(h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.L
 
 # ---- JEPA losses: (pred [N, D], target [N, D]) -> per-row loss [N] -------------------------------------------
 
+
 def cosine_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1.0 - F.cosine_similarity(pred.float(), target.float(), dim=-1)
 
@@ -93,8 +95,9 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred.float() - target.float()).pow(2).mean(dim=-1)
 
 
-def infonce_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float = 0.07,
-                 negatives: torch.Tensor | None = None) -> torch.Tensor:
+def infonce_loss(
+    pred: torch.Tensor, target: torch.Tensor, temperature: float = 0.07, negatives: torch.Tensor | None = None
+) -> torch.Tensor:
     """Row i's positive is target i; the other targets in the batch (plus `negatives`, e.g. gathered from other
     data-parallel ranks) are its negatives."""
     a = F.normalize(pred.float(), dim=-1)

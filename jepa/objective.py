@@ -34,8 +34,9 @@ class LossTerms:
     target: torch.Tensor  # [N, D] target embeddings
 
 
-def forward_hidden(model: nn.Module, predictors: PredictorEmbeddings | None,
-                   batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def forward_hidden(
+    model: nn.Module, predictors: PredictorEmbeddings | None, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """One pass over a collated batch (input_ids [B, T] with predictor ids < 0, attn_mask, position_ids)
     -> final-norm hidden states [B, T, D]."""
     ids = batch["input_ids"]
@@ -62,8 +63,14 @@ class Objective(nn.Module):
     torch.distributed): the other ranks' targets, detached, join each rank's negatives.
     """
 
-    def __init__(self, model: nn.Module, predictors: PredictorEmbeddings | None = None, jepa_loss: str = "cosine",
-                 temperature: float = 0.07, gather_negatives: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        predictors: PredictorEmbeddings | None = None,
+        jepa_loss: str = "cosine",
+        temperature: float = 0.07,
+        gather_negatives: bool = False,
+    ) -> None:
         super().__init__()
         self.model, self.predictors = model, predictors
         self.jepa_loss = jepa_loss_fn(jepa_loss)
@@ -101,16 +108,24 @@ class Objective(nn.Module):
         lm_sum, lm_tokens, preds, targets = 0.0, 0, [], []
         for row in rows:
             lm_batch = collate([row.lm_only()], pad_id)
-            s, n = lm_loss_sum(forward_hidden(self.model, self.predictors, lm_batch), lm_batch["labels"],
-                               self.model.lm_head)
+            s, n = lm_loss_sum(
+                forward_hidden(self.model, self.predictors, lm_batch), lm_batch["labels"], self.model.lm_head
+            )
             lm_sum, lm_tokens = lm_sum + s, lm_tokens + n
             if not row.has_jepa:
                 continue
             for index, out in ((row.pred_index, preds), (row.target_index, targets)):
                 seg = row.segment_ids[index]
                 keep = [i for i in range(index + 1) if row.segment_ids[i] in row.visible[seg]]
-                view = Row([row.input_ids[i] for i in keep], [row.position_ids[i] for i in keep], [0] * len(keep),
-                           [IGNORE_INDEX] * len(keep), ["V"], [(0,)], len(keep))
+                view = Row(
+                    [row.input_ids[i] for i in keep],
+                    [row.position_ids[i] for i in keep],
+                    [0] * len(keep),
+                    [IGNORE_INDEX] * len(keep),
+                    ["V"],
+                    [(0,)],
+                    len(keep),
+                )
                 out.append(forward_hidden(self.model, self.predictors, collate([view], pad_id))[0, -1])
         empty = torch.zeros(0, self.model.embed_tokens.embedding_dim)
         pred = torch.stack(preds) if preds else empty

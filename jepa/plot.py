@@ -49,8 +49,10 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     return series
 
 
-def panel_keys(runs: dict[str, dict[str, list[tuple[int, float]]]], eval_patterns: list[str] | None = None,
-               ) -> list[str]:
+def panel_keys(
+    runs: dict[str, dict[str, list[tuple[int, float]]]],
+    eval_patterns: list[str] | None = None,
+) -> list[str]:
     """Keys to draw, in order: loss, lm, jepa (those any run has), then the eval/ keys sorted — only those
     matching one of the glob ``eval_patterns`` (e.g. ``eval/*/mrr``) when given."""
     present = set().union(*(series.keys() for series in runs.values())) if runs else set()
@@ -89,8 +91,16 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, eval_patterns: list[s
             if key in series:
                 steps, values = zip(*series[key])
                 style = "-" if key in TRAIN_KEYS and len(steps) > 1 else "o-"
-                ax.plot(steps, values, style, label=name, color=colours[run_index % len(colours)],
-                        markersize=3, linewidth=1.2, alpha=0.85)
+                ax.plot(
+                    steps,
+                    values,
+                    style,
+                    label=name,
+                    color=colours[run_index % len(colours)],
+                    markersize=3,
+                    linewidth=1.2,
+                    alpha=0.85,
+                )
         ax.set_title(TRAIN_KEYS.get(key, key.removeprefix("eval/")), fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -115,8 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories holding metrics.jsonl")
     parser.add_argument("--out", type=Path, help="PNG to write (default: RUN/curves.png of the first run)")
-    parser.add_argument("--eval", nargs="+", metavar="GLOB", dest="eval_patterns",
-                        help="only these eval metrics, e.g. 'eval/*/mrr' 'eval/test/*' (default: all)")
+    parser.add_argument(
+        "--eval",
+        nargs="+",
+        metavar="GLOB",
+        dest="eval_patterns",
+        help="only these eval metrics, e.g. 'eval/*/mrr' 'eval/test/*' (default: all)",
+    )
     args = parser.parse_args(argv)
     first = args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent
     out = args.out or first / "curves.png"

@@ -14,14 +14,21 @@ def write_run(run_dir, lines):
 
 
 def test_read_metrics_keeps_numbers_sorted_by_step(tmp_path):
-    run = write_run(tmp_path / "a", [
-        {"step": 20, "loss": 1.0, "lm": 0.8, "note": "text", "flag": True},
-        {"step": 10, "loss": 2.0, "lm": 1.5, "jepa": float("nan"), "lr": 1e-4},
-        {"step": 20, "eval/test/mrr": 0.25, "eval/samples": [1, 2], "eval/gsm8k/accuracy": None},
-    ])
+    run = write_run(
+        tmp_path / "a",
+        [
+            {"step": 20, "loss": 1.0, "lm": 0.8, "note": "text", "flag": True},
+            {"step": 10, "loss": 2.0, "lm": 1.5, "jepa": float("nan"), "lr": 1e-4},
+            {"step": 20, "eval/test/mrr": 0.25, "eval/samples": [1, 2], "eval/gsm8k/accuracy": None},
+        ],
+    )
     series = read_metrics(run)
-    assert series == {"loss": [(10, 2.0), (20, 1.0)], "lm": [(10, 1.5), (20, 0.8)], "lr": [(10, 1e-4)],
-                      "eval/test/mrr": [(20, 0.25)]}
+    assert series == {
+        "loss": [(10, 2.0), (20, 1.0)],
+        "lm": [(10, 1.5), (20, 0.8)],
+        "lr": [(10, 1e-4)],
+        "eval/test/mrr": [(20, 0.25)],
+    }
 
 
 def test_panel_keys_order():
@@ -30,12 +37,15 @@ def test_panel_keys_order():
     assert panel_keys(runs, ["eval/z*"]) == ["loss", "lm", "jepa", "eval/z"]
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{oops", "metrics.jsonl:2: not JSON"),
-    ("[1, 2]", "metrics.jsonl:2: not a JSON object"),
-    ('{"loss": 1.0}', "metrics.jsonl:2: missing or non-integer 'step'"),
-    ('{"step": 1.5, "loss": 1.0}', "metrics.jsonl:2: missing or non-integer 'step'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{oops", "metrics.jsonl:2: not JSON"),
+        ("[1, 2]", "metrics.jsonl:2: not a JSON object"),
+        ('{"loss": 1.0}', "metrics.jsonl:2: missing or non-integer 'step'"),
+        ('{"step": 1.5, "loss": 1.0}', "metrics.jsonl:2: missing or non-integer 'step'"),
+    ],
+)
 def test_bad_lines_name_file_and_line(tmp_path, line, message):
     (tmp_path / "metrics.jsonl").write_text('{"step": 0, "loss": 1}\n' + line + "\n")
     with pytest.raises(ValueError, match=message):
@@ -44,10 +54,15 @@ def test_bad_lines_name_file_and_line(tmp_path, line, message):
 
 def test_writes_png_with_runs_overlaid(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    a = write_run(tmp_path / "runs" / "lambda0", [{"step": s, "loss": 5 - s / 10, "lm": 5 - s / 10} for s in range(10)]
-                  + [{"step": 9, "eval/test/mrr": 0.1}])
-    b = write_run(tmp_path / "runs" / "cosine", [{"step": s, "loss": 6 - s / 10, "lm": 5 - s / 10, "jepa": 1 - s / 10}
-                                                 for s in range(10)] + [{"step": 9, "eval/test/mrr": 0.4}])
+    a = write_run(
+        tmp_path / "runs" / "lambda0",
+        [{"step": s, "loss": 5 - s / 10, "lm": 5 - s / 10} for s in range(10)] + [{"step": 9, "eval/test/mrr": 0.1}],
+    )
+    b = write_run(
+        tmp_path / "runs" / "cosine",
+        [{"step": s, "loss": 6 - s / 10, "lm": 5 - s / 10, "jepa": 1 - s / 10} for s in range(10)]
+        + [{"step": 9, "eval/test/mrr": 0.4}],
+    )
     out = tmp_path / "fig" / "curves.png"
     assert main([str(a), str(b), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out)
@@ -58,8 +73,10 @@ def test_writes_png_with_runs_overlaid(tmp_path, capsys):
 
 def test_cli_errors(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: no such file " \
-                                              "(a run directory must contain metrics.jsonl)"
+    assert (
+        capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: no such file "
+        "(a run directory must contain metrics.jsonl)"
+    )
     pytest.importorskip("matplotlib")
     empty = write_run(tmp_path / "empty", [{"step": 0, "lr": 0.1}])
     assert main([str(empty)]) == 2

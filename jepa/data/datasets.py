@@ -74,10 +74,15 @@ class Dataset:
 
 def _check_messages(obj: dict, where: str) -> list[dict]:
     messages = obj.get("messages")
-    if not isinstance(messages, list) or not messages or not all(
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages):
-        raise ValueError(f"{where}: expected \"messages\": a non-empty list of {{\"role\", \"content\"}} strings")
+            for m in messages
+        )
+    ):
+        raise ValueError(f'{where}: expected "messages": a non-empty list of {{"role", "content"}} strings')
     return messages
 
 
@@ -90,11 +95,12 @@ class ChatDataset(Dataset):
     def check_paths(cfg: DataConfig, tokenizer_dir: str | None) -> None:
         tok = Path(tokenizer_dir or "")
         if not (tok / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"model.tokenizer: {tok / 'tokenizer.json'} not found (set model.tokenizer to a "
-                                    "directory with tokenizer.json and tokenizer_config.json)")
+            raise FileNotFoundError(
+                f"model.tokenizer: {tok / 'tokenizer.json'} not found (set model.tokenizer to a "
+                "directory with tokenizer.json and tokenizer_config.json)"
+            )
         if not Path(cfg.train).is_file():
-            raise FileNotFoundError(f"data.train: {cfg.train} not found (a chat jsonl; GSM8K: python prepare.py "
-                                    "gsm8k)")
+            raise FileNotFoundError(f"data.train: {cfg.train} not found (a chat jsonl; GSM8K: python prepare.py gsm8k)")
 
     @classmethod
     def load(cls, cfg: DataConfig, layout: LayoutConfig, tokenizer_dir: str | None) -> ChatDataset:
@@ -102,8 +108,9 @@ class ChatDataset(Dataset):
         mode) raises ValueError("path:LINE: reason"), or is skipped and counted with `cfg.skip_bad`."""
         cls.check_paths(cfg, tokenizer_dir)
         tokenizer = Tokenizer.from_dir(tokenizer_dir, date_string=cfg.date_string)
-        return cls(*tokenize_chats(cfg.train, tokenizer, layout, cfg.limit, cfg.skip_bad),
-                   tokenizer_dir=Path(tokenizer_dir))
+        return cls(
+            *tokenize_chats(cfg.train, tokenizer, layout, cfg.limit, cfg.skip_bad), tokenizer_dir=Path(tokenizer_dir)
+        )
 
     def export_files(self, out_dir: Path) -> None:
         for name in TOKENIZER_FILES:
@@ -111,8 +118,9 @@ class ChatDataset(Dataset):
                 shutil.copy(self.tokenizer_dir / name, out_dir / name)
 
 
-def tokenize_chats(path: str | Path, tokenizer: Tokenizer, layout: LayoutConfig, limit: int | None = None,
-                   skip_bad: bool = False) -> tuple[list[Row], int, int, int, Counter]:
+def tokenize_chats(
+    path: str | Path, tokenizer: Tokenizer, layout: LayoutConfig, limit: int | None = None, skip_bad: bool = False
+) -> tuple[list[Row], int, int, int, Counter]:
     """(rows, pad id, vocabulary size, rows with a truncated view, skipped-by-reason) of a chat jsonl."""
     rows, skipped, truncated = [], Counter(), 0
     for line_number, obj in iter_jsonl(path, (), skip_bad, skipped):
@@ -142,8 +150,10 @@ class ReversalDataset(Dataset):
     @staticmethod
     def check_paths(cfg: DataConfig, tokenizer_dir: str | None) -> None:
         if not Path(cfg.train).is_dir():
-            raise FileNotFoundError(f"data.train: reversal directory {cfg.train} not found "
-                                    f"(make it with: python prepare.py reversal [--preset small])")
+            raise FileNotFoundError(
+                f"data.train: reversal directory {cfg.train} not found "
+                f"(make it with: python prepare.py reversal [--preset small])"
+            )
 
     @classmethod
     def load(cls, cfg: DataConfig, layout: LayoutConfig, tokenizer_dir: str | None = None) -> ReversalDataset:

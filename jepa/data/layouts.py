@@ -39,15 +39,17 @@ class LayoutConfig:
         if self.mode not in MODES:
             raise ValueError(f"layout.mode must be one of {MODES}, got {self.mode!r}")
         if self.isolated_positions not in ("restart", "continue"):
-            raise ValueError("layout.isolated_positions must be 'restart' or 'continue', "
-                             f"got {self.isolated_positions!r}")
+            raise ValueError(
+                f"layout.isolated_positions must be 'restart' or 'continue', got {self.isolated_positions!r}"
+            )
         if self.lm_labels not in ("assistant", "all"):
             raise ValueError(f"layout.lm_labels must be 'assistant' or 'all', got {self.lm_labels!r}")
         if self.predictors < 0:
             raise ValueError(f"layout.predictors must be >= 0, got {self.predictors}")
         if self.last_token is not None and self.last_token >= 0:
-            raise ValueError(f"layout.last_token must be negative (an offset from the view's end), "
-                             f"got {self.last_token}")
+            raise ValueError(
+                f"layout.last_token must be negative (an offset from the view's end), got {self.last_token}"
+            )
 
 
 @dataclass
@@ -68,8 +70,9 @@ class Row:
     def has_jepa(self) -> bool:
         return self.pred_index is not None
 
-    def add_segment(self, name: str, ids: list[int], positions: list[int], sees: tuple[str, ...],
-                    labels: list[int] | None = None) -> int:
+    def add_segment(
+        self, name: str, ids: list[int], positions: list[int], sees: tuple[str, ...], labels: list[int] | None = None
+    ) -> int:
         """Append a segment; `sees` names earlier segments (itself is implied). Returns its first index."""
         seg = len(self.segment_names)
         self.segment_names.append(name)
@@ -84,8 +87,15 @@ class Row:
     def lm_only(self) -> Row:
         """The same example without its JEPA segments (jepa_ratio < 1 skips, truncated views)."""
         n, keep = self.main_length, sorted(set(self.segment_ids[: self.main_length]))
-        return Row(self.input_ids[:n], self.position_ids[:n], self.segment_ids[:n], self.labels[:n],
-                   self.segment_names[: len(keep)], self.visible[: len(keep)], n)
+        return Row(
+            self.input_ids[:n],
+            self.position_ids[:n],
+            self.segment_ids[:n],
+            self.labels[:n],
+            self.segment_names[: len(keep)],
+            self.visible[: len(keep)],
+            n,
+        )
 
 
 def predictor_ids(k: int) -> list[int]:
@@ -151,18 +161,19 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig) -> Row:
     ids, labels = main_sequence(enc, cfg)
     steps = step_token_ranges(enc, cfg.step_separator)
     if len(steps) < 2:
-        raise ValueError(f"step mode needs at least 2 assistant steps separated by {cfg.step_separator!r}, "
-                         f"found {len(steps)}")
+        raise ValueError(
+            f"step mode needs at least 2 assistant steps separated by {cfg.step_separator!r}, found {len(steps)}"
+        )
     (_, s1), (s2_start, s2_end) = steps[0], steps[1]
     row = Row()
     row.add_segment("A", ids[: s1 + 1], list(range(s1 + 1)), (), labels[: s1 + 1])
-    row.add_segment("B", ids[s1 + 1:], list(range(s1 + 1, len(ids))), ("A",), labels[s1 + 1:])
+    row.add_segment("B", ids[s1 + 1 :], list(range(s1 + 1, len(ids))), ("A",), labels[s1 + 1 :])
     row.main_length = len(ids)
     if s2_end >= len(ids):  # step 2 truncated away: LM loss only
         return row
     k = cfg.predictors
     p_start = row.add_segment("P", predictor_ids(k), list(range(s1 + 1, s1 + 1 + k)), ("A",))
-    step2 = enc.ids[s2_start: s2_end + 1]
+    step2 = enc.ids[s2_start : s2_end + 1]
     c_start = row.add_segment("C", step2, isolated_positions(len(step2), s1 + 1 + k, cfg), ())
     row.pred_index = p_start + k - 1 if k else s1
     row.target_index = c_start + len(step2) - 1
@@ -200,8 +211,9 @@ def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
     return row
 
 
-def build_reversal_row(item: dict, inverse_relation: dict[int, int], cfg: LayoutConfig,
-                       with_jepa: bool | None = None) -> Row:
+def build_reversal_row(
+    item: dict, inverse_relation: dict[int, int], cfg: LayoutConfig, with_jepa: bool | None = None
+) -> Row:
     """GPT2-JEPA: forward fact [e1, r, <mask>, e2] with LM labels on e2's two tokens; prediction = K predictors
     after it; target = the reverse fact [e2, r_inv, <mask>, e1] encoded alone. JEPA only on `train` items."""
     (e1, (rel,), (mask,)), (e2,) = item["input_text"], item["target_text"]

@@ -38,8 +38,7 @@ PROBE_SPLITS = ("train", "atomic", "test")
 # bounds a CPU run: one fwd+bwd of a d=768 4-layer GPT-2 at batch 256 took ~6.7 s on 2 (shared) cores, so
 # the demo config should use a narrower model (d=128..256) and expect the pipeline to run, not memorisation.
 REVERSAL_PRESETS: dict[str, dict[str, int]] = {
-    "paper": dict(n_learning=50_000, n_test=30_000, n_first=8_000, n_last=8_000, comb=10, n_relations=6,
-                  n_valid=3_000),
+    "paper": dict(n_learning=50_000, n_test=30_000, n_first=8_000, n_last=8_000, comb=10, n_relations=6, n_valid=3_000),
     "small": dict(n_learning=2_000, n_test=1_000, n_first=300, n_last=300, comb=10, n_relations=2, n_valid=200),
     # The README experiment and `make demo`: small enough for a d=128 GPT-2 to memorise in ~40 epochs on a CPU.
     "tiny": dict(n_learning=400, n_test=200, n_first=60, n_last=60, comb=10, n_relations=2, n_valid=100),
@@ -57,25 +56,39 @@ def reversal_vocab(n_first: int, n_last: int, n_relations: int) -> dict[str, int
     return {token: idx for idx, token in enumerate(tokens)}
 
 
-def _check_sizes(n_learning: int, n_test: int, n_first: int, n_last: int, comb: int, n_relations: int,
-                 n_valid: int) -> None:
-    sizes = dict(n_learning=n_learning, n_test=n_test, n_first=n_first, n_last=n_last, comb=comb,
-                 n_relations=n_relations, n_valid=n_valid)
+def _check_sizes(
+    n_learning: int, n_test: int, n_first: int, n_last: int, comb: int, n_relations: int, n_valid: int
+) -> None:
+    sizes = dict(
+        n_learning=n_learning,
+        n_test=n_test,
+        n_first=n_first,
+        n_last=n_last,
+        comb=comb,
+        n_relations=n_relations,
+        n_valid=n_valid,
+    )
     for name, value in sizes.items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"reversal: {name} must be a positive integer, got {value!r}")
     if n_first != n_last:
-        raise ValueError(f"reversal: n_first ({n_first}) must equal n_last ({n_last}): each name token is shared "
-                         "by exactly comb entities, so n_first * comb = n_last * comb = number of entities")
+        raise ValueError(
+            f"reversal: n_first ({n_first}) must equal n_last ({n_last}): each name token is shared "
+            "by exactly comb entities, so n_first * comb = n_last * comb = number of entities"
+        )
     if n_learning + n_test != n_first * comb:
-        raise ValueError(f"reversal: n_learning + n_test ({n_learning} + {n_test} = {n_learning + n_test}) must "
-                         f"equal n_first * comb ({n_first} * {comb} = {n_first * comb})")
+        raise ValueError(
+            f"reversal: n_learning + n_test ({n_learning} + {n_test} = {n_learning + n_test}) must "
+            f"equal n_first * comb ({n_first} * {comb} = {n_first * comb})"
+        )
     if n_learning % 2 or n_test % 2:
-        raise ValueError(f"reversal: n_learning ({n_learning}) and n_test ({n_test}) must be even (entities are "
-                         "paired)")
+        raise ValueError(
+            f"reversal: n_learning ({n_learning}) and n_test ({n_test}) must be even (entities are paired)"
+        )
     if comb > n_last:
-        raise ValueError(f"reversal: comb ({comb}) cannot exceed n_last ({n_last}) without repeating a "
-                         "(first, last) pair")
+        raise ValueError(
+            f"reversal: comb ({comb}) cannot exceed n_last ({n_last}) without repeating a (first, last) pair"
+        )
     pools = {"train": n_relations * n_learning, "atomic": n_relations * n_test // 2}
     for split, pool in pools.items():
         if n_valid > pool:
@@ -101,16 +114,21 @@ def _draw_names(rng: np.random.Generator, n_first: int, n_last: int, comb: int) 
         partners = rng.integers(0, n, size=len(repeated))
         for i, j in zip(repeated.tolist(), partners.tolist()):
             last[i], last[j] = last[j], last[i]
-    raise ValueError(f"reversal: could not draw names without repeated pairs (n_last={n_last}, comb={comb}); "
-                     "use more name tokens or a smaller comb")
+    raise ValueError(
+        f"reversal: could not draw names without repeated pairs (n_last={n_last}, comb={comb}); "
+        "use more name tokens or a smaller comb"
+    )
 
 
 def _items(facts: np.ndarray, kind: str, first_id: np.ndarray, last_id: np.ndarray, mask_id: int) -> list[dict]:
     """facts [M, 3] int (e1 entity, relation id, e2 entity) → seed-format items of type ``kind``."""
-    rows = np.stack([first_id[facts[:, 0]], last_id[facts[:, 0]], facts[:, 1],
-                     first_id[facts[:, 2]], last_id[facts[:, 2]]], axis=1).tolist()
-    return [{"input_text": [[e1f, e1l], [r], [mask_id]], "target_text": [[e2f, e2l]], "type": kind}
-            for e1f, e1l, r, e2f, e2l in rows]
+    rows = np.stack(
+        [first_id[facts[:, 0]], last_id[facts[:, 0]], facts[:, 1], first_id[facts[:, 2]], last_id[facts[:, 2]]], axis=1
+    ).tolist()
+    return [
+        {"input_text": [[e1f, e1l], [r], [mask_id]], "target_text": [[e2f, e2l]], "type": kind}
+        for e1f, e1l, r, e2f, e2l in rows
+    ]
 
 
 def _write_json(path: Path, obj: object) -> None:
@@ -163,8 +181,11 @@ def generate_reversal(
         atomic_facts.append(np.where(atomic_is_forward, forward, backward))
         test_facts.append(np.where(atomic_is_forward, backward, forward))
 
-    facts = {"train": np.concatenate(train_facts), "atomic": np.concatenate(atomic_facts),
-             "test": np.concatenate(test_facts)}
+    facts = {
+        "train": np.concatenate(train_facts),
+        "atomic": np.concatenate(atomic_facts),
+        "test": np.concatenate(test_facts),
+    }
     items = {kind: _items(f, kind, first_id, last_id, mask_id) for kind, f in facts.items()}
 
     train_items = items["train"] + items["atomic"]
@@ -211,8 +232,11 @@ def relation_inverses(vocab: dict[str, int]) -> dict[int, int]:
 def reverse_item(item: dict, inverses: dict[int, int], kind: str | None = None) -> dict:
     """The reverse fact of an item: entities swapped, relation flipped; ``type`` = ``kind`` or unchanged."""
     (e1, (r,), mask), (e2,) = item["input_text"], item["target_text"]
-    return {"input_text": [list(e2), [inverses[r]], list(mask)], "target_text": [list(e1)],
-            "type": kind or item["type"]}
+    return {
+        "input_text": [list(e2), [inverses[r]], list(mask)],
+        "target_text": [list(e1)],
+        "type": kind or item["type"],
+    }
 
 
 def _load_json(path: Path, hint: str = "") -> object:
@@ -225,22 +249,40 @@ def _load_json(path: Path, hint: str = "") -> object:
 
 
 def _is_ids(value: object, length: int, vocab_size: int) -> bool:
-    return (isinstance(value, list) and len(value) == length
-            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < vocab_size for v in value))
+    return (
+        isinstance(value, list)
+        and len(value) == length
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < vocab_size for v in value)
+    )
 
 
-def _check_item(item: object, where: str, vocab_size: int, mask_id: int | None = None,
-                relation_ids: set[int] | None = None, types: tuple[str, ...] | None = None) -> None:
+def _check_item(
+    item: object,
+    where: str,
+    vocab_size: int,
+    mask_id: int | None = None,
+    relation_ids: set[int] | None = None,
+    types: tuple[str, ...] | None = None,
+) -> None:
     """Raise ValueError naming ``where`` unless ``item`` has the seed's item shape with ids < vocab_size; the
     ``<mask>`` position, the relation and the ``type`` are checked when given."""
-    shape = ('{"input_text": [[e1_f, e1_l], [r], [mask]], "target_text": [[e2_f, e2_l]], "type": ...} '
-             f"with ids < {vocab_size}")
+    shape = (
+        '{"input_text": [[e1_f, e1_l], [r], [mask]], "target_text": [[e2_f, e2_l]], "type": ...} '
+        f"with ids < {vocab_size}"
+    )
     if not isinstance(item, dict):
         raise ValueError(f"{where}: not an object; expected {shape}")
     inp, tgt = item.get("input_text"), item.get("target_text")
-    if not (isinstance(inp, list) and len(inp) == 3 and _is_ids(inp[0], 2, vocab_size)
-            and _is_ids(inp[1], 1, vocab_size) and _is_ids(inp[2], 1, vocab_size)
-            and isinstance(tgt, list) and len(tgt) == 1 and _is_ids(tgt[0], 2, vocab_size)):
+    if not (
+        isinstance(inp, list)
+        and len(inp) == 3
+        and _is_ids(inp[0], 2, vocab_size)
+        and _is_ids(inp[1], 1, vocab_size)
+        and _is_ids(inp[2], 1, vocab_size)
+        and isinstance(tgt, list)
+        and len(tgt) == 1
+        and _is_ids(tgt[0], 2, vocab_size)
+    ):
         raise ValueError(f"{where}: bad shape or id; expected {shape}")
     if mask_id is not None and inp[2][0] != mask_id:
         raise ValueError(f"{where}: third input token is {inp[2][0]}, expected <mask> id {mask_id}")
@@ -250,8 +292,9 @@ def _check_item(item: object, where: str, vocab_size: int, mask_id: int | None =
         raise ValueError(f"{where}: type {item.get('type')!r} is not one of {', '.join(types)}")
 
 
-def _read_probes(valid_path: Path, vocab_size: int, require_all: bool, hint: str = "",
-                 **checks) -> dict[str, list[dict]]:
+def _read_probes(
+    valid_path: Path, vocab_size: int, require_all: bool, hint: str = "", **checks
+) -> dict[str, list[dict]]:
     """The probe splits of a ``valid.json``, every item checked (``_check_item``); at least one split, or all
     three with ``require_all``."""
     valid = _load_json(valid_path, hint)
@@ -311,6 +354,13 @@ def load_reversal(data_dir: str | Path) -> tuple[list[dict], dict[str, list[dict
     for k, item in enumerate(train_items):
         _check_item(item, f"{train_path}[{k}]", vocab_size, mask_id, relation_ids, ("train", "atomic"))
 
-    valid = _read_probes(data_dir / "valid.json", vocab_size, require_all=True, hint=hint, mask_id=mask_id,
-                         relation_ids=relation_ids, types=PROBE_SPLITS)
+    valid = _read_probes(
+        data_dir / "valid.json",
+        vocab_size,
+        require_all=True,
+        hint=hint,
+        mask_id=mask_id,
+        relation_ids=relation_ids,
+        types=PROBE_SPLITS,
+    )
     return train_items, valid, vocab

@@ -187,9 +187,7 @@ def _bad(where: str, reason: str, detail: str | None, skip_bad: bool, bad: Count
     bad[reason] += 1
 
 
-def iter_jsonl(
-    path: str | Path, required: tuple[str, ...], skip_bad: bool, bad: Counter
-) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: str | Path, required: tuple[str, ...], skip_bad: bool, bad: Counter) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each JSON-object line of ``path`` whose ``required`` fields are
     non-empty strings. Bad lines raise ``ValueError("path:LINE: reason")`` or are counted in ``bad``.
     Whitespace-only lines are not records and are ignored."""
@@ -283,9 +281,7 @@ def _download_gsm8k(dest: Path, timeout_s: float = 10.0) -> None:
             ) from None
 
 
-def prepare_gsm8k(
-    src: Path | None, out_dir: Path, keep_calculator: bool = False, skip_bad: bool = False
-) -> dict:
+def prepare_gsm8k(src: Path | None, out_dir: Path, keep_calculator: bool = False, skip_bad: bool = False) -> dict:
     """GSM8K ``{train,test}.jsonl`` (``question``/``answer``) in ``src`` → chat records in ``out_dir``.
 
     With ``src=None`` the files are downloaded from the openai/grade-school-math repository. Returns
@@ -305,8 +301,9 @@ def prepare_gsm8k(
                 f"{missing[0]}: no such file; --src must be a directory containing train.jsonl and test.jsonl"
             )
         splits = {
-            split: _convert_file(src_dir / f"{split}.jsonl", out_dir / f"{split}.jsonl", ("question", "answer"),
-                                 build, skip_bad)
+            split: _convert_file(
+                src_dir / f"{split}.jsonl", out_dir / f"{split}.jsonl", ("question", "answer"), build, skip_bad
+            )
             for split in GSM8K_SPLITS
         }
         return {"out_dir": str(out_dir), "splits": splits}

@@ -12,7 +12,22 @@ from jepa.eval.report import flat_metrics, json_safe, write_results
 from jepa.eval.reversal import evaluate_reversal
 
 __all__ = [
-    "EvalModel", "collect_views", "effective_rank", "evaluate_gsm8k", "evaluate_reversal", "extract_answer",
-    "flat_metrics", "json_safe", "linear_map_error", "load_for_eval", "load_gsm8k_records", "load_probes",
-    "mean_cosine", "parse_number", "score_default", "score_paper", "view_diagnostics", "write_results",
+    "EvalModel",
+    "collect_views",
+    "effective_rank",
+    "evaluate_gsm8k",
+    "evaluate_reversal",
+    "extract_answer",
+    "flat_metrics",
+    "json_safe",
+    "linear_map_error",
+    "load_for_eval",
+    "load_gsm8k_records",
+    "load_probes",
+    "mean_cosine",
+    "parse_number",
+    "score_default",
+    "score_paper",
+    "view_diagnostics",
+    "write_results",
 ]

@@ -47,9 +47,16 @@ def run_gsm8k(args: argparse.Namespace) -> None:
     system = {"gsm8k": GSM8K_SYSTEM_PROMPT, "seed": SEED_SYSTEM_PROMPT}[args.system]
     records = load_gsm8k_records(args.data, system_prompt=system)
     loaded = _load(args)
-    examples, summary = evaluate_gsm8k(loaded.model, _tokenizer(loaded), records, limit=args.limit,
-                                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                                       protocol=args.protocol, progress=True)
+    examples, summary = evaluate_gsm8k(
+        loaded.model,
+        _tokenizer(loaded),
+        records,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        protocol=args.protocol,
+        progress=True,
+    )
     summary = {"model": str(args.model), "data": str(args.data), **summary}
     print(write_results(args.out, "gsm8k", examples, summary))
 
@@ -59,8 +66,9 @@ def run_reversal(args: argparse.Namespace) -> None:
     loaded = _load(args)
     _check_vocab(loaded, vocab, args.vocab)
     examples, summary = evaluate_reversal(loaded.model, probes, batch_size=args.batch_size)
-    print(write_results(args.out, "reversal", examples, {"model": str(args.model), "valid": str(args.valid),
-                                                         **summary}))
+    print(
+        write_results(args.out, "reversal", examples, {"model": str(args.model), "valid": str(args.valid), **summary})
+    )
 
 
 def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list, int]:
@@ -72,8 +80,9 @@ def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfi
         raise ValueError(f"{args.valid}: no 'train' probes (JEPA rows are built from train facts)")
     loaded = _load(args)
     _check_vocab(loaded, vocab, args.vocab)
-    cfg = LayoutConfig(mode="reversal", predictors=_predictors(args, loaded),
-                       isolated_positions=args.isolated_positions)
+    cfg = LayoutConfig(
+        mode="reversal", predictors=_predictors(args, loaded), isolated_positions=args.isolated_positions
+    )
     inverses = relation_inverses(vocab)
     rows = [build_reversal_row(item, inverses, cfg, with_jepa=True) for item in probes["train"][: args.limit]]
     return loaded, cfg, rows, vocab["<pad>"] if "<pad>" in vocab else 0
@@ -85,12 +94,12 @@ def chat_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, l
         raise ValueError(f"views --mode {args.mode} needs --data FILE (prepared chat records)")
     records = load_gsm8k_records(args.data)[: args.limit]
     if not any(m.get("role") == "assistant" for m in records[0]["messages"]):
-        raise ValueError(f"{args.data}: records have no assistant message (views need prepared chat records, "
-                         "not raw GSM8K lines)")
+        raise ValueError(
+            f"{args.data}: records have no assistant message (views need prepared chat records, not raw GSM8K lines)"
+        )
     loaded = _load(args)
     tokenizer = _tokenizer(loaded)
-    cfg = LayoutConfig(mode=args.mode, predictors=_predictors(args, loaded),
-                       isolated_positions=args.isolated_positions)
+    cfg = LayoutConfig(mode=args.mode, predictors=_predictors(args, loaded), isolated_positions=args.isolated_positions)
     rows = []
     for k, record in enumerate(records):
         try:
@@ -107,8 +116,14 @@ VIEW_ROWS = {"step": chat_view_rows, "jepa": chat_view_rows, "reversal": reversa
 def run_views(args: argparse.Namespace) -> None:
     loaded, cfg, rows, pad_id = VIEW_ROWS[args.mode](args)
     summary = evaluate_views(loaded.model, loaded.predictors, rows, pad_id, batch_size=args.batch_size)
-    print(write_results(args.out, "views", None, {"model": str(args.model), "mode": args.mode,
-                                                 "predictors": cfg.predictors, **summary}))
+    print(
+        write_results(
+            args.out,
+            "views",
+            None,
+            {"model": str(args.model), "mode": args.mode, "predictors": cfg.predictors, **summary},
+        )
+    )
 
 
 def _predictors(args: argparse.Namespace, loaded: EvalModel) -> int:
@@ -140,9 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     gsm8k.add_argument("--data", required=True, type=Path, help="prepared chat records or raw GSM8K jsonl")
     gsm8k.add_argument("--limit", type=int, help="score the first N records")
     gsm8k.add_argument("--protocol", choices=("default", "paper"), default="default")
-    gsm8k.add_argument("--system", choices=("gsm8k", "seed"), default="gsm8k",
-                       help="system prompt for raw GSM8K lines (prepared records carry their own): the GSM8K "
-                       "'#### N' prompt or the seed's \\boxed{} Step-JEPA prompt")
+    gsm8k.add_argument(
+        "--system",
+        choices=("gsm8k", "seed"),
+        default="gsm8k",
+        help="system prompt for raw GSM8K lines (prepared records carry their own): the GSM8K "
+        "'#### N' prompt or the seed's \\boxed{} Step-JEPA prompt",
+    )
     gsm8k.add_argument("--max-new-tokens", type=int, help="default: 512 (default protocol), 128 (paper)")
     gsm8k.set_defaults(run=run_gsm8k)
 

@@ -55,7 +55,7 @@ def last_hash_answer(text: str) -> str | None:
     An empty marker (a generation cut off right after ``####``) is skipped in favour of the previous one.
     """
     for match in reversed(list(re.finditer(r"####", text))):
-        answer = text[match.end():].split("\n", 1)[0].strip().lstrip("#").strip()
+        answer = text[match.end() :].split("\n", 1)[0].strip().lstrip("#").strip()
         if answer:
             return answer
     return None
@@ -94,8 +94,23 @@ def clean_answer(answer: str) -> str:
         if inner is not None and s.lstrip().startswith(("\\boxed", "\\fbox")):
             s = inner
         s = _TEXT_COMMANDS_RE.sub(r"\1", s)
-    for token in ("\\$", "$", "\\%", "%", "\\!", "\\,", "\\;", "\\:", "\\ ", "~", "\\left", "\\right", "^\\circ",
-                  "^{\\circ}", "°"):
+    for token in (
+        "\\$",
+        "$",
+        "\\%",
+        "%",
+        "\\!",
+        "\\,",
+        "\\;",
+        "\\:",
+        "\\ ",
+        "~",
+        "\\left",
+        "\\right",
+        "^\\circ",
+        "^{\\circ}",
+        "°",
+    ):
         s = s.replace(token, " " if token in ("\\ ", "~") else "")
     s = _THOUSANDS_COMMA_RE.sub("", s.replace("{,}", ","))  # "1{,}080" is LaTeX for 1,080
     s = s.strip().rstrip(".").strip()
@@ -149,8 +164,12 @@ def score_default(generation: str, gold: str) -> dict:
     """Default protocol for one generation: {"predicted": str|None, "source", "predicted_value", "correct"}."""
     predicted, source = extract_answer(generation)
     value = parse_number(predicted)
-    return {"predicted": predicted, "source": source, "predicted_value": value,
-            "correct": numbers_match(value, parse_number(gold_answer(gold)))}
+    return {
+        "predicted": predicted,
+        "source": source,
+        "predicted_value": value,
+        "correct": numbers_match(value, parse_number(gold_answer(gold))),
+    }
 
 
 def paper_answer(generation: str) -> str | None:
@@ -162,5 +181,8 @@ def paper_answer(generation: str) -> str | None:
 def score_paper(generation: str, gold: str) -> dict:
     """Paper protocol: exact string equality of the final ``#### X`` with the gold string (no normalisation)."""
     predicted = paper_answer(generation)
-    return {"predicted": predicted, "source": "hash" if predicted is not None else "none",
-            "correct": predicted is not None and predicted == gold_answer(gold)}
+    return {
+        "predicted": predicted,
+        "source": "hash" if predicted is not None else "none",
+        "correct": predicted is not None and predicted == gold_answer(gold),
+    }

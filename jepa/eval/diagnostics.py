@@ -84,8 +84,9 @@ def view_diagnostics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, floa
 
 
 @torch.no_grad()
-def collect_views(model: nn.Module, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int,
-                  batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def collect_views(
+    model: nn.Module, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int, batch_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Prediction and target embeddings (float32 CPU [N, D]) of the rows that have a JEPA term, in row order.
 
     One forward per batch through the packed layout, exactly as training computes them (`Objective.views`).
@@ -100,7 +101,7 @@ def collect_views(model: nn.Module, predictors: PredictorEmbeddings | None, rows
     preds, targets = [], []
     try:
         for start in range(0, len(jepa_rows), batch_size):
-            batch = {k: v.to(device) for k, v in collate(jepa_rows[start:start + batch_size], pad_id).items()}
+            batch = {k: v.to(device) for k, v in collate(jepa_rows[start : start + batch_size], pad_id).items()}
             pred, target = objective.views(batch)
             preds.append(pred.float().cpu())
             targets.append(target.float().cpu())
@@ -109,7 +110,8 @@ def collect_views(model: nn.Module, predictors: PredictorEmbeddings | None, rows
     return torch.cat(preds), torch.cat(targets)
 
 
-def evaluate_views(model: nn.Module, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int,
-                   batch_size: int = 16) -> dict[str, float]:
+def evaluate_views(
+    model: nn.Module, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int, batch_size: int = 16
+) -> dict[str, float]:
     """:func:`view_diagnostics` of the rows' views (see :func:`collect_views`)."""
     return view_diagnostics(*collect_views(model, predictors, rows, pad_id, batch_size))

@@ -34,14 +34,23 @@ def load_gsm8k_records(path: str | Path, system_prompt: str = GSM8K_SYSTEM_PROMP
     for number, obj in iter_jsonl(path, ("answer",), skip_bad=False, bad=Counter()):
         if "messages" in obj:
             messages = obj["messages"]
-            if not (isinstance(messages, list) and all(isinstance(m, dict) for m in messages)
-                    and any(m.get("role") == "user" and isinstance(m.get("content"), str) for m in messages)):
+            if not (
+                isinstance(messages, list)
+                and all(isinstance(m, dict) for m in messages)
+                and any(m.get("role") == "user" and isinstance(m.get("content"), str) for m in messages)
+            ):
                 raise ValueError(f"{path}:{number}: 'messages' must be a list of messages with a user message")
             records.append({"messages": messages, "answer": gold_answer(obj["answer"])})
         elif isinstance(obj.get("question"), str):
-            records.append({"messages": [{"role": "system", "content": system_prompt},
-                                         {"role": "user", "content": obj["question"].strip()}],
-                            "answer": gold_answer(obj["answer"])})
+            records.append(
+                {
+                    "messages": [
+                        {"role": "system", "content": system_prompt},
+                        {"role": "user", "content": obj["question"].strip()},
+                    ],
+                    "answer": gold_answer(obj["answer"]),
+                }
+            )
         else:
             raise ValueError(f"{path}:{number}: expected 'messages' (prepared record) or 'question' (raw GSM8K)")
     if not records:
@@ -94,9 +103,10 @@ def evaluate_gsm8k(
     try:
         batches = range(0, len(order), batch_size)
         for first in tqdm(batches, desc="gsm8k", unit="batch", disable=not progress):
-            chunk = order[first:first + batch_size]
-            outputs = generate(model, [prompts[i] for i in chunk], max_new_tokens, stop_ids=tokenizer.stop_ids,
-                               pad_id=tokenizer.pad_id)
+            chunk = order[first : first + batch_size]
+            outputs = generate(
+                model, [prompts[i] for i in chunk], max_new_tokens, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id
+            )
             for i, ids in zip(chunk, outputs):
                 new_ids[i] = ids
     finally:
@@ -107,22 +117,24 @@ def evaluate_gsm8k(
         generation = tokenizer.decode(ids, skip_special_tokens=True)
         default, paper = score_default(generation, record["answer"]), score_paper(generation, record["answer"])
         chosen = default if protocol == "default" else paper
-        examples.append({
-            "index": index,
-            "question": prompt_messages(record)[-1]["content"],
-            "generation": generation,
-            "predicted": chosen["predicted"],
-            "gold": record["answer"],
-            "correct": chosen["correct"],
-            "correct_default": default["correct"],
-            "correct_paper": paper["correct"],
-            "source": chosen["source"],
-            # default: an answer that reads as a number; paper: a final "#### X" line
-            "parsed": chosen["predicted"] is not None
-            and (protocol == "paper" or default["predicted_value"] is not None),
-            "n_tokens": len(ids),
-            "truncated": len(ids) >= max_new_tokens,
-        })
+        examples.append(
+            {
+                "index": index,
+                "question": prompt_messages(record)[-1]["content"],
+                "generation": generation,
+                "predicted": chosen["predicted"],
+                "gold": record["answer"],
+                "correct": chosen["correct"],
+                "correct_default": default["correct"],
+                "correct_paper": paper["correct"],
+                "source": chosen["source"],
+                # default: an answer that reads as a number; paper: a final "#### X" line
+                "parsed": chosen["predicted"] is not None
+                and (protocol == "paper" or default["predicted_value"] is not None),
+                "n_tokens": len(ids),
+                "truncated": len(ids) >= max_new_tokens,
+            }
+        )
     n = len(examples)
 
     def mean(key: str) -> float:

@@ -68,8 +68,9 @@ def gsm8k(cfg) -> EvalHook:
     records = load_gsm8k_records(_eval_path(cfg))
 
     def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
-        _, summary = evaluate_gsm8k(model, tokenizer, records, limit=cfg.eval.limit,
-                                    max_new_tokens=cfg.eval.max_new_tokens)
+        _, summary = evaluate_gsm8k(
+            model, tokenizer, records, limit=cfg.eval.limit, max_new_tokens=cfg.eval.max_new_tokens
+        )
         return flat_metrics(summary, prefix="eval/gsm8k/")
 
     return hook

@@ -41,8 +41,12 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_for_eval(path: str | Path, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                  base: str | Path | None = None) -> EvalModel:
+def load_for_eval(
+    path: str | Path,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    base: str | Path | None = None,
+) -> EvalModel:
     """Load ``path`` (see module docstring) for evaluation, in eval mode.
 
     dtype None = bfloat16 on CUDA, float32 on CPU; device None = CUDA if present. The tokenizer directory is the
@@ -59,16 +63,18 @@ def load_for_eval(path: str | Path, dtype: torch.dtype | None = None, device: st
     if not (model_dir / "config.json").is_file():
         if (path / ADAPTER_FILE).is_file():
             return load_lora_checkpoint(path, dtype, device, base)
-        raise FileNotFoundError(f"{path}: no config.json (expected an HF-format model directory or a checkpoint "
-                                "with model/)")
+        raise FileNotFoundError(
+            f"{path}: no config.json (expected an HF-format model directory or a checkpoint with model/)"
+        )
     model = load_pretrained(model_dir, dtype=dtype, device=device).eval()
     predictors = load_predictors(path, model)
     tokenizer_dir = model_dir if (model_dir / "tokenizer.json").is_file() or model_dir == path else path
     return EvalModel(model=model, tokenizer_dir=tokenizer_dir, predictors=predictors)
 
 
-def load_lora_checkpoint(path: Path, dtype: torch.dtype, device: torch.device,
-                         base: str | Path | None = None) -> EvalModel:
+def load_lora_checkpoint(
+    path: Path, dtype: torch.dtype, device: torch.device, base: str | Path | None = None
+) -> EvalModel:
     """Base model (``base``, else ``model.path`` of the run's config.yaml next to ``path``) + the adapter, merged."""
     if base is None:
         run_config = path.parent / "config.yaml"

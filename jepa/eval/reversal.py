@@ -49,23 +49,31 @@ def model_logits_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 @torch.no_grad()
-def score_probes(logits_fn: Callable[[torch.Tensor], torch.Tensor], items: list[dict],
-                 batch_size: int = 256) -> dict[str, torch.Tensor]:
+def score_probes(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor], items: list[dict], batch_size: int = 256
+) -> dict[str, torch.Tensor]:
     """Per-probe ``rank1``, ``rank2`` (long [N]) and ``nll`` (float [N], nats) with a logits function."""
     tokens = probe_tokens(items)
     rank1, rank2, nll = [], [], []
     for start in range(0, len(tokens), batch_size):
-        batch = tokens[start:start + batch_size]
+        batch = tokens[start : start + batch_size]
         logits = logits_fn(batch[:, :5]).float()
         at_mask, at_first = logits[:, 3], logits[:, 4]
         first, last = batch[:, 4], batch[:, 5]
         rank1.append(ranks_of(at_mask, first))
         rank2.append(ranks_of(at_first, last))
-        nll.append(-(at_mask.log_softmax(-1).gather(-1, first[:, None])[:, 0]
-                     + at_first.log_softmax(-1).gather(-1, last[:, None])[:, 0]))
+        nll.append(
+            -(
+                at_mask.log_softmax(-1).gather(-1, first[:, None])[:, 0]
+                + at_first.log_softmax(-1).gather(-1, last[:, None])[:, 0]
+            )
+        )
     empty = torch.zeros(0, dtype=torch.long)
-    return {"rank1": torch.cat(rank1) if rank1 else empty, "rank2": torch.cat(rank2) if rank2 else empty,
-            "nll": torch.cat(nll) if nll else empty.float()}
+    return {
+        "rank1": torch.cat(rank1) if rank1 else empty,
+        "rank2": torch.cat(rank2) if rank2 else empty,
+        "nll": torch.cat(nll) if nll else empty.float(),
+    }
 
 
 def summarise(scores: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -86,8 +94,9 @@ def summarise(scores: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_reversal(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], valid: dict[str, list[dict]],
-                      batch_size: int = 256) -> tuple[list[dict], dict[str, dict[str, float]]]:
+def evaluate_reversal(
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor], valid: dict[str, list[dict]], batch_size: int = 256
+) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """Score every probe split present in ``valid`` (``train``, ``atomic``, ``test``).
 
     ``model`` is one of our models (logits via ``lm_head``) or a function [B, 5] ids -> [B, 5, V] logits.
@@ -110,9 +119,18 @@ def evaluate_reversal(model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
             summary[split] = summarise(scores)
             for k, item in enumerate(items):
                 (e1, (r,), _), (e2,) = item["input_text"], item["target_text"]
-                examples.append({"split": split, "index": k, "e1": list(e1), "r": r, "e2": list(e2),
-                                 "rank1": int(scores["rank1"][k]), "rank2": int(scores["rank2"][k]),
-                                 "nll": float(scores["nll"][k])})
+                examples.append(
+                    {
+                        "split": split,
+                        "index": k,
+                        "e1": list(e1),
+                        "r": r,
+                        "e2": list(e2),
+                        "rank1": int(scores["rank1"][k]),
+                        "rank2": int(scores["rank2"][k]),
+                        "nll": float(scores["nll"][k]),
+                    }
+                )
     finally:
         if was_training:
             model.train()

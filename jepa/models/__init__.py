@@ -6,5 +6,14 @@ from jepa.models.generate import generate
 from jepa.models.gpt2 import GPT2, GPT2Config
 from jepa.models.llama import Llama, LlamaConfig
 
-__all__ = ["GPT2", "GPT2Config", "KVCache", "Llama", "LlamaConfig", "build_model", "generate",
-           "load_pretrained", "save_pretrained"]
+__all__ = [
+    "GPT2",
+    "GPT2Config",
+    "KVCache",
+    "Llama",
+    "LlamaConfig",
+    "build_model",
+    "generate",
+    "load_pretrained",
+    "save_pretrained",
+]

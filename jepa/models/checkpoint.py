@@ -81,13 +81,16 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise ValueError(f"{path}: checkpoint does not match config.json: missing tensors {missing[:5]}"
-                         f"{' ...' if len(missing) > 5 else ''}, unexpected tensors {unexpected[:5]}"
-                         f"{' ...' if len(unexpected) > 5 else ''}")
+        raise ValueError(
+            f"{path}: checkpoint does not match config.json: missing tensors {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}, unexpected tensors {unexpected[:5]}"
+            f"{' ...' if len(unexpected) > 5 else ''}"
+        )
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != tuple(shape):
-            raise ValueError(f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, "
-                             f"config.json implies {tuple(shape)}")
+            raise ValueError(
+                f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, config.json implies {tuple(shape)}"
+            )
     state = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
     model.load_state_dict(state, strict=False, assign=True)
     model.materialize(device)

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 
-def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
-                generator: torch.Generator | None) -> torch.Tensor:
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """logits [B, V] -> next ids [B]. temperature 0 = greedy."""
     if temperature <= 0:
         return logits.argmax(-1)
@@ -45,8 +46,8 @@ def generate(
     for b, p in enumerate(prompts):
         if not p:
             raise ValueError(f"prompt {b} is empty")
-        ids[b, P - len(p):] = torch.tensor(p, device=device)
-        key_valid[b, P - len(p):P] = True
+        ids[b, P - len(p) :] = torch.tensor(p, device=device)
+        key_valid[b, P - len(p) : P] = True
     positions = (key_valid[:, :P].long().cumsum(-1) - 1).clamp(min=0)
     causal = torch.ones(P, P, dtype=torch.bool, device=device).tril()
     # Padding queries see only themselves: a fully masked row would make SDPA return NaN.

@@ -38,14 +38,19 @@ class GPT2Config:
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"GPT-2 activation_function {act!r} is not supported (tanh GELU only)")
         names = {f.name for f in fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in cfg.items() if k in names},
-                   extra={k: v for k, v in cfg.items() if k not in names})
+        return cls(
+            **{k: v for k, v in cfg.items() if k in names}, extra={k: v for k, v in cfg.items() if k not in names}
+        )
 
     def to_hf(self) -> dict:
         out = dict(self.extra)
         out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
-        out.update(model_type="gpt2", architectures=["GPT2LMHeadModel"], activation_function="gelu_new",
-                   tie_word_embeddings=True)
+        out.update(
+            model_type="gpt2",
+            architectures=["GPT2LMHeadModel"],
+            activation_function="gelu_new",
+            tie_word_embeddings=True,
+        )
         return out
 
 
@@ -60,8 +65,7 @@ class GPT2Attention(nn.Module):
 
     def forward(self, x, attn_mask, cache: KVCache | None, layer: int) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-                   for t in self.c_attn(x).split(C, dim=2))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
         if self.training and self.attn_pdrop > 0:
             if cache is not None:
                 raise ValueError("KV cache is for inference (model.eval())")

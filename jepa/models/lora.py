@@ -89,8 +89,12 @@ def save_adapter(model: nn.Module, path: str | Path, extra: dict | None = None) 
     state = {k: v.contiguous().cpu() for k, v in lora_state_dict(model).items()}
     save_file(state, str(path / ADAPTER_FILE), metadata={"format": "pt"})
     layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
-    meta = {"rank": layers[0].rank, "alpha": layers[0].alpha,
-            "modules": sorted({k.rsplit(".", 1)[0] for k in state}), **(extra or {})}
+    meta = {
+        "rank": layers[0].rank,
+        "alpha": layers[0].alpha,
+        "modules": sorted({k.rsplit(".", 1)[0] for k in state}),
+        **(extra or {}),
+    }
     (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
     return path
 

@@ -77,7 +77,9 @@ def restore_predictors(predictors: PredictorEmbeddings, directory: str | Path) -
     saved = read_predictors(directory, predictors.weight.shape[1])
     if saved is None or saved.shape != predictors.weight.shape:
         found = "no file" if saved is None else f"K={saved.shape[0]}"
-        raise ValueError(f"{Path(directory) / PREDICTORS_FILE}: {found}, the run has K={predictors.weight.shape[0]} "
-                         "predictor tokens (layout.predictors)")
+        raise ValueError(
+            f"{Path(directory) / PREDICTORS_FILE}: {found}, the run has K={predictors.weight.shape[0]} "
+            "predictor tokens (layout.predictors)"
+        )
     with torch.no_grad():
         predictors.weight.copy_(saved)

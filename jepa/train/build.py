@@ -42,16 +42,18 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
 
     dataset = load_dataset(cfg)
     s = cfg.schedule
-    sampler = EpochSampler(len(dataset.rows), s.batch_size * s.grad_accum * world.world_size, cfg.run.seed,
-                           cfg.data.shuffle)
+    sampler = EpochSampler(
+        len(dataset.rows), s.batch_size * s.grad_accum * world.world_size, cfg.run.seed, cfg.data.shuffle
+    )
     total_steps = s.max_steps or s.epochs * sampler.steps_per_epoch
 
     model = build_train_model(cfg, dataset, world.device)
     predictors = make_predictors(cfg, model)
     objective: nn.Module = Objective(model, predictors, cfg.jepa.loss, cfg.jepa.temperature, cfg.jepa.gather_negatives)
     if world.is_distributed:
-        objective = DistributedDataParallel(objective, device_ids=[world.device.index] if world.device.type == "cuda"
-                                            else None)
+        objective = DistributedDataParallel(
+            objective, device_ids=[world.device.index] if world.device.type == "cuda" else None
+        )
 
     optimizer = make_optimizer(cfg.optim, model, predictors, world.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule.from_config(s, total_steps))
@@ -59,13 +61,28 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     if scaler.is_enabled():  # the scaler skips steps with inf gradients; the schedule advances anyway, on purpose
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
 
-    state = TrainState(cfg, world, dataset, sampler, model, predictors, objective, optimizer, scheduler, scaler,
-                       total_steps, eval_hook=eval_hook, verbose=verbose)
+    state = TrainState(
+        cfg,
+        world,
+        dataset,
+        sampler,
+        model,
+        predictors,
+        objective,
+        optimizer,
+        scheduler,
+        scaler,
+        total_steps,
+        eval_hook=eval_hook,
+        verbose=verbose,
+    )
     state.print_main(f"data: {dataset.summary()}")
     n_trainable = sum(p.numel() for p in state.trainable_parameters)
-    state.print_main(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
-                     f"{n_trainable / 1e6:.2f}M trainable; {total_steps} optimizer steps of {sampler.global_batch} "
-                     "rows")
+    state.print_main(
+        f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
+        f"{n_trainable / 1e6:.2f}M trainable; {total_steps} optimizer steps of {sampler.global_batch} "
+        "rows"
+    )
     resume(state)
     return state
 
@@ -88,12 +105,13 @@ def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) 
         arch = dict(cfg.model.arch)
         arch.setdefault("vocab_size", dataset.vocab_size)
         if arch["vocab_size"] < dataset.vocab_size:
-            raise ValueError(f"model.arch.vocab_size: {arch['vocab_size']} is smaller than the data's "
-                             f"vocabulary ({dataset.vocab_size})")
+            raise ValueError(
+                f"model.arch.vocab_size: {arch['vocab_size']} is smaller than the data's "
+                f"vocabulary ({dataset.vocab_size})"
+            )
         model = build_model(arch, source="model.arch").to(device=device, dtype=dtype)
     if cfg.lora.enabled:
-        apply_lora(model, cfg.lora.targets or list(model.lora_targets), cfg.lora.rank, cfg.lora.alpha,
-                   cfg.lora.dropout)
+        apply_lora(model, cfg.lora.targets or list(model.lora_targets), cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
     model.gradient_checkpointing = cfg.model.gradient_checkpointing
     return model.train()
 
@@ -128,8 +146,10 @@ def resume(state: TrainState) -> None:
     elif cfg.checkpoint.resume != "none":
         path = Path(cfg.checkpoint.resume)
     elif step_dirs(cfg.run_dir):
-        raise ValueError(f"checkpoint.resume: {cfg.run_dir} already has checkpoints; use checkpoint.resume=auto to "
-                         "continue or another run.name")
+        raise ValueError(
+            f"checkpoint.resume: {cfg.run_dir} already has checkpoints; use checkpoint.resume=auto to "
+            "continue or another run.name"
+        )
     else:
         path = None
     if path is None:

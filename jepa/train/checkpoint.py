@@ -66,8 +66,11 @@ def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a run, oldest first."""
     if not run_dir.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in run_dir.iterdir()
-             if (m := STEP_DIR.fullmatch(p.name)) and (p / STATE_FILE).is_file()]
+    found = [
+        (int(m.group(1)), p)
+        for p in run_dir.iterdir()
+        if (m := STEP_DIR.fullmatch(p.name)) and (p / STATE_FILE).is_file()
+    ]
     return sorted(found)
 
 
@@ -117,8 +120,10 @@ def load_checkpoint(state: TrainState, path: Path) -> None:
     trainer_state = json.loads(state_file.read_text())
     world = state.world
     if trainer_state["world_size"] != world.world_size:
-        raise ValueError(f"checkpoint.resume: {path} was written by {trainer_state['world_size']} processes, this "
-                         f"run has {world.world_size}; exact resume needs the same number")
+        raise ValueError(
+            f"checkpoint.resume: {path} was written by {trainer_state['world_size']} processes, this "
+            f"run has {world.world_size}; exact resume needs the same number"
+        )
     model = state.model
     if state.cfg.lora.enabled:
         load_adapter(model, path)
@@ -129,8 +134,10 @@ def load_checkpoint(state: TrainState, path: Path) -> None:
         result = model.load_state_dict({k: v.to(world.device) for k, v in tensors.items()}, strict=False)
         missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and tied(model))]
         if missing or result.unexpected_keys:
-            raise ValueError(f"{path / 'model'}: does not match the model (missing {missing[:3]}, "
-                             f"unexpected {result.unexpected_keys[:3]})")
+            raise ValueError(
+                f"{path / 'model'}: does not match the model (missing {missing[:3]}, "
+                f"unexpected {result.unexpected_keys[:3]})"
+            )
     if state.predictors is not None:
         restore_predictors(state.predictors, path)
     state.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=world.device, weights_only=False))

@@ -31,6 +31,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16")
 EXPORTS = ("hf", "adapter", "none")
 DEVICES = ("auto", "cpu", "cuda")
 
+
 @dataclass
 class RunConfig:
     name: str = "run"  # the run directory is `dir/name`
@@ -227,8 +228,11 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     for key, value in data.items():
         if key not in by_key:
             close = difflib.get_close_matches(str(key), list(by_key), n=3)
-            hint = f" (did you mean {' or '.join(prefix + c for c in close)}?)" if close else \
-                f" (known: {', '.join(by_key)})"
+            hint = (
+                f" (did you mean {' or '.join(prefix + c for c in close)}?)"
+                if close
+                else f" (known: {', '.join(by_key)})"
+            )
             raise ValueError(f"unknown config key {prefix}{key}{hint}")
         f = by_key[key]
         kwargs[f.name] = _coerce(value, hints[f.name], prefix + key)
@@ -333,16 +337,21 @@ def _check(ok: bool, key: str, message: str, value: Any) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     """Range and consistency checks that need no file system access."""
-    _check(bool(cfg.run.name) and "/" not in cfg.run.name, "run.name", "must be a non-empty name without '/'",
-           cfg.run.name)
+    _check(
+        bool(cfg.run.name) and "/" not in cfg.run.name, "run.name", "must be a non-empty name without '/'", cfg.run.name
+    )
     _check(cfg.run.device in DEVICES, "run.device", f"must be one of {', '.join(DEVICES)}", cfg.run.device)
     _check(cfg.run.threads is None or cfg.run.threads >= 1, "run.threads", "must be >= 1", cfg.run.threads)
     _check(cfg.run.log_every >= 1, "run.log_every", "must be >= 1", cfg.run.log_every)
-    _check((cfg.model.path is None) != (cfg.model.arch is None), "model.path",
-           "set exactly one of model.path (fine-tune a checkpoint) and model.arch (train from scratch)",
-           cfg.model.path)
-    _check(bool(cfg.data.train), "data.train", "must name the training data (a jsonl file or a directory)",
-           cfg.data.train)
+    _check(
+        (cfg.model.path is None) != (cfg.model.arch is None),
+        "model.path",
+        "set exactly one of model.path (fine-tune a checkpoint) and model.arch (train from scratch)",
+        cfg.model.path,
+    )
+    _check(
+        bool(cfg.data.train), "data.train", "must name the training data (a jsonl file or a directory)", cfg.data.train
+    )
     _check(cfg.data.limit is None or cfg.data.limit >= 1, "data.limit", "must be >= 1", cfg.data.limit)
     _check(cfg.data.pad_to_multiple >= 1, "data.pad_to_multiple", "must be >= 1", cfg.data.pad_to_multiple)
     _check(cfg.optim.lr > 0, "optim.lr", "must be > 0", cfg.optim.lr)
@@ -362,8 +371,12 @@ def validate(cfg: TrainConfig) -> None:
     _check(s.stop_at_step is None or s.stop_at_step >= 1, "schedule.stop_at_step", "must be >= 1", s.stop_at_step)
     _check(s.batch_size >= 1, "schedule.batch_size", "must be >= 1", s.batch_size)
     _check(s.grad_accum >= 1, "schedule.grad_accum", "must be >= 1", s.grad_accum)
-    _check(cfg.precision.mode in PRECISIONS, "precision.mode", f"must be one of {', '.join(PRECISIONS)}",
-           cfg.precision.mode)
+    _check(
+        cfg.precision.mode in PRECISIONS,
+        "precision.mode",
+        f"must be one of {', '.join(PRECISIONS)}",
+        cfg.precision.mode,
+    )
     lo = cfg.lora
     _check(lo.rank >= 1, "lora.rank", "must be >= 1", lo.rank)
     _check(lo.alpha > 0, "lora.alpha", "must be > 0", lo.alpha)
@@ -374,15 +387,18 @@ def validate(cfg: TrainConfig) -> None:
     _check(j.loss in JEPA_LOSSES, "jepa.loss", f"must be one of {', '.join(JEPA_LOSSES)}", j.loss)
     _check(j.temperature > 0, "jepa.temperature", "must be > 0", j.temperature)
     _check(0 <= j.ratio <= 1, "jepa.ratio", "must be in [0, 1]", j.ratio)
-    _check(not j.gather_negatives or j.loss == "infonce", "jepa.gather_negatives",
-           "only applies to jepa.loss=infonce", j.gather_negatives)
+    _check(
+        not j.gather_negatives or j.loss == "infonce",
+        "jepa.gather_negatives",
+        "only applies to jepa.loss=infonce",
+        j.gather_negatives,
+    )
     c = cfg.checkpoint
     _check(c.every >= 0, "checkpoint.every", "must be >= 0", c.every)
     _check(c.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", c.keep_last)
     _check(c.export in EXPORTS, "checkpoint.export", f"must be one of {', '.join(EXPORTS)}", c.export)
     _check(cfg.eval.every >= 0, "eval.every", "must be >= 0", cfg.eval.every)
-    _check(cfg.eval.fn is None or ":" in cfg.eval.fn, "eval.fn", "must look like package.module:factory",
-           cfg.eval.fn)
+    _check(cfg.eval.fn is None or ":" in cfg.eval.fn, "eval.fn", "must look like package.module:factory", cfg.eval.fn)
 
 
 def check_paths(cfg: TrainConfig) -> None:
@@ -393,5 +409,6 @@ def check_paths(cfg: TrainConfig) -> None:
         if not path.is_dir() or not (path / "config.json").is_file():
             raise FileNotFoundError(
                 f"model.path: {path} {'has no config.json' if path.is_dir() else 'not found'}: put {what} there "
-                f"({HF_MODEL_FILES}); this project never downloads models")
+                f"({HF_MODEL_FILES}); this project never downloads models"
+            )
     dataset_class(cfg.layout.mode).check_paths(cfg.data, cfg.tokenizer_dir)

@@ -21,8 +21,10 @@ class EpochSampler:
 
     def __init__(self, n: int, global_batch: int, seed: int, shuffle: bool = True) -> None:
         if n < global_batch:
-            raise ValueError(f"data: {n} rows is fewer than one global batch of {global_batch} rows "
-                             "(schedule.batch_size * schedule.grad_accum * processes)")
+            raise ValueError(
+                f"data: {n} rows is fewer than one global batch of {global_batch} rows "
+                "(schedule.batch_size * schedule.grad_accum * processes)"
+            )
         self.n, self.global_batch, self.seed, self.shuffle = n, global_batch, seed, shuffle
         self.steps_per_epoch = n // global_batch
         self.epoch, self.step_in_epoch = 0, 0
@@ -39,21 +41,29 @@ class EpochSampler:
     def next_batch(self) -> list[int]:
         """Row indices of the next optimizer step's global batch; advances the position."""
         start = self.step_in_epoch * self.global_batch
-        indices = self._epoch_order()[start:start + self.global_batch].tolist()
+        indices = self._epoch_order()[start : start + self.global_batch].tolist()
         self.step_in_epoch += 1
         if self.step_in_epoch == self.steps_per_epoch:
             self.epoch, self.step_in_epoch, self._order = self.epoch + 1, 0, None
         return indices
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "n": self.n,
-                "global_batch": self.global_batch, "seed": self.seed, "shuffle": self.shuffle}
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "n": self.n,
+            "global_batch": self.global_batch,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("n", "global_batch", "seed", "shuffle"):
             if state[key] != getattr(self, key):
-                raise ValueError(f"checkpoint: data sampler {key} was {state[key]}, the config now gives "
-                                 f"{getattr(self, key)}; resume needs the same data, batch size and seed")
+                raise ValueError(
+                    f"checkpoint: data sampler {key} was {state[key]}, the config now gives "
+                    f"{getattr(self, key)}; resume needs the same data, batch size and seed"
+                )
         self.epoch, self.step_in_epoch, self._order = state["epoch"], state["step_in_epoch"], None
 
 
@@ -70,15 +80,23 @@ def use_jepa(seed: int, step: int, micro: int, ratio: float) -> bool:
     return bool(np.random.default_rng([seed, step, micro, 0x1E9A]).random() < ratio)
 
 
-def rank_micro_batches(data: Dataset, indices: list[int], batch_size: int, grad_accum: int, rank: int,
-                       step: int, seed: int, jepa_ratio: float, pad_to_multiple: int = 1
-                       ) -> list[dict[str, torch.Tensor]]:
+def rank_micro_batches(
+    data: Dataset,
+    indices: list[int],
+    batch_size: int,
+    grad_accum: int,
+    rank: int,
+    step: int,
+    seed: int,
+    jepa_ratio: float,
+    pad_to_multiple: int = 1,
+) -> list[dict[str, torch.Tensor]]:
     """This rank's `grad_accum` collated micro-batches of one global batch (see the module docstring); each
     batch also carries `num_tokens` (its packed tokens without padding, for throughput figures)."""
     out = []
     for micro in range(grad_accum):
         chunk = rank * grad_accum + micro
-        rows = [data.rows[i] for i in indices[chunk * batch_size:(chunk + 1) * batch_size]]
+        rows = [data.rows[i] for i in indices[chunk * batch_size : (chunk + 1) * batch_size]]
         if not use_jepa(seed, step, micro, jepa_ratio):
             rows = [r.lm_only() for r in rows]
         batch = collate(rows, data.pad_id, pad_to_multiple)

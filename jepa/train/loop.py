@@ -44,8 +44,9 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
     state = build(cfg, eval_hook, verbose=progress)
     metrics_log = MetricsLog.start(state)
     end_step = min(state.total_steps, cfg.schedule.stop_at_step or state.total_steps)
-    bar = tqdm(total=state.total_steps, initial=state.step, disable=not (state.world.is_main and progress),
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=state.total_steps, initial=state.step, disable=not (state.world.is_main and progress), dynamic_ncols=True
+    )
     metrics, started = {}, time.perf_counter()
     while state.step < end_step:
         epoch = state.sampler.epoch
@@ -54,8 +55,10 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
         metrics_log.write(metrics)
         bar.update(1)
         if state.step % cfg.run.log_every == 0 or state.step == state.total_steps:
-            bar.set_postfix({k: f"{metrics[k]:.4f}" for k in ("loss", "lm", "jepa")}
-                            | {"lr": f"{metrics['lr']:.2e}", "tok_s": f"{metrics['tokens_per_s']:.0f}"})
+            bar.set_postfix(
+                {k: f"{metrics[k]:.4f}" for k in ("loss", "lm", "jepa")}
+                | {"lr": f"{metrics['lr']:.2e}", "tok_s": f"{metrics['tokens_per_s']:.0f}"}
+            )
         if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0 and state.step < end_step:
             save_checkpoint(state)
         if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < end_step:
@@ -69,9 +72,10 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
         return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, None, metrics)
     final_dir = export_final(state) if state.world.is_main else None
     evaluate(state, metrics_log)
-    state.print_main(f"done: {state.step} steps in {time.perf_counter() - started:.1f} s; metrics: "
-                     f"{metrics_log.path}; checkpoint: {state.last_checkpoint}"
-                     + (f"; model: {final_dir}" if final_dir else ""))
+    state.print_main(
+        f"done: {state.step} steps in {time.perf_counter() - started:.1f} s; metrics: "
+        f"{metrics_log.path}; checkpoint: {state.last_checkpoint}" + (f"; model: {final_dir}" if final_dir else "")
+    )
     return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, metrics)
 
 
@@ -111,8 +115,10 @@ def evaluate(state: TrainState, metrics_log: MetricsLog) -> None:
             result = state.eval_hook(state.model, state.predictors, state.step)
         state.model.train()
         metrics_log.write({"step": state.step, "kind": "eval", **result})
-        state.print_main(f"eval step {state.step}: " + ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+        state.print_main(
+            f"eval step {state.step}: "
+            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+        )
     barrier(state.world)
 
 

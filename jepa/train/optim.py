@@ -11,16 +11,22 @@ from torch import nn
 from jepa.train.config import OptimConfig, ScheduleConfig
 
 
-def make_optimizer(cfg: OptimConfig, model: nn.Module, predictors: nn.Module | None,
-                   device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(
+    cfg: OptimConfig, model: nn.Module, predictors: nn.Module | None, device: torch.device
+) -> torch.optim.AdamW:
     """AdamW (fused on CUDA). Weight decay on matrices only: not on biases, norms or predictor tokens."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     if predictors is not None:
         no_decay.append(predictors.weight)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             eps=cfg.eps, fused=device.type == "cuda" or None)
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]],
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=cfg.eps,
+        fused=device.type == "cuda" or None,
+    )
 
 
 class LRSchedule:

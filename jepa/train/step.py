@@ -36,18 +36,30 @@ class TrainingDiverged(RuntimeError):
 def next_micro_batches(state: TrainState) -> list[Batch]:
     """This rank's collated micro-batches of the sampler's next global batch (advances the sampler)."""
     cfg = state.cfg
-    return rank_micro_batches(state.dataset, state.sampler.next_batch(), cfg.schedule.batch_size,
-                              cfg.schedule.grad_accum, state.world.rank, state.step, cfg.run.seed, cfg.jepa.ratio,
-                              cfg.data.pad_to_multiple)
+    return rank_micro_batches(
+        state.dataset,
+        state.sampler.next_batch(),
+        cfg.schedule.batch_size,
+        cfg.schedule.grad_accum,
+        state.world.rank,
+        state.step,
+        cfg.run.seed,
+        cfg.jepa.ratio,
+        cfg.data.pad_to_multiple,
+    )
 
 
 def step_counts(micro_batches: list[Batch], world: WorldInfo) -> tuple[float, float, float]:
     """(label tokens, JEPA rows, packed tokens) of the whole optimizer step over all processes, counted from the
     collated batches before any forward: the first two are the loss denominators."""
-    counts = torch.tensor([sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches),
-                           sum(int(b["jepa_rows"].sum()) for b in micro_batches),
-                           sum(int(b.get("num_tokens", b["input_ids"].numel())) for b in micro_batches)],
-                          dtype=torch.float64)
+    counts = torch.tensor(
+        [
+            sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches),
+            sum(int(b["jepa_rows"].sum()) for b in micro_batches),
+            sum(int(b.get("num_tokens", b["input_ids"].numel())) for b in micro_batches),
+        ],
+        dtype=torch.float64,
+    )
     counts = all_reduce_sum(counts.to(world.device), world).cpu()
     return float(counts[0]), float(counts[1]), float(counts[2])
 
@@ -75,8 +87,14 @@ def forward_backward(state: TrainState, micro_batches: list[Batch]) -> dict[str,
         totals += torch.stack([terms.lm_sum.detach(), terms.jepa_sum.detach()]).double()
     totals = all_reduce_sum(totals, world).cpu()
     lm, jepa = float(totals[0]) / max(n_tokens, 1.0), float(totals[1]) / max(n_rows, 1.0)
-    return {"loss": gamma * lm + lam * jepa, "lm": lm, "jepa": jepa, "lm_tokens": int(n_tokens),
-            "jepa_rows": int(n_rows), "tokens": int(n_packed)}
+    return {
+        "loss": gamma * lm + lam * jepa,
+        "lm": lm,
+        "jepa": jepa,
+        "lm_tokens": int(n_tokens),
+        "jepa_rows": int(n_rows),
+        "tokens": int(n_packed),
+    }
 
 
 def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
@@ -88,8 +106,10 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     """
     started = time.perf_counter()
     metrics = forward_backward(state, micro_batches)
-    where = f"at step {state.step + 1}; training stopped, the step was not applied; last good checkpoint: " \
-            f"{state.last_checkpoint or 'none (no checkpoint was written before)'}"
+    where = (
+        f"at step {state.step + 1}; training stopped, the step was not applied; last good checkpoint: "
+        f"{state.last_checkpoint or 'none (no checkpoint was written before)'}"
+    )
     if not math.isfinite(metrics["loss"]):
         raise TrainingDiverged(f"loss is {metrics['loss']} {where} (lm={metrics['lm']}, jepa={metrics['jepa']})")
     state.scaler.unscale_(state.optimizer)
@@ -103,6 +123,12 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
     elapsed = time.perf_counter() - started
-    metrics.update(step=state.step, kind="train", lr=lr, grad_norm=grad_norm,
-                   tokens_per_s=metrics["tokens"] / elapsed, step_s=elapsed)
+    metrics.update(
+        step=state.step,
+        kind="train",
+        lr=lr,
+        grad_norm=grad_norm,
+        tokens_per_s=metrics["tokens"] / elapsed,
+        step_s=elapsed,
+    )
     return metrics

@@ -13,15 +13,21 @@ from jepa.tokenizer import Tokenizer
 
 def test_every_mode_has_exactly_one_source():
     assert {mode: dataset_class(mode) for mode in MODES} == {
-        "regular": ChatDataset, "jepa": ChatDataset, "step": ChatDataset, "reversal": ReversalDataset}
+        "regular": ChatDataset,
+        "jepa": ChatDataset,
+        "step": ChatDataset,
+        "reversal": ReversalDataset,
+    }
 
 
 def test_chat_rows_count_truncated_views_and_name_bad_lines(tmp_path, smollm2_dir):
     path = tmp_path / "train.jsonl"
     long_step = "word " * 80
-    records = [gsm8k_record("What is 2 + 3?", "Two plus three.\nIt is 5.\n#### 5"),
-               gsm8k_record("What is 4 + 4?", f"{long_step}\n{long_step}\n#### 8"),
-               {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "one step"}]}]
+    records = [
+        gsm8k_record("What is 2 + 3?", "Two plus three.\nIt is 5.\n#### 5"),
+        gsm8k_record("What is 4 + 4?", f"{long_step}\n{long_step}\n#### 8"),
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "one step"}]},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     layout = LayoutConfig(mode="step", max_length=120)
     with pytest.raises(ValueError, match=rf"^{path}:3: step mode needs at least 2 assistant steps"):
@@ -46,8 +52,9 @@ def test_chat_dataset_knows_its_tokenizer_and_exports_it(tmp_path, smollm2_dir):
 
 
 def test_reversal_dataset_has_its_own_vocabulary_and_exports_it(tmp_path):
-    generate_reversal(tmp_path / "rev", n_learning=20, n_test=10, n_first=10, n_last=10, comb=3, n_relations=1,
-                      n_valid=5)
+    generate_reversal(
+        tmp_path / "rev", n_learning=20, n_test=10, n_first=10, n_last=10, comb=3, n_relations=1, n_valid=5
+    )
     vocab = json.loads((tmp_path / "rev" / "vocab.json").read_text())
     data = ReversalDataset.load(DataConfig(train=str(tmp_path / "rev"), limit=7), LayoutConfig(mode="reversal"))
     assert (data.pad_id, data.vocab_size) == (vocab["<pad>"], len(vocab))
@@ -58,10 +65,13 @@ def test_reversal_dataset_has_its_own_vocabulary_and_exports_it(tmp_path):
     assert json.loads((out / "vocab.json").read_text()) == vocab
 
 
-@pytest.mark.parametrize("cls, data, message", [
-    (ReversalDataset, "nowhere", r"data.train: reversal directory .*nowhere not found \(make it with"),
-    (ChatDataset, "nowhere.jsonl", r"model.tokenizer: .*tokenizer.json not found"),
-])
+@pytest.mark.parametrize(
+    "cls, data, message",
+    [
+        (ReversalDataset, "nowhere", r"data.train: reversal directory .*nowhere not found \(make it with"),
+        (ChatDataset, "nowhere.jsonl", r"model.tokenizer: .*tokenizer.json not found"),
+    ],
+)
 def test_missing_paths_name_the_key(tmp_path, cls, data, message):
     with pytest.raises(FileNotFoundError, match=message):
         cls.load(DataConfig(train=str(tmp_path / data)), LayoutConfig(mode=cls.modes[0]), str(tmp_path))

@@ -15,13 +15,19 @@ from tests.data.tiny_tokenizer import write_tiny_llama3_tokenizer
 from tests.models.tiny import tiny_gpt2, tiny_llama
 
 CHATS = [
-    [{"role": "system", "content": "Solve step by step."},
-     {"role": "user", "content": "Natalia sold 48 clips in April and half as many in May. How many in all?"},
-     {"role": "assistant",
-      "content": "In May she sold 48/2 = 24 clips.\n\nIn all she sold 48+24 = 72 clips.\n\n#### 72"}],
-    [{"role": "system", "content": "Solve step by step."},
-     {"role": "user", "content": "Weng earns $12 an hour. How much for 50 minutes?"},
-     {"role": "assistant", "content": "Per minute: 12/60 = 0.2.\n\nFor 50 minutes: 0.2 x 50 = 10.\n\n#### 10"}],
+    [
+        {"role": "system", "content": "Solve step by step."},
+        {"role": "user", "content": "Natalia sold 48 clips in April and half as many in May. How many in all?"},
+        {
+            "role": "assistant",
+            "content": "In May she sold 48/2 = 24 clips.\n\nIn all she sold 48+24 = 72 clips.\n\n#### 72",
+        },
+    ],
+    [
+        {"role": "system", "content": "Solve step by step."},
+        {"role": "user", "content": "Weng earns $12 an hour. How much for 50 minutes?"},
+        {"role": "assistant", "content": "Per minute: 12/60 = 0.2.\n\nFor 50 minutes: 0.2 x 50 = 10.\n\n#### 10"},
+    ],
 ]
 
 
@@ -32,9 +38,11 @@ def tok(tmp_path_factory) -> Tokenizer:
 
 def reversal_items():
     # ids: names 0..7, <mask> 8, <r_0> 9, <r_0_inv> 10
-    return [{"input_text": [[0, 4], [9], [8]], "target_text": [[1, 5]], "type": "train"},
-            {"input_text": [[2, 6], [10], [8]], "target_text": [[3, 7]], "type": "train"},
-            {"input_text": [[3, 7], [9], [8]], "target_text": [[2, 6]], "type": "atomic"}]
+    return [
+        {"input_text": [[0, 4], [9], [8]], "target_text": [[1, 5]], "type": "train"},
+        {"input_text": [[2, 6], [10], [8]], "target_text": [[3, 7]], "type": "train"},
+        {"input_text": [[3, 7], [9], [8]], "target_text": [[2, 6]], "type": "atomic"},
+    ]
 
 
 def total_loss(terms):
@@ -102,16 +110,16 @@ def test_step_layout_segments(tok):
     assert names == ["A"] * n_a + ["B"] * n_b + ["P"] * 2 + ["C"] * names.count("C")
     assert row.visible == [(0,), (0, 1), (0, 2), (3,)]  # A sees A; B sees A, B; P sees A, P; C only itself
     # A ends with step 1's ".\n\n" token; C is a copy of step 2; P continues A's positions; C restarts at 0.
-    assert tok.decode(row.input_ids[n_a - 1: n_a]) == ".\n\n"
+    assert tok.decode(row.input_ids[n_a - 1 : n_a]) == ".\n\n"
     c = [i for i, n in enumerate(names) if n == "C"]
     assert tok.decode([row.input_ids[i] for i in c]) == "In all she sold 48+24 = 72 clips.\n\n"
-    assert row.position_ids[n_a + n_b: n_a + n_b + 2] == [n_a, n_a + 1]
+    assert row.position_ids[n_a + n_b : n_a + n_b + 2] == [n_a, n_a + 1]
     assert row.position_ids[c[0]] == 0
     assert row.pred_index == n_a + n_b + 1 and row.target_index == c[-1]
     # Labels: assistant content + <|eot_id|>, never a predictor or a JEPA token.
     labelled = [row.labels[i] for i in range(len(row.labels)) if row.labels[i] != IGNORE_INDEX]
     assert tok.decode(labelled) == CHATS[0][2]["content"] + "<|eot_id|>"
-    assert all(label == IGNORE_INDEX for label in row.labels[row.main_length:])
+    assert all(label == IGNORE_INDEX for label in row.labels[row.main_length :])
 
 
 def test_steps_ignore_the_chat_template(tok):
@@ -121,8 +129,11 @@ def test_steps_ignore_the_chat_template(tok):
     steps = step_token_ranges(enc)
     assistant = enc.spans[-1]
     assert all(assistant.content_start <= a <= b < assistant.content_end for a, b in steps)
-    assert [tok.decode(enc.ids[a: b + 1]) for a, b in steps] == [
-        "In May she sold 48/2 = 24 clips.\n\n", "In all she sold 48+24 = 72 clips.\n\n", "#### 72"]
+    assert [tok.decode(enc.ids[a : b + 1]) for a, b in steps] == [
+        "In May she sold 48/2 = 24 clips.\n\n",
+        "In all she sold 48+24 = 72 clips.\n\n",
+        "#### 72",
+    ]
     rendered = tok.render_chat(CHATS[0])
     assert rendered.count("\n\n") > 2 + 3  # the template itself is full of blank lines
 
@@ -131,7 +142,7 @@ def test_steps_with_real_smollm2_tokenizer(smollm2_dir):
     tok = Tokenizer.from_dir(smollm2_dir)
     content = "Half of 48 is 24.\n\nSo 48+24 = 72 clips.\n\n\n\nDone:\n\n#### 72"
     enc = tok.encode_chat([{"role": "user", "content": "Q"}, {"role": "assistant", "content": content}])
-    steps = [tok.decode(enc.ids[a: b + 1]) for a, b in step_token_ranges(enc)]
+    steps = [tok.decode(enc.ids[a : b + 1]) for a, b in step_token_ranges(enc)]
     assert [s.strip() for s in steps] == ["Half of 48 is 24.", "So 48+24 = 72 clips.", "Done:", "#### 72"]
     assert "".join(steps) == content  # steps tile the content: nothing lost, nothing doubled
 

@@ -120,12 +120,14 @@ def test_deterministic(tmp_path):
 
 @pytest.mark.parametrize(
     ("change", "message"),
-    [(dict(n_last=21), "n_first .20. must equal n_last"),
-     (dict(n_test=90), r"n_learning \+ n_test .* must equal n_first \* comb"),
-     (dict(n_learning=119, n_test=81), "must be even"),
-     (dict(n_valid=121), "n_valid .121. exceeds the 120 atomic facts"),
-     (dict(n_first=5, n_last=5, comb=40), r"comb .40. cannot exceed n_last"),
-     (dict(n_relations=0), "n_relations must be a positive integer")],
+    [
+        (dict(n_last=21), "n_first .20. must equal n_last"),
+        (dict(n_test=90), r"n_learning \+ n_test .* must equal n_first \* comb"),
+        (dict(n_learning=119, n_test=81), "must be even"),
+        (dict(n_valid=121), "n_valid .121. exceeds the 120 atomic facts"),
+        (dict(n_first=5, n_last=5, comb=40), r"comb .40. cannot exceed n_last"),
+        (dict(n_relations=0), "n_relations must be a positive integer"),
+    ],
 )
 def test_bad_sizes(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
@@ -163,15 +165,17 @@ def test_load_not_json(copy_of_tiny):
 
 @pytest.mark.parametrize(
     ("file", "mutate", "message"),
-    [("train.json", lambda o: o[3].update(input_text=[[1, 2], [41]]), r"train\.json\[3\]: bad shape"),
-     ("train.json", lambda o: o[5]["target_text"][0].__setitem__(1, 99_999), r"train\.json\[5\]: bad shape or id"),
-     ("train.json", lambda o: o[0]["input_text"].__setitem__(2, [0]), r"train\.json\[0\]: third input token"),
-     ("train.json", lambda o: o[1]["input_text"].__setitem__(1, [3]), r"train\.json\[1\]: relation id 3"),
-     ("train.json", lambda o: o[2].update(type="test"), r"train\.json\[2\]: type 'test'"),
-     ("valid.json", lambda o: o["test"][12].pop("target_text"), r"valid\.json\[test\]\[12\]: bad shape"),
-     ("valid.json", lambda o: o.pop("atomic"), r"valid\.json: expected an object with lists"),
-     ("vocab.json", lambda o: o.update({"<extra>": 7}), r"vocab\.json: ids must be exactly"),
-     ("vocab.json", lambda o: o.pop("<PRED>"), r"vocab\.json: missing token <PRED>")],
+    [
+        ("train.json", lambda o: o[3].update(input_text=[[1, 2], [41]]), r"train\.json\[3\]: bad shape"),
+        ("train.json", lambda o: o[5]["target_text"][0].__setitem__(1, 99_999), r"train\.json\[5\]: bad shape or id"),
+        ("train.json", lambda o: o[0]["input_text"].__setitem__(2, [0]), r"train\.json\[0\]: third input token"),
+        ("train.json", lambda o: o[1]["input_text"].__setitem__(1, [3]), r"train\.json\[1\]: relation id 3"),
+        ("train.json", lambda o: o[2].update(type="test"), r"train\.json\[2\]: type 'test'"),
+        ("valid.json", lambda o: o["test"][12].pop("target_text"), r"valid\.json\[test\]\[12\]: bad shape"),
+        ("valid.json", lambda o: o.pop("atomic"), r"valid\.json: expected an object with lists"),
+        ("vocab.json", lambda o: o.update({"<extra>": 7}), r"vocab\.json: ids must be exactly"),
+        ("vocab.json", lambda o: o.pop("<PRED>"), r"vocab\.json: missing token <PRED>"),
+    ],
 )
 def test_load_bad_content_names_file_and_index(copy_of_tiny, file, mutate, message):
     edit(copy_of_tiny / file, mutate)
@@ -190,8 +194,9 @@ def test_relation_inverses(tiny):
 
 
 def run_prepare(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "prepare.py"), *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "prepare.py"), *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 @pytest.mark.slow  # a new process

@@ -45,8 +45,11 @@ def test_gsm8k_record_shape_and_calculator_stripping():
 
 @pytest.mark.parametrize(
     ("answer", "reason"),
-    [("One step = <<1=1>>1.\n#### 1", "fewer than 2 steps"), ("a.\nb.\nno final line", "empty answer"),
-     ("a.\nb.\n####   ", "empty answer")],
+    [
+        ("One step = <<1=1>>1.\n#### 1", "fewer than 2 steps"),
+        ("a.\nb.\nno final line", "empty answer"),
+        ("a.\nb.\n####   ", "empty answer"),
+    ],
 )
 def test_gsm8k_record_bad(answer, reason):
     with pytest.raises(BadRecord) as info:
@@ -82,8 +85,7 @@ def test_prepare_gsm8k_bad_lines(tmp_path):
     summary = prepare_gsm8k(src, tmp_path, skip_bad=True)
     train = summary["splits"]["train"]
     assert train["records"] == 2
-    assert train["dropped"] == {"not JSON": 1, "missing field 'answer'": 1, "empty answer": 2,
-                                "fewer than 2 steps": 1}
+    assert train["dropped"] == {"not JSON": 1, "missing field 'answer'": 1, "empty answer": 2, "fewer than 2 steps": 1}
     records = read_lines(tmp_path / "train.jsonl")
     assert [r["answer"] for r in records] == ["10", "1,200"]
     # a blank line inside the source answer never becomes an empty step
@@ -92,11 +94,13 @@ def test_prepare_gsm8k_bad_lines(tmp_path):
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [('{"question": "q", "answer": ', "x.jsonl:1: not JSON"),
-     ('["a"]', "x.jsonl:1: not a JSON object"),
-     ('{"question": "q"}', "x.jsonl:1: missing field 'answer'"),
-     ('{"question": "q", "answer": "  "}', "x.jsonl:1: empty field 'answer'"),
-     ('{"question": "q", "answer": 3}', "x.jsonl:1: field 'answer' is not a string")],
+    [
+        ('{"question": "q", "answer": ', "x.jsonl:1: not JSON"),
+        ('["a"]', "x.jsonl:1: not a JSON object"),
+        ('{"question": "q"}', "x.jsonl:1: missing field 'answer'"),
+        ('{"question": "q", "answer": "  "}', "x.jsonl:1: empty field 'answer'"),
+        ('{"question": "q", "answer": 3}', "x.jsonl:1: field 'answer' is not a string"),
+    ],
 )
 def test_read_jsonl_errors(tmp_path, line, message):
     path = tmp_path / "x.jsonl"
@@ -131,9 +135,11 @@ def test_gsm8k_src_without_files(tmp_path):
 
 
 def test_seed_markers_and_continuations():
-    response = ("**Step 1:** First we look at the numbers.\n\nAn unmarked paragraph continues it.\n\n"
-                "Step 2: Second marker form is used here.\n\n2. Third marker form, numbered list.\n\n"
-                "STEP 4: upper-case marker is also a marker.\n\n**step 5:** lower-case bold marker too.")
+    response = (
+        "**Step 1:** First we look at the numbers.\n\nAn unmarked paragraph continues it.\n\n"
+        "Step 2: Second marker form is used here.\n\n2. Third marker form, numbered list.\n\n"
+        "STEP 4: upper-case marker is also a marker.\n\n**step 5:** lower-case bold marker too."
+    )
     assert split_seed_response(response) == [
         "**Step 1:** First we look at the numbers.\nAn unmarked paragraph continues it.",
         "Step 2: Second marker form is used here.",
@@ -144,8 +150,10 @@ def test_seed_markers_and_continuations():
 
 
 def test_seed_think_paragraphs_dropped():
-    response = "<think>\nhidden reasoning here, long enough\n\n</think>\n\nStep 1: visible step number one.\n\n" \
-               "Step 2: visible step number two."
+    response = (
+        "<think>\nhidden reasoning here, long enough\n\n</think>\n\nStep 1: visible step number one.\n\n"
+        "Step 2: visible step number two."
+    )
     assert split_seed_response(response) == ["Step 1: visible step number one.", "Step 2: visible step number two."]
     # The rule is per paragraph (docs/method.md §3): only paragraphs *starting* with a think tag go.
     inner = "<think>\nfirst\n\nthe middle of a long thinking block\n\n</think>\n\nStep 1: visible step number one."
@@ -161,12 +169,15 @@ def test_seed_length_rules():
     assert split_seed_response(f"{p31}\n\n{s20}\n\n{s21}") == [p31, s21]
     # the preamble is every unmarked paragraph before the first marker, joined
     assert split_seed_response("short one here.\n\nshort two, still.\n\n" + s21) == [
-        "short one here.\nshort two, still.", s21]
+        "short one here.\nshort two, still.",
+        s21,
+    ]
 
 
 def test_seed_decimal_is_not_a_marker():
     assert split_seed_response("1. The rope is seven metres long.\n\n3.5 metres for each of the pieces.") == [
-        "1. The rope is seven metres long.\n3.5 metres for each of the pieces."]
+        "1. The rope is seven metres long.\n3.5 metres for each of the pieces."
+    ]
 
 
 def test_steps_record_fixture():
@@ -204,8 +215,13 @@ def test_prepare_steps_bad_lines(tmp_path):
     split = summary["splits"]["seed_mixed"]
     assert split["records"] == 2
     assert split["steps_histogram"] == {2: 1, 3: 1}
-    assert split["dropped"] == {"not JSON": 1, "missing field 'deepseek_response'": 1, "empty answer": 1,
-                                "fewer than 2 steps": 1, "not an object": 1}
+    assert split["dropped"] == {
+        "not JSON": 1,
+        "missing field 'deepseek_response'": 1,
+        "empty answer": 1,
+        "fewer than 2 steps": 1,
+        "not an object": 1,
+    }
     assert len(read_lines(tmp_path / "seed_mixed.jsonl")) == 2
 
 
@@ -222,16 +238,18 @@ def test_prepare_steps_record_errors_name_the_line(tmp_path, line_no, message):
 
 
 def run_prepare(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "prepare.py"), *args], capture_output=True, text=True,
-                          cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / "prepare.py"), *args], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 @pytest.mark.slow  # a new process
 def test_cli_error_is_one_line_exit_2(tmp_path):
     result = run_prepare("steps", "--src", str(FIXTURES / "seed_mixed.jsonl"), "--out", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: {FIXTURES / 'seed_mixed.jsonl'}:2: not JSON "
-                                                  "(Expecting value)"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: {FIXTURES / 'seed_mixed.jsonl'}:2: not JSON (Expecting value)"
+    ]
     assert "Traceback" not in result.stderr
 
 

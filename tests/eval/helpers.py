@@ -16,10 +16,13 @@ def tiny_chatml_tokenizer(tmp_dir: Path) -> Tokenizer:
     backend = BackendTokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=CHATML_SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    corpus = ["Solve the problem. Tom has 3 apples and buys 4 more. How many apples? #### 7",
-              "system user assistant \\boxed{12} the answer is 1,080 dollars."] * 5
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=CHATML_SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    corpus = [
+        "Solve the problem. Tom has 3 apples and buys 4 more. How many apples? #### 7",
+        "system user assistant \\boxed{12} the answer is 1,080 dollars.",
+    ] * 5
     backend.train_from_iterator(corpus, trainer=trainer)
     tmp_dir.mkdir(parents=True, exist_ok=True)
     backend.save(str(tmp_dir / "tokenizer.json"))

@@ -40,17 +40,36 @@ def gpt2_dir(tmp_path_factory, reversal_dir):
 @pytest.fixture
 def gsm8k_file(tmp_path):
     path = tmp_path / "test.jsonl"
-    lines = [{"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "3+4=7\n#### 7"},
-             {"question": "How many?", "answer": "#### 1,080"},
-             {"question": "Tom buys 4.", "answer": "#### 4"}]
+    lines = [
+        {"question": "Tom has 3 apples and buys 4 more. How many apples?", "answer": "3+4=7\n#### 7"},
+        {"question": "How many?", "answer": "#### 1,080"},
+        {"question": "Tom buys 4.", "answer": "#### 4"},
+    ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 
 
 def test_gsm8k_writes_examples_and_summary(chat_model_dir, gsm8k_file, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["gsm8k", "--model", str(chat_model_dir), "--data", str(gsm8k_file), "--limit", "2",
-                 "--batch-size", "2", "--max-new-tokens", "5", "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "gsm8k",
+            "--model",
+            str(chat_model_dir),
+            "--data",
+            str(gsm8k_file),
+            "--limit",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "5",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     examples = [json.loads(line) for line in (out / "gsm8k.jsonl").read_text().splitlines()]
     summary = json.loads((out / "gsm8k_summary.json").read_text())
@@ -63,8 +82,19 @@ def test_gsm8k_writes_examples_and_summary(chat_model_dir, gsm8k_file, tmp_path,
 
 def test_reversal_writes_all_splits(gpt2_dir, reversal_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["reversal", "--model", str(gpt2_dir), "--valid", str(reversal_dir / "valid.json"),
-                 "--vocab", str(reversal_dir / "vocab.json"), "--out", str(out)])
+    code = main(
+        [
+            "reversal",
+            "--model",
+            str(gpt2_dir),
+            "--valid",
+            str(reversal_dir / "valid.json"),
+            "--vocab",
+            str(reversal_dir / "vocab.json"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     examples = (out / "reversal.jsonl").read_text().splitlines()
     summary = json.loads((out / "reversal_summary.json").read_text())
@@ -74,8 +104,19 @@ def test_reversal_writes_all_splits(gpt2_dir, reversal_dir, tmp_path, capsys):
 
 
 def test_views_reversal_mode(gpt2_dir, reversal_dir, capsys):
-    code = main(["views", "--model", str(gpt2_dir), "--mode", "reversal", "--valid", str(reversal_dir / "valid.json"),
-                 "--vocab", str(reversal_dir / "vocab.json")])
+    code = main(
+        [
+            "views",
+            "--model",
+            str(gpt2_dir),
+            "--mode",
+            "reversal",
+            "--valid",
+            str(reversal_dir / "valid.json"),
+            "--vocab",
+            str(reversal_dir / "vocab.json"),
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == 4 and summary["predictors"] == 0 and summary["linear_error"] is None  # NaN -> null
@@ -84,32 +125,60 @@ def test_views_reversal_mode(gpt2_dir, reversal_dir, capsys):
 
 def test_views_step_mode_on_prepared_records(chat_model_dir, tmp_path, capsys):
     path = tmp_path / "prepared.jsonl"
-    record = {"messages": [{"role": "system", "content": "Solve the problem."},
-                           {"role": "user", "content": "Tom has 3 apples and buys 4 more. How many apples?"},
-                           {"role": "assistant", "content": "He has 3 apples.\n\nHe buys 4 more.\n\n#### 7"}],
-              "answer": "7"}
+    record = {
+        "messages": [
+            {"role": "system", "content": "Solve the problem."},
+            {"role": "user", "content": "Tom has 3 apples and buys 4 more. How many apples?"},
+            {"role": "assistant", "content": "He has 3 apples.\n\nHe buys 4 more.\n\n#### 7"},
+        ],
+        "answer": "7",
+    }
     path.write_text(json.dumps(record) + "\n" + json.dumps(record) + "\n")
     assert main(["views", "--model", str(chat_model_dir), "--mode", "step", "--data", str(path)]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 2
 
 
-@pytest.mark.parametrize("args, message", [
-    (["gsm8k", "--model", "{tmp}/missing", "--data", "{data}"], "missing: model directory not found"),
-    (["gsm8k", "--model", "{model}", "--data", "{tmp}/none.jsonl"], "none.jsonl: no such file"),
-    (["gsm8k", "--model", "{model}", "--data", "{bad}"], "bad.jsonl:2: not JSON"),
-    (["gsm8k", "--model", "{model}", "--data", "{data}", "--limit", "0"], "--limit must be >= 1"),
-    (["reversal", "--model", "{model}", "--valid", "{rev}/valid.json", "--vocab", "{big}"],
-     "big_vocab.json: 400 tokens but the model's vocabulary has 300"),
-    (["views", "--model", "{model}", "--mode", "step", "--data", "{data}"], "records have no assistant message"),
-    (["views", "--model", "{model}", "--mode", "reversal", "--valid", "{rev}/valid.json", "--vocab",
-      "{rev}/vocab.json", "--predictors", "2"],
-     "has no trained predictor embeddings"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["gsm8k", "--model", "{tmp}/missing", "--data", "{data}"], "missing: model directory not found"),
+        (["gsm8k", "--model", "{model}", "--data", "{tmp}/none.jsonl"], "none.jsonl: no such file"),
+        (["gsm8k", "--model", "{model}", "--data", "{bad}"], "bad.jsonl:2: not JSON"),
+        (["gsm8k", "--model", "{model}", "--data", "{data}", "--limit", "0"], "--limit must be >= 1"),
+        (
+            ["reversal", "--model", "{model}", "--valid", "{rev}/valid.json", "--vocab", "{big}"],
+            "big_vocab.json: 400 tokens but the model's vocabulary has 300",
+        ),
+        (["views", "--model", "{model}", "--mode", "step", "--data", "{data}"], "records have no assistant message"),
+        (
+            [
+                "views",
+                "--model",
+                "{model}",
+                "--mode",
+                "reversal",
+                "--valid",
+                "{rev}/valid.json",
+                "--vocab",
+                "{rev}/vocab.json",
+                "--predictors",
+                "2",
+            ],
+            "has no trained predictor embeddings",
+        ),
+    ],
+)
 def test_bad_input_is_one_error_line(chat_model_dir, gsm8k_file, reversal_dir, tmp_path, capsys, args, message):
     (tmp_path / "bad.jsonl").write_text(gsm8k_file.read_text().splitlines()[0] + "\n{oops\n")
     (tmp_path / "big_vocab.json").write_text(json.dumps({f"t{i}": i for i in range(400)}))
-    values = {"tmp": tmp_path, "data": gsm8k_file, "model": chat_model_dir, "bad": tmp_path / "bad.jsonl",
-              "rev": reversal_dir, "big": tmp_path / "big_vocab.json"}
+    values = {
+        "tmp": tmp_path,
+        "data": gsm8k_file,
+        "model": chat_model_dir,
+        "bad": tmp_path / "bad.jsonl",
+        "rev": reversal_dir,
+        "big": tmp_path / "big_vocab.json",
+    }
     assert main([a.format(**values) for a in args]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
@@ -117,9 +186,22 @@ def test_bad_input_is_one_error_line(chat_model_dir, gsm8k_file, reversal_dir, t
 
 @pytest.mark.slow  # a new process
 def test_module_entry_point_exit_status(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "jepa.eval", "reversal", "--model", str(tmp_path / "nope"),
-                             "--valid", str(tmp_path / "v.json"), "--vocab", str(tmp_path / "vocab.json")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jepa.eval",
+            "reversal",
+            "--model",
+            str(tmp_path / "nope"),
+            "--valid",
+            str(tmp_path / "v.json"),
+            "--vocab",
+            str(tmp_path / "vocab.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {tmp_path / 'vocab.json'}: no such file"
 
@@ -166,8 +248,17 @@ def test_views_uses_the_checkpoint_predictors(gpt2_dir, reversal_dir, tmp_path, 
     run = tmp_path / "with_predictors"
     shutil.copytree(gpt2_dir, run)
     save_file({"weight": torch.randn(3, 64)}, str(run / "predictors.safetensors"))
-    args = ["views", "--model", str(run), "--mode", "reversal", "--valid", str(reversal_dir / "valid.json"),
-            "--vocab", str(reversal_dir / "vocab.json")]
+    args = [
+        "views",
+        "--model",
+        str(run),
+        "--mode",
+        "reversal",
+        "--valid",
+        str(reversal_dir / "valid.json"),
+        "--vocab",
+        str(reversal_dir / "vocab.json"),
+    ]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["predictors"] == 3
     assert main(args + ["--predictors", "2"]) == 2

@@ -28,12 +28,15 @@ def with_singular_values(values: list[float], n: int = 40, d: int = 16, seed: in
     return u @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ v.T
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([2.0], 1.0),
-    ([1.0, 1.0, 1.0, 1.0, 1.0], 5.0),
-    ([3.0, 1.0], math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))),
-    ([5.0] * 16, 16.0),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([2.0], 1.0),
+        ([1.0, 1.0, 1.0, 1.0, 1.0], 5.0),
+        ([3.0, 1.0], math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))),
+        ([5.0] * 16, 16.0),
+    ],
+)
 def test_effective_rank_of_known_spectra(values, expected):
     assert effective_rank(with_singular_values(values)) == pytest.approx(expected, rel=1e-9)
 
@@ -94,8 +97,9 @@ def reversal_rows(n: int, k: int) -> list:
     for i in range(n):
         e1, e2 = torch.randint(0, 19, (2,), generator=gen).tolist(), torch.randint(0, 19, (2,), generator=gen).tolist()
         kind = "train" if i % 3 else "atomic"  # atomic rows have no JEPA term and are skipped
-        rows.append(build_reversal_row({"input_text": [e1, [20], [19]], "target_text": [e2], "type": kind},
-                                       inverses, cfg))
+        rows.append(
+            build_reversal_row({"input_text": [e1, [20], [19]], "target_text": [e2], "type": kind}, inverses, cfg)
+        )
     return rows
 
 

@@ -9,15 +9,24 @@ from jepa.data.sources import GSM8K_SYSTEM_PROMPT
 from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records, prompt_messages
 from tests.eval.helpers import tiny_chatml_tokenizer, tiny_model_for
 
-QUESTIONS = ["Tom has 3 apples and buys 4 more. How many apples?", "How many?",
-             "Solve the problem. Tom has 3 apples, buys 4 more apples and then 12 more. How many apples?",
-             "Tom buys 4.", "How many apples and dollars?"]
+QUESTIONS = [
+    "Tom has 3 apples and buys 4 more. How many apples?",
+    "How many?",
+    "Solve the problem. Tom has 3 apples, buys 4 more apples and then 12 more. How many apples?",
+    "Tom buys 4.",
+    "How many apples and dollars?",
+]
 
 
 def chat_record(question: str, answer: str) -> dict:
-    return {"messages": [{"role": "system", "content": "Solve the problem."},
-                         {"role": "user", "content": question},
-                         {"role": "assistant", "content": f"Some step.\n\n#### {answer}"}], "answer": answer}
+    return {
+        "messages": [
+            {"role": "system", "content": "Solve the problem."},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": f"Some step.\n\n#### {answer}"},
+        ],
+        "answer": answer,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -27,24 +36,32 @@ def tokenizer(tmp_path_factory):
 
 def test_load_raw_and_prepared_records(tmp_path):
     path = tmp_path / "mixed.jsonl"
-    lines = [json.dumps({"question": " What is 2+2? ", "answer": "2+2=4\n#### 4"}), "",
-             json.dumps(chat_record("What is 3+3?", "1,080"))]
+    lines = [
+        json.dumps({"question": " What is 2+2? ", "answer": "2+2=4\n#### 4"}),
+        "",
+        json.dumps(chat_record("What is 3+3?", "1,080")),
+    ]
     path.write_text("\n".join(lines) + "\n")
     raw, prepared = load_gsm8k_records(path)
-    assert raw == {"messages": [{"role": "system", "content": GSM8K_SYSTEM_PROMPT},
-                                {"role": "user", "content": "What is 2+2?"}], "answer": "4"}
+    assert raw == {
+        "messages": [{"role": "system", "content": GSM8K_SYSTEM_PROMPT}, {"role": "user", "content": "What is 2+2?"}],
+        "answer": "4",
+    }
     assert prepared["answer"] == "1,080" and len(prepared["messages"]) == 3
     assert prompt_messages(prepared) == prepared["messages"][:2]
     raw, prepared_again = load_gsm8k_records(path, system_prompt="Box it.")
     assert raw["messages"][0] == {"role": "system", "content": "Box it."} and prepared_again == prepared
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", "bad.jsonl:2: not JSON"),
-    (json.dumps({"question": "q"}), "bad.jsonl:2: missing field 'answer'"),
-    (json.dumps({"answer": "4"}), "bad.jsonl:2: expected 'messages'"),
-    (json.dumps({"messages": [{"role": "system", "content": "s"}], "answer": "4"}), "bad.jsonl:2: 'messages'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "bad.jsonl:2: not JSON"),
+        (json.dumps({"question": "q"}), "bad.jsonl:2: missing field 'answer'"),
+        (json.dumps({"answer": "4"}), "bad.jsonl:2: expected 'messages'"),
+        (json.dumps({"messages": [{"role": "system", "content": "s"}], "answer": "4"}), "bad.jsonl:2: 'messages'"),
+    ],
+)
 def test_bad_records_name_file_and_line(tmp_path, line, message):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"question": "q", "answer": "#### 1"}) + "\n" + line + "\n")
@@ -104,8 +121,7 @@ def canned_generate(monkeypatch, tokenizer):
 @pytest.mark.parametrize("protocol", ["default", "paper"])
 def test_scoring_and_summary(tokenizer, canned_generate, protocol):
     records = [chat_record(q, CANNED[q][1]) for q in QUESTIONS]
-    examples, summary = evaluate_gsm8k(tiny_model_for(tokenizer), tokenizer, records,
-                                       batch_size=2, protocol=protocol)
+    examples, summary = evaluate_gsm8k(tiny_model_for(tokenizer), tokenizer, records, batch_size=2, protocol=protocol)
     expected_default = [CANNED[q][2] for q in QUESTIONS]
     expected_paper = [CANNED[q][3] for q in QUESTIONS]
     assert [e["correct_default"] for e in examples] == expected_default

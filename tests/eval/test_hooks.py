@@ -13,8 +13,7 @@ from tests.train.helpers import reversal_config
 
 
 def test_reversal_hook_logs_probe_metrics_and_views(tmp_path):
-    cfg = config_from_dict(reversal_config(tmp_path, eval={"fn": "jepa.eval.hooks:reversal", "every": 5,
-                                                           "limit": 4}))
+    cfg = config_from_dict(reversal_config(tmp_path, eval={"fn": "jepa.eval.hooks:reversal", "every": 5, "limit": 4}))
     train(cfg, progress=False)
     lines = [json.loads(line) for line in open(tmp_path / "runs" / "tiny" / "metrics.jsonl")]
     evals = [line for line in lines if line.get("kind") == "eval"]
@@ -29,12 +28,24 @@ def test_views_hook_on_chat_rows(tmp_path):
     model_dir = tmp_path / "model"
     write_tiny_llama3_tokenizer(model_dir)
     save_pretrained(tiny_llama(vocab_size=300), model_dir)
-    record = {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"},
-                           {"role": "assistant", "content": "One.\n\nTwo.\n\n#### 2"}], "answer": "2"}
+    record = {
+        "messages": [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "Q?"},
+            {"role": "assistant", "content": "One.\n\nTwo.\n\n#### 2"},
+        ],
+        "answer": "2",
+    }
     data = tmp_path / "chat.jsonl"
     data.write_text("\n".join(json.dumps(record) for _ in range(3)) + "\n")
-    cfg = config_from_dict({"model": {"path": str(model_dir)}, "data": {"train": str(data)},
-                            "layout": {"mode": "step", "predictors": 2}, "eval": {"limit": 2}})
+    cfg = config_from_dict(
+        {
+            "model": {"path": str(model_dir)},
+            "data": {"train": str(data)},
+            "layout": {"mode": "step", "predictors": 2},
+            "eval": {"limit": 2},
+        }
+    )
     model = load_pretrained(model_dir)
     out = views(cfg)(model, PredictorEmbeddings(2, model.embed_tokens), 0)
     assert set(out) >= {"eval/views/cosine", "eval/views/erank_pred", "eval/views/erank_target"}

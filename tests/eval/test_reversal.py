@@ -45,6 +45,7 @@ def nll(first: int, last: int) -> float:
     def neg_log_prob(row: torch.Tensor, k: int) -> float:
         values = row.tolist()
         return math.log(sum(math.exp(v) for v in values)) - values[k]
+
     return neg_log_prob(TABLE[MASK], first) + neg_log_prob(TABLE[first], last)
 
 
@@ -67,8 +68,16 @@ def test_exact_metrics_on_lookup_model():
     assert metrics["joint_accuracy"] == pytest.approx(1 / 3)
     assert metrics["joint_nll"] == pytest.approx((nll(5, 4) + nll(1, 4) + nll(3, 0)) / 3, rel=1e-5)
     assert [e["nll"] for e in examples] == pytest.approx([nll(5, 4), nll(1, 4), nll(3, 0)], rel=1e-5)
-    assert examples[1] == {"split": "test", "index": 1, "e1": [0, 2], "r": REL, "e2": [1, 4], "rank1": 2,
-                           "rank2": 4, "nll": pytest.approx(nll(1, 4), rel=1e-5)}
+    assert examples[1] == {
+        "split": "test",
+        "index": 1,
+        "e1": [0, 2],
+        "r": REL,
+        "e2": [1, 4],
+        "rank1": 2,
+        "rank2": 4,
+        "nll": pytest.approx(nll(1, 4), rel=1e-5),
+    }
 
 
 def test_splits_kept_apart_and_flattened():
@@ -85,8 +94,13 @@ def test_splits_kept_apart_and_flattened():
 def test_tiny_gpt2_matches_full_sequence_logits_and_batching():
     model = tiny_gpt2(vocab_size=V)
     gen = torch.Generator().manual_seed(0)
-    probes = [item(tuple(torch.randint(0, 6, (2,), generator=gen).tolist()),
-                   tuple(torch.randint(0, 6, (2,), generator=gen).tolist())) for _ in range(7)]
+    probes = [
+        item(
+            tuple(torch.randint(0, 6, (2,), generator=gen).tolist()),
+            tuple(torch.randint(0, 6, (2,), generator=gen).tolist()),
+        )
+        for _ in range(7)
+    ]
     one, s1 = evaluate_reversal(model, {"test": probes}, batch_size=1)
     many, s7 = evaluate_reversal(model, {"test": probes}, batch_size=256)
     assert [(e["rank1"], e["rank2"]) for e in one] == [(e["rank1"], e["rank2"]) for e in many]
@@ -103,8 +117,9 @@ def test_tiny_gpt2_matches_full_sequence_logits_and_batching():
 
 
 def test_reads_generated_seed_files(tmp_path):
-    generate_reversal(tmp_path, n_learning=20, n_test=10, n_first=10, n_last=10, comb=3, n_relations=1,
-                      n_valid=4, seed=1)
+    generate_reversal(
+        tmp_path, n_learning=20, n_test=10, n_first=10, n_last=10, comb=3, n_relations=1, n_valid=4, seed=1
+    )
     probes, vocab = load_probes(tmp_path / "valid.json", tmp_path / "vocab.json")
     assert set(probes) == {"train", "atomic", "test"} and all(len(v) == 4 for v in probes.values())
     _, summary = evaluate_reversal(tiny_gpt2(vocab_size=len(vocab)), probes)
@@ -112,13 +127,21 @@ def test_reads_generated_seed_files(tmp_path):
         assert 0 < summary[split]["mrr"] <= 1 and summary[split]["joint_nll"] > 0
 
 
-@pytest.mark.parametrize("valid, message", [
-    ([], "expected an object with lists under train, atomic, test"),
-    ({"test": {}}, r"valid.json\[test\]: expected a list"),
-    ({"test": [{"input_text": [[0, 1], [6], [7]], "target_text": [[0, 99]]}]}, r"valid.json\[test\]\[0\]: .*ids < 8"),
-    ({"atomic": [item((1, 2)), {"input_text": [[0], [6], [7]], "target_text": [[0, 1]]}]},
-     r"valid.json\[atomic\]\[1\]"),
-])
+@pytest.mark.parametrize(
+    "valid, message",
+    [
+        ([], "expected an object with lists under train, atomic, test"),
+        ({"test": {}}, r"valid.json\[test\]: expected a list"),
+        (
+            {"test": [{"input_text": [[0, 1], [6], [7]], "target_text": [[0, 99]]}]},
+            r"valid.json\[test\]\[0\]: .*ids < 8",
+        ),
+        (
+            {"atomic": [item((1, 2)), {"input_text": [[0], [6], [7]], "target_text": [[0, 1]]}]},
+            r"valid.json\[atomic\]\[1\]",
+        ),
+    ],
+)
 def test_bad_probe_files(tmp_path, valid, message):
     (tmp_path / "vocab.json").write_text(json.dumps({f"t{i}": i for i in range(V)}))
     (tmp_path / "valid.json").write_text(json.dumps(valid))

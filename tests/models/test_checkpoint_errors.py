@@ -45,8 +45,11 @@ def test_missing_and_unexpected_tensors(saved):
     tensors = load_file(saved / "model.safetensors")
     tensors["model.layers.0.extra.weight"] = tensors.pop("model.layers.1.mlp.up_proj.weight")
     save_file(tensors, saved / "model.safetensors")
-    with pytest.raises(ValueError, match=r"missing tensors \['model.layers.1.mlp.up_proj.weight'\].*"
-                                         r"unexpected tensors \['model.layers.0.extra.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing tensors \['model.layers.1.mlp.up_proj.weight'\].*"
+        r"unexpected tensors \['model.layers.0.extra.weight'\]",
+    ):
         load_pretrained(saved)
 
 
@@ -65,7 +68,7 @@ def test_sharded_checkpoint_and_rope_parameters(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     names = sorted(tensors)
     weight_map = {}
-    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2:])):
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
         fname = f"model-0000{i + 1}-of-00002.safetensors"
         save_file({k: tensors[k] for k in part}, tmp_path / fname)
         weight_map.update({k: fname for k in part})

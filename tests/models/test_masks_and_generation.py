@@ -43,7 +43,7 @@ def greedy_uncached(model, prompt, n):
     with torch.no_grad():
         for _ in range(n):
             ids.append(int(model.lm_head(model(torch.tensor([ids])))[0, -1].argmax()))
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
@@ -62,8 +62,9 @@ def test_greedy_equals_transformers_generate(tmp_path):
     ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     prompt = [5, 6, 7, 8, 9]
     with torch.no_grad():
-        expected = ref.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=None,
-                                pad_token_id=0)[0, 5:].tolist()
+        expected = ref.generate(
+            torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0
+        )[0, 5:].tolist()
     assert generate(model, [prompt], max_new_tokens=10)[0] == expected
 
 

@@ -43,8 +43,15 @@ def test_loads_what_transformers_saves(tmp_path):
     """The other direction: a checkpoint written by transformers (Conv1D layout for GPT-2)."""
     torch.manual_seed(0)
     gcfg = transformers.GPT2Config(vocab_size=97, n_positions=64, n_embd=32, n_layer=2, n_head=4)
-    lcfg = transformers.LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    lcfg = transformers.LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
     ids = torch.randint(0, 97, (1, 20))
     for cfg, cls in ((gcfg, transformers.GPT2LMHeadModel), (lcfg, transformers.LlamaForCausalLM)):
         ref = cls(cfg).eval()

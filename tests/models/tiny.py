@@ -5,17 +5,34 @@ from jepa.models import GPT2, GPT2Config, Llama, LlamaConfig
 LLAMA_VARIANTS = {
     "gqa_tied": dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
     "mha_untied": dict(num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=False),
-    "llama3_rope": dict(num_attention_heads=4, num_key_value_heads=1, rope_theta=500000.0,
-                        rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
-                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
+    "llama3_rope": dict(
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        rope_theta=500000.0,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 16,
+        },
+    ),
     "head_dim_bias": dict(num_attention_heads=4, num_key_value_heads=2, head_dim=24, attention_bias=True),
 }
 
 
 def tiny_llama(seed: int = 0, **overrides) -> Llama:
     torch.manual_seed(seed)
-    cfg = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6)
+    cfg = dict(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rms_norm_eps=1e-6,
+    )
     cfg.update(overrides)
     model = Llama(LlamaConfig(**cfg))
     with torch.no_grad():  # norms away from 1 so a mis-applied norm shows up
@@ -29,8 +46,9 @@ def tiny_llama(seed: int = 0, **overrides) -> Llama:
 
 def tiny_gpt2(seed: int = 0, **overrides) -> GPT2:
     torch.manual_seed(seed)
-    cfg = dict(vocab_size=97, n_positions=64, n_embd=64, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
-               attn_pdrop=0.0)
+    cfg = dict(
+        vocab_size=97, n_positions=64, n_embd=64, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0
+    )
     cfg.update(overrides)
     model = GPT2(GPT2Config(**cfg))
     with torch.no_grad():
@@ -38,4 +56,3 @@ def tiny_gpt2(seed: int = 0, **overrides) -> GPT2:
             if p.dim() == 1:
                 p.normal_(0, 0.1)
     return model.eval()
-

@@ -10,8 +10,16 @@ from jepa.models import save_pretrained
 from jepa.train.config import TrainConfig, config_from_dict
 from tests.models.tiny import tiny_llama
 
-TINY_GPT2 = {"model_type": "gpt2", "n_embd": 32, "n_head": 2, "n_layer": 2, "n_positions": 16,
-             "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+TINY_GPT2 = {
+    "model_type": "gpt2",
+    "n_embd": 32,
+    "n_head": 2,
+    "n_layer": 2,
+    "n_positions": 16,
+    "resid_pdrop": 0.0,
+    "embd_pdrop": 0.0,
+    "attn_pdrop": 0.0,
+}
 
 
 def reversal_dir(root: Path) -> Path:
@@ -47,8 +55,16 @@ def tiny_chat_model_dir(root: Path, smollm2_dir: Path) -> Path:
     """A 2-layer Llama with SmolLM2's vocabulary and tokenizer files, saved in HF format."""
     out = root / "tiny_llama"
     if not (out / "config.json").is_file():
-        model = tiny_llama(seed=0, vocab_size=49152, hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                           num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=512)
+        model = tiny_llama(
+            seed=0,
+            vocab_size=49152,
+            hidden_size=32,
+            intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            max_position_embeddings=512,
+        )
         save_pretrained(model, out)
         for name in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(smollm2_dir / name, out / name)

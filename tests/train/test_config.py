@@ -7,8 +7,14 @@ from tests.train.helpers import reversal_config
 
 def test_overrides_are_typed_by_the_schema(tmp_path):
     raw = reversal_config(tmp_path)
-    for override in ("optim.lr=3e-5", "schedule.batch_size=8", "jepa.lambda=0", "lora.targets=q_proj,v_proj",
-                     "schedule.max_steps=null", "data.shuffle=false"):
+    for override in (
+        "optim.lr=3e-5",
+        "schedule.batch_size=8",
+        "jepa.lambda=0",
+        "lora.targets=q_proj,v_proj",
+        "schedule.max_steps=null",
+        "data.shuffle=false",
+    ):
         apply_override(raw, override)
     cfg = config_from_dict(raw)
     assert cfg.optim.lr == 3e-5 and isinstance(cfg.optim.lr, float)
@@ -20,15 +26,18 @@ def test_overrides_are_typed_by_the_schema(tmp_path):
     assert cfg.to_dict()["jepa"]["lambda"] == 0.0  # the YAML key round-trips
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optim.lrr=1", "unknown config key optim.lrr (did you mean optim.lr?)"),
-    ("optimizer.lr=1", "unknown config key optimizer (did you mean optim?)"),
-    ("schedule.batch_size=four", "schedule.batch_size: expected int, got 'four'"),
-    ("schedule.batch_size=0", "schedule.batch_size: must be >= 1, got 0"),
-    ("jepa.loss=cosin", "jepa.loss: must be one of"),
-    ("jepa.ratio=1.5", "jepa.ratio: must be in [0, 1], got 1.5"),
-    ("layout.mode=nope", "layout.mode must be one of"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", "unknown config key optim.lrr (did you mean optim.lr?)"),
+        ("optimizer.lr=1", "unknown config key optimizer (did you mean optim?)"),
+        ("schedule.batch_size=four", "schedule.batch_size: expected int, got 'four'"),
+        ("schedule.batch_size=0", "schedule.batch_size: must be >= 1, got 0"),
+        ("jepa.loss=cosin", "jepa.loss: must be one of"),
+        ("jepa.ratio=1.5", "jepa.ratio: must be in [0, 1], got 1.5"),
+        ("layout.mode=nope", "layout.mode must be one of"),
+    ],
+)
 def test_bad_values_name_the_key(tmp_path, override, message):
     raw = reversal_config(tmp_path)
     apply_override(raw, override)
@@ -50,8 +59,14 @@ def test_missing_paths_say_what_to_put_there(tmp_path):
 
 
 def test_shipped_configs_load_and_base_merges():
-    for name in ("llama1b_step", "llama1b_jepa", "llama1b_regular", "gpt2_reversal", "gpt2_reversal_small",
-                 "smollm2_step"):
+    for name in (
+        "llama1b_step",
+        "llama1b_jepa",
+        "llama1b_regular",
+        "gpt2_reversal",
+        "gpt2_reversal_small",
+        "smollm2_step",
+    ):
         load_config(f"{name}.yaml")
     regular = load_config("llama1b_regular.yaml")
     assert regular.layout.mode == "regular" and regular.jepa.lam == 0.0
@@ -60,13 +75,16 @@ def test_shipped_configs_load_and_base_merges():
     assert small.model.arch["n_embd"] == 256 and small.layout.predictors == 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--config", "no_such_config.yaml"], "error: config file not found: no_such_config.yaml"),
-    (["--config", "gpt2_reversal_small.yaml", "optim.lrr=1"], "error: unknown config key optim.lrr"),
-    (["--config", "gpt2_reversal_small.yaml", "optim.lr=fast"], "error: optim.lr: expected float, got 'fast'"),
-    (["--config", "gpt2_reversal_small.yaml", "data.train=/nonexistent/dir"], "error: data.train: reversal "),
-    (["--config", "llama1b_step.yaml", "model.path=/nonexistent/llama"], "error: model.path: /nonexistent/llama"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config", "no_such_config.yaml"], "error: config file not found: no_such_config.yaml"),
+        (["--config", "gpt2_reversal_small.yaml", "optim.lrr=1"], "error: unknown config key optim.lrr"),
+        (["--config", "gpt2_reversal_small.yaml", "optim.lr=fast"], "error: optim.lr: expected float, got 'fast'"),
+        (["--config", "gpt2_reversal_small.yaml", "data.train=/nonexistent/dir"], "error: data.train: reversal "),
+        (["--config", "llama1b_step.yaml", "model.path=/nonexistent/llama"], "error: model.path: /nonexistent/llama"),
+    ],
+)
 def test_train_py_exits_2_with_one_line(capsys, args, message):
     assert train_cli.main(args) == 2
     err = capsys.readouterr().err

@@ -22,8 +22,9 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world_size: int, port: int, configs: list[dict]) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     try:
         for raw in configs:  # several runs per spawn: starting processes is the slow part
@@ -40,16 +41,33 @@ def runs(tmp_path_factory):
     """The same tiny runs in 1 process (in this one) and in 2 gloo processes (spawned once)."""
     root = tmp_path_factory.mktemp("ddp")
     # Global batch 8 either way: 1 process x 2 micro-batches x 4 rows, or 2 processes x 1 micro-batch x 4 rows.
-    train(config_from_dict(reversal_config(root, run={"name": "single"},
-                                           schedule={"max_steps": 4, "grad_accum": 2})), progress=False)
-    train(config_from_dict(reversal_config(root, run={"name": "single_infonce"}, jepa=INFONCE,
-                                           schedule={"max_steps": 1, "batch_size": 8, "grad_accum": 1})),
-          progress=False)
-    two = [reversal_config(root, run={"name": "double"}, schedule={"max_steps": 4, "grad_accum": 1}),
-           reversal_config(root, run={"name": "gathered"}, jepa=dict(INFONCE, gather_negatives=True),
-                           schedule={"max_steps": 1, "batch_size": 4, "grad_accum": 1}),
-           reversal_config(root, run={"name": "local"}, jepa=INFONCE,
-                           schedule={"max_steps": 1, "batch_size": 4, "grad_accum": 1})]
+    train(
+        config_from_dict(reversal_config(root, run={"name": "single"}, schedule={"max_steps": 4, "grad_accum": 2})),
+        progress=False,
+    )
+    train(
+        config_from_dict(
+            reversal_config(
+                root,
+                run={"name": "single_infonce"},
+                jepa=INFONCE,
+                schedule={"max_steps": 1, "batch_size": 8, "grad_accum": 1},
+            )
+        ),
+        progress=False,
+    )
+    two = [
+        reversal_config(root, run={"name": "double"}, schedule={"max_steps": 4, "grad_accum": 1}),
+        reversal_config(
+            root,
+            run={"name": "gathered"},
+            jepa=dict(INFONCE, gather_negatives=True),
+            schedule={"max_steps": 1, "batch_size": 4, "grad_accum": 1},
+        ),
+        reversal_config(
+            root, run={"name": "local"}, jepa=INFONCE, schedule={"max_steps": 1, "batch_size": 4, "grad_accum": 1}
+        ),
+    ]
     mp.spawn(_worker, args=(2, _free_port(), two), nprocs=2, join=True)
     return root / "runs"
 
@@ -70,8 +88,8 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(runs):
                 # The key bias gets an exactly-zero gradient in exact arithmetic (softmax is shift invariant);
                 # Adam divides the rounding noise by its own magnitude, so only that slice is held to 1e-4.
                 d = a.numel() // 3
-                torch.testing.assert_close(a[d:2 * d], b[d:2 * d], rtol=0, atol=1e-4, msg=key)
-                a, b = torch.cat([a[:d], a[2 * d:]]), torch.cat([b[:d], b[2 * d:]])
+                torch.testing.assert_close(a[d : 2 * d], b[d : 2 * d], rtol=0, atol=1e-4, msg=key)
+                a, b = torch.cat([a[:d], a[2 * d :]]), torch.cat([b[:d], b[2 * d :]])
             torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=key)
 
 

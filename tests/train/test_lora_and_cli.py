@@ -25,14 +25,20 @@ def chat_run(tmp_path_factory, smollm2_dir, repo_root):
     data = root / "train.jsonl"
     with data.open("w") as f:
         for i in range(10):
-            answer = (f"There are {i} apples and {i + 2} pears.\nSo {i} + {i + 2} = {2 * i + 2} fruits.\n"
-                      f"#### {2 * i + 2}")
+            answer = (
+                f"There are {i} apples and {i + 2} pears.\nSo {i} + {i + 2} = {2 * i + 2} fruits.\n#### {2 * i + 2}"
+            )
             f.write(json.dumps(gsm8k_record(f"How many fruits are there in basket {i}?", answer)) + "\n")
     model_dir = tiny_chat_model_dir(root, smollm2_dir)
     cfg_file = root / "tiny.yaml"
     cfg_file.write_text(yaml.safe_dump(chat_config(root, model_dir, data, checkpoint={"every": 2})))
-    proc = subprocess.run([sys.executable, "train.py", "--config", str(cfg_file), "--quiet"], cwd=repo_root,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "train.py", "--config", str(cfg_file), "--quiet"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return root, model_dir
 
@@ -46,8 +52,13 @@ def test_end_to_end_run_writes_metrics_config_checkpoints(chat_run):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["jepa"]["lambda"] == 0.5
     assert sorted(p.name for p in run_dir.glob("step_*")) == ["step_2", "step_3"]
     assert {p.name for p in (run_dir / "step_3").iterdir()} >= {
-        "adapter.safetensors", "predictors.safetensors", "optimizer.pt", "scheduler.pt", "rng.pt",
-        "trainer_state.json"}
+        "adapter.safetensors",
+        "predictors.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng.pt",
+        "trainer_state.json",
+    }
 
 
 def test_lora_freezes_the_base_and_trains_the_predictors(chat_run):
@@ -75,8 +86,9 @@ def test_merged_export_loads_in_transformers_with_the_same_logits(chat_run):
     load_adapter(adapted, root / "runs" / "chat" / "step_3")
     ids = torch.tensor([[1, 50, 300, 7, 2048, 9, 11]])
     with torch.no_grad():
-        ours = adapted.lm_head(forward_hidden(adapted.eval(), None, {"input_ids": ids, "attn_mask": None,
-                                                                     "position_ids": None}))
+        ours = adapted.lm_head(
+            forward_hidden(adapted.eval(), None, {"input_ids": ids, "attn_mask": None, "position_ids": None})
+        )
         hf = transformers.AutoModelForCausalLM.from_pretrained(root / "runs" / "chat" / "final").eval()
         theirs = hf(ids).logits
         plain = load_pretrained(model_dir)
@@ -96,7 +108,8 @@ def test_lora_step_checkpoint_loads_for_eval_like_the_merged_export(chat_run):
     final = load_for_eval(run_dir / "final", device="cpu")
     ids = torch.tensor([[1, 50, 300, 7, 2048, 9, 11]])
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model.lm_head(loaded.model(ids)), final.model.lm_head(final.model(ids)),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            loaded.model.lm_head(loaded.model(ids)), final.model.lm_head(final.model(ids)), rtol=1e-5, atol=1e-5
+        )
     assert torch.equal(loaded.predictors.weight, final.predictors.weight)
     assert loaded.tokenizer_dir == model_dir

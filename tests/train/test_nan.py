@@ -9,8 +9,7 @@ from tests.train.helpers import reversal_config
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    raw = reversal_config(tmp_path, checkpoint={"every": 2, "keep_last": 5, "export": "none"},
-                          eval={"every": 3})
+    raw = reversal_config(tmp_path, checkpoint={"every": 2, "keep_last": 5, "export": "none"}, eval={"every": 3})
 
     def poison(model, predictors, step):  # the eval hook runs after step 3: step 4's loss becomes NaN
         with torch.no_grad():
@@ -28,13 +27,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_eval_fn_from_the_config_lands_in_metrics(tmp_path):
-    raw = reversal_config(tmp_path, eval={"every": 4, "fn": "tests.train.helpers:constant_eval"},
-                          schedule={"max_steps": 6})
+    raw = reversal_config(
+        tmp_path, eval={"every": 4, "fn": "tests.train.helpers:constant_eval"}, schedule={"max_steps": 6}
+    )
     train(config_from_dict(raw), progress=False)
     lines = [json.loads(ln) for ln in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
     evals = [m for m in lines if m["kind"] == "eval"]
-    assert [(m["step"], m["seen_step"], m["seed"], m["training"]) for m in evals] == [(4, 4, 1, False),
-                                                                                     (6, 6, 1, False)]
+    assert [(m["step"], m["seen_step"], m["seed"], m["training"]) for m in evals] == [
+        (4, 4, 1, False),
+        (6, 6, 1, False),
+    ]
     assert [m["step"] for m in lines if m["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
 
 

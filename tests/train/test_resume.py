@@ -12,8 +12,10 @@ from tests.train.helpers import TINY_GPT2, reversal_config
 
 pytestmark = pytest.mark.slow  # resumes in a new process
 
-RUN = "import json, sys; from jepa.train.config import config_from_dict; from jepa.train.loop import train; " \
-      "train(config_from_dict(json.loads(sys.argv[1])), progress=False)"
+RUN = (
+    "import json, sys; from jepa.train.config import config_from_dict; from jepa.train.loop import train; "
+    "train(config_from_dict(json.loads(sys.argv[1])), progress=False)"
+)
 
 
 def _tensors(step_dir):
@@ -45,7 +47,9 @@ def test_ten_steps_equal_five_plus_resume_in_a_new_process(tmp_path, repo_root, 
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    lines = [[json.loads(ln) for ln in (tmp_path / "runs" / n / "metrics.jsonl").read_text().splitlines()]
-             for n in ("straight", "split")]
+    lines = [
+        [json.loads(ln) for ln in (tmp_path / "runs" / n / "metrics.jsonl").read_text().splitlines()]
+        for n in ("straight", "split")
+    ]
     assert [m["loss"] for m in lines[0]] == [m["loss"] for m in lines[1]]
     assert [m["step"] for m in lines[1]] == list(range(1, 11))
