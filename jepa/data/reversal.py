@@ -59,15 +59,7 @@ def reversal_vocab(n_first: int, n_last: int, n_relations: int) -> dict[str, int
 def _check_sizes(
     n_learning: int, n_test: int, n_first: int, n_last: int, comb: int, n_relations: int, n_valid: int
 ) -> None:
-    sizes = dict(
-        n_learning=n_learning,
-        n_test=n_test,
-        n_first=n_first,
-        n_last=n_last,
-        comb=comb,
-        n_relations=n_relations,
-        n_valid=n_valid,
-    )
+    sizes = dict(locals())  # every argument by name, for the messages
     for name, value in sizes.items():
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise ValueError(f"reversal: {name} must be a positive integer, got {value!r}")
