@@ -125,7 +125,9 @@ def step_token_ranges(enc: ChatEncoding, separator: str = STEP_SEPARATOR) -> lis
     token that contains the first character of its separator (BPE merges ".\\n\\n" into one token), and the next
     step starts at the following token.
     """
-    span = next(s for s in reversed(enc.spans) if s.role == "assistant")
+    span = next((s for s in reversed(enc.spans) if s.role == "assistant"), None)
+    if span is None:
+        raise ValueError("no assistant message to find steps in")
     text, offsets = span.content, span.offsets
     ends, pos = [], 0
     while (hit := text.find(separator, pos)) != -1:
@@ -165,12 +167,12 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig) -> Row:
             f"step mode needs at least 2 assistant steps separated by {cfg.step_separator!r}, found {len(steps)}"
         )
     (_, s1), (s2_start, s2_end) = steps[0], steps[1]
+    if s2_end >= len(ids):  # max_length cut into step 1 or step 2: the plain LM row, LM loss only
+        return build_regular_row(enc, cfg)
     row = Row()
     row.add_segment("A", ids[: s1 + 1], list(range(s1 + 1)), (), labels[: s1 + 1])
     row.add_segment("B", ids[s1 + 1 :], list(range(s1 + 1, len(ids))), ("A",), labels[s1 + 1 :])
     row.main_length = len(ids)
-    if s2_end >= len(ids):  # step 2 truncated away: LM loss only
-        return row
     k = cfg.predictors
     p_start = row.add_segment("P", predictor_ids(k), list(range(s1 + 1, s1 + 1 + k)), ("A",))
     step2 = enc.ids[s2_start : s2_end + 1]

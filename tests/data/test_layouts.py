@@ -180,3 +180,32 @@ def test_jepa_mode_views(tok):
     assert tok.decode([front.input_ids[front.pred_index]]) == "?"  # the last content token
     parity = build_chat_row(CHATS[0], tok, LayoutConfig(mode="jepa", predictors=2, last_token=-2))
     assert parity.pred_index == row.pred_index and parity.target_index == row.target_index
+
+
+LONG_FIRST_STEP = [
+    {"role": "system", "content": "Solve step by step."},
+    {"role": "user", "content": "How many?"},
+    {"role": "assistant", "content": "word " * 60 + "done.\n\nThen two.\n\n#### 2"},
+]
+
+
+@pytest.mark.parametrize("mode", ["regular", "step", "jepa"])
+@pytest.mark.parametrize("max_length", [8, 24, 48, 100, 512])
+def test_the_lm_part_never_exceeds_max_length_and_rows_collate(tok, mode, max_length):
+    """max_length may end inside step 1, step 2 or a view: the row stays consistent and trains LM-only."""
+    cfg = LayoutConfig(mode=mode, predictors=2, max_length=max_length)
+    rows = [build_chat_row(m, tok, cfg) for m in [*CHATS, LONG_FIRST_STEP]]
+    for row in rows:
+        assert row.main_length <= max_length
+        assert len(row.input_ids) == len(row.position_ids) == len(row.labels) == len(row.segment_ids)
+        assert max(row.segment_ids) < len(row.visible)
+    batch = collate(rows, tok.pad_id)  # several rows of different shapes in one batch
+    assert batch["input_ids"].shape[0] == len(rows) == 3
+    if mode == "step" and max_length <= 100:
+        assert not rows[-1].has_jepa  # step 1 alone is longer than 100 tokens
+
+
+@pytest.mark.parametrize("mode", ["step", "jepa"])
+def test_a_chat_without_an_assistant_message_is_a_value_error(tok, mode):
+    with pytest.raises(ValueError, match="assistant"):
+        build_chat_row([{"role": "user", "content": "hi"}], tok, LayoutConfig(mode=mode))
