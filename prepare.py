@@ -27,7 +27,7 @@ def _existing(paths: list[Path], force: bool) -> bool:
 def _print_splits(summary: dict) -> None:
     for split, s in summary["splits"].items():
         histogram = " ".join(f"{n}:{c}" for n, c in s["steps_histogram"].items()) or "-"
-        dropped = ", ".join(f"{reason}: {c}" for reason, c in s["dropped"].items()) or "none"
+        dropped = s["dropped_summary"] or "none"
         print(f"{split}: {s['records']} records -> {s['path']}")
         print(f"  steps histogram (steps:records) {histogram}")
         print(f"  dropped: {dropped}")

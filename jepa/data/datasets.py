@@ -12,14 +12,13 @@ new kind of data is a new class here, not a branch in the trainer.
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from jepa.data.layouts import LayoutConfig, Row, build_chat_row, build_reversal_row
 from jepa.data.reversal import load_reversal, relation_inverses
-from jepa.data.sources import iter_jsonl
+from jepa.data.sources import BadRecord, SkippedLines, iter_jsonl
 from jepa.tokenizer import Tokenizer
 
 # What a chat run exports next to the model, from its tokenizer directory.
@@ -46,7 +45,7 @@ class Dataset:
     pad_id: int
     vocab_size: int  # the ids the rows use are < vocab_size
     jepa_truncated: int = 0  # rows whose JEPA view did not survive max_length: they train with L_LM only
-    skipped: Counter = field(default_factory=Counter)  # reason -> count (data.skip_bad)
+    skipped: SkippedLines = field(default_factory=SkippedLines)  # data.skip_bad: reason -> count, where
 
     @staticmethod
     def check_paths(cfg: DataConfig, tokenizer_dir: str | None) -> None:
@@ -68,21 +67,18 @@ class Dataset:
             text += f", {self.jepa_truncated} LM-only because their JEPA view was truncated by max_length"
         text += ")"
         if self.skipped:
-            text += "; skipped: " + ", ".join(f"{n} {reason}" for reason, n in self.skipped.items())
+            text += f"; skipped {sum(self.skipped.values())} records: {self.skipped.summary()}"
         return text
 
 
-def _check_messages(obj: dict, where: str) -> list[dict]:
+def _check_messages(obj: dict) -> list[dict]:
     messages = obj.get("messages")
-    if (
-        not isinstance(messages, list)
-        or not messages
-        or not all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages
-        )
+    if not isinstance(messages, list) or not messages:
+        raise BadRecord("no messages", 'expected "messages": a non-empty list of {"role", "content"} strings')
+    if not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
     ):
-        raise ValueError(f'{where}: expected "messages": a non-empty list of {{"role", "content"}} strings')
+        raise BadRecord("bad message", 'every message must be {"role": string, "content": string}')
     return messages
 
 
@@ -120,17 +116,17 @@ class ChatDataset(Dataset):
 
 def tokenize_chats(
     path: str | Path, tokenizer: Tokenizer, layout: LayoutConfig, limit: int | None = None, skip_bad: bool = False
-) -> tuple[list[Row], int, int, int, Counter]:
+) -> tuple[list[Row], int, int, int, SkippedLines]:
     """(rows, pad id, vocabulary size, rows with a truncated view, skipped-by-reason) of a chat jsonl."""
-    rows, skipped, truncated = [], Counter(), 0
+    rows, skipped, truncated = [], SkippedLines(), 0
     for line_number, obj in iter_jsonl(path, (), skip_bad, skipped):
         where = f"{path}:{line_number}"
         try:
-            row = build_chat_row(_check_messages(obj, where), tokenizer, layout)
-        except ValueError as exc:
+            row = build_chat_row(_check_messages(obj), tokenizer, layout)
+        except ValueError as exc:  # BadRecord carries a short reason to group by
             if not skip_bad:
                 raise ValueError(f"{where}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
-            skipped[str(exc).split(" (")[0]] += 1
+            skipped.add(getattr(exc, "reason", str(exc)), where)
             continue
         if layout.mode != "regular" and not row.has_jepa:
             truncated += 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from jepa.data.sources import STEP_SEPARATOR
+from jepa.data.sources import STEP_SEPARATOR, BadRecord
 from jepa.losses import IGNORE_INDEX
 from jepa.tokenizer import ChatEncoding, Tokenizer
 
@@ -127,7 +127,7 @@ def step_token_ranges(enc: ChatEncoding, separator: str = STEP_SEPARATOR) -> lis
     """
     span = next((s for s in reversed(enc.spans) if s.role == "assistant"), None)
     if span is None:
-        raise ValueError("no assistant message to find steps in")
+        raise BadRecord("no assistant message", "no assistant message to find steps in")
     text, offsets = span.content, span.offsets
     ends, pos = [], 0
     while (hit := text.find(separator, pos)) != -1:
@@ -163,8 +163,9 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig) -> Row:
     ids, labels = main_sequence(enc, cfg)
     steps = step_token_ranges(enc, cfg.step_separator)
     if len(steps) < 2:
-        raise ValueError(
-            f"step mode needs at least 2 assistant steps separated by {cfg.step_separator!r}, found {len(steps)}"
+        raise BadRecord(
+            "fewer than 2 steps",
+            f"step mode needs at least 2 assistant steps separated by {cfg.step_separator!r}, found {len(steps)}",
         )
     (_, s1), (s2_start, s2_end) = steps[0], steps[1]
     if s2_end >= len(ids):  # max_length cut into step 1 or step 2: the plain LM row, LM loss only
@@ -192,7 +193,7 @@ def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
     user = next((m for m in messages if m["role"] == "user"), None)
     assistant = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
     if user is None or assistant is None:
-        raise ValueError("jepa mode needs a user and an assistant message")
+        raise BadRecord("no user or assistant message", "jepa mode needs a user and an assistant message")
     k = cfg.predictors
     text = tokenizer.encode_chat([user])
     u = text.spans[-1]

@@ -13,7 +13,7 @@ itself, so a layout recovers the steps with ``content.split(STEP_SEPARATOR)`` â€
 assistant text only, never inside the chat template.
 
 Bad input never crashes later in training: every bad line raises ``ValueError("path:LINE: reason")`` or, with
-``skip_bad``, is skipped and counted by reason in a :data:`BadCounts`.
+``skip_bad``, is skipped and counted by reason in :class:`SkippedLines`.
 """
 
 from __future__ import annotations
@@ -45,8 +45,32 @@ GSM8K_SYSTEM_PROMPT = (
 GSM8K_URL = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/{split}.jsonl"
 GSM8K_SPLITS = ("train", "test")
 
-# Counts of skipped input lines, keyed by a short reason ("not JSON", "missing field 'answer'", ...).
-BadCounts = Counter
+
+class SkippedLines(Counter):
+    """Input lines skipped with ``skip_bad``: a count per short reason ("not JSON", "missing field 'answer'",
+    ...) and the first few ``FILE:LINE`` of each reason, for a summary a person can act on."""
+
+    FIRST = 3  # locations kept per reason
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: dict[str, list[str]] = {}
+
+    def add(self, reason: str, where: str) -> None:
+        self[reason] += 1
+        examples = self.where.setdefault(reason, [])
+        if len(examples) < self.FIRST:
+            examples.append(where)
+
+    def summary(self) -> str:
+        """``2 not JSON (a.jsonl:3, a.jsonl:9); 1 no assistant message (a.jsonl:4)``, most frequent first."""
+        parts = []
+        for reason, n in self.most_common():
+            where = self.where.get(reason, [])
+            more = ", ..." if n > len(where) else ""
+            parts.append(f"{n} {reason}" + (f" ({', '.join(where)}{more})" if where else ""))
+        return "; ".join(parts)
+
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 # A paragraph opens a new step when it starts with "**Step N:**", "Step N:" or "N." (case-insensitive).
@@ -58,7 +82,7 @@ _STEP_MIN_CHARS = 20  # steps of this many characters or fewer are dropped
 
 
 class BadRecord(ValueError):
-    """A record that cannot become a training example; ``reason`` is the short key used in :data:`BadCounts`."""
+    """A record that cannot become a training example; ``reason`` is the short key used in :class:`SkippedLines`."""
 
     def __init__(self, reason: str, detail: str | None = None) -> None:
         super().__init__(detail or reason)
@@ -180,25 +204,35 @@ def steps_record(question: str, answer: str, deepseek_response: str) -> dict | N
 # ------------------------------------------------------------------------------------------ reading jsonl
 
 
-def _bad(where: str, reason: str, detail: str | None, skip_bad: bool, bad: Counter) -> None:
+def _bad(where: str, reason: str, detail: str | None, skip_bad: bool, bad: SkippedLines) -> None:
     """Count a bad line when skipping, else raise the one-line error naming file and line."""
     if not skip_bad:
         raise ValueError(f"{where}: {detail or reason}")
-    bad[reason] += 1
+    bad.add(reason, where)
 
 
-def iter_jsonl(path: str | Path, required: tuple[str, ...], skip_bad: bool, bad: Counter) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(
+    path: str | Path, required: tuple[str, ...], skip_bad: bool, bad: SkippedLines
+) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each JSON-object line of ``path`` whose ``required`` fields are
-    non-empty strings. Bad lines raise ``ValueError("path:LINE: reason")`` or are counted in ``bad``.
-    Whitespace-only lines are not records and are ignored."""
+    non-empty strings. Bad lines (not UTF-8, not JSON, not an object, a missing field) raise
+    ``ValueError("path:LINE: reason")`` or are counted in ``bad``. Whitespace-only lines are not records and are
+    ignored; a UTF-8 byte-order mark at the start of the file is accepted."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:
+        for line_number, raw in enumerate(lines, start=1):
+            where = f"{path}:{line_number}"
+            if line_number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                _bad(where, "not UTF-8", f"not UTF-8 (byte {exc.start + 1} of the line)", skip_bad, bad)
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{line_number}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -223,9 +257,9 @@ def iter_jsonl(path: str | Path, required: tuple[str, ...], skip_bad: bool, bad:
             yield line_number, obj
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...], skip_bad: bool = False) -> tuple[list[dict], BadCounts]:
-    """All good records of a jsonl file (see :func:`iter_jsonl`) and the counts of skipped lines by reason."""
-    bad: Counter = Counter()
+def read_jsonl(path: str | Path, required: tuple[str, ...], skip_bad: bool = False) -> tuple[list[dict], SkippedLines]:
+    """All good records of a jsonl file (see :func:`iter_jsonl`) and the skipped lines by reason."""
+    bad = SkippedLines()
     records = [obj for _, obj in iter_jsonl(path, required, skip_bad, bad)]
     return records, bad
 
@@ -243,7 +277,7 @@ def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
 
 def _convert_file(src: Path, dst: Path, required: tuple[str, ...], build, skip_bad: bool) -> dict:
     """Turn each line of ``src`` into a record with ``build(obj)`` and write ``dst``; returns the split summary."""
-    bad: Counter = Counter()
+    bad = SkippedLines()
     records = []
     histogram: Counter = Counter()
     for line_number, obj in iter_jsonl(src, required, skip_bad, bad):
@@ -261,6 +295,7 @@ def _convert_file(src: Path, dst: Path, required: tuple[str, ...], build, skip_b
         "records": len(records),
         "steps_histogram": dict(sorted(histogram.items())),
         "dropped": dict(sorted(bad.items())),
+        "dropped_summary": bad.summary(),
     }
 
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -29,9 +29,14 @@ def read_config(path: str | Path) -> dict:
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found (an HF-format model directory needs config.json)")
     try:
-        return json.loads(config_file.read_text())
+        config = json.loads(config_file.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{config_file}: not UTF-8 (byte {exc.start + 1})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{config_file}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file}: expected a JSON object of model settings, got {type(config).__name__}")
+    return config
 
 
 def build_model(hf_config: dict, source: str = "config") -> nn.Module:
@@ -57,9 +62,12 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     for file in files:
         if not file.is_file():
             raise FileNotFoundError(f"{file} listed in {index.name} is missing")
-        with safe_open(file, framework="pt") as f:
-            for key in f.keys():
-                tensors[key] = f.get_tensor(key)
+        try:
+            with safe_open(file, framework="pt") as f:
+                for key in f.keys():
+                    tensors[key] = f.get_tensor(key)
+        except (SafetensorError, OSError) as exc:  # truncated or not a safetensors file at all
+            raise ValueError(f"{file}: unreadable safetensors file ({exc}); re-export or re-download it") from None
     return tensors
 
 

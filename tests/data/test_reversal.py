@@ -212,3 +212,9 @@ def test_cli_reversal_success_and_error(tmp_path):
     assert bad.returncode == 2
     assert len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("error: reversal: n_learning")
     assert "Traceback" not in bad.stderr
+
+
+def test_load_not_utf8(copy_of_tiny):
+    (copy_of_tiny / "vocab.json").write_bytes(b'{"caf\xe9": 0}')
+    with pytest.raises(ValueError, match=r"vocab\.json: not UTF-8 \(byte 6\)"):
+        load_reversal(copy_of_tiny)

@@ -262,3 +262,64 @@ def test_cli_steps_success_then_skip(tmp_path):
     assert len(read_lines(tmp_path / "seed_steps.jsonl")) == 3
     again = run_prepare(*args)
     assert again.returncode == 0 and "exists, skipping" in again.stdout
+
+
+# ------------------------------------------------------------------------------- encodings and the skip summary
+
+
+def _write_lines(path, lines: list[bytes]) -> None:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+
+
+def test_invalid_utf8_names_the_line_or_is_skipped(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    good = json.dumps({"question": "q", "answer": "a"}).encode()
+    _write_lines(path, [good, b'{"question": "caf\xe9", "answer": "a"}', good])
+    with pytest.raises(ValueError, match=rf"^{path}:2: not UTF-8 \(byte 18 of the line\)$"):
+        read_jsonl(path, ("question", "answer"))
+    records, skipped = read_jsonl(path, ("question", "answer"), skip_bad=True)
+    assert len(records) == 2 and skipped == {"not UTF-8": 1} and skipped.where == {"not UTF-8": [f"{path}:2"]}
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    _write_lines(
+        path,
+        [
+            b"\xef\xbb\xbf" + json.dumps({"question": "q1", "answer": "a"}).encode(),
+            json.dumps({"question": "q2", "answer": "a"}).encode(),
+        ],
+    )
+    for skip_bad in (False, True):
+        records, skipped = read_jsonl(path, ("question", "answer"), skip_bad=skip_bad)
+        assert [r["question"] for r in records] == ["q1", "q2"] and not skipped
+
+
+def test_the_skip_summary_groups_by_reason_with_the_first_lines(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    good = json.dumps({"question": "q", "answer": "a"}).encode()
+    _write_lines(path, [b"{", good, b"[1]", b"{", b"{", b"{", json.dumps({"question": "q"}).encode()])
+    _, skipped = read_jsonl(path, ("question", "answer"), skip_bad=True)
+    assert skipped.summary() == (
+        f"4 not JSON ({path}:1, {path}:4, {path}:5, ...); "
+        f"1 not an object ({path}:3); 1 missing field 'answer' ({path}:7)"
+    )
+
+
+def test_chat_records_without_an_assistant_are_skipped_and_grouped(tmp_path, smollm2_dir):
+    from jepa.data.datasets import ChatDataset, DataConfig
+    from jepa.data.layouts import LayoutConfig
+
+    path = tmp_path / "chat.jsonl"
+    no_assistant = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+    good = json.dumps(gsm8k_record("What is 2 + 3?", "Two plus three.\nIt is 5.\n#### 5"))
+    path.write_text("\n".join([no_assistant, good, no_assistant, "{}"]) + "\n")
+    for mode in ("step", "jepa"):
+        with pytest.raises(ValueError, match=rf"^{path}:1: "):
+            ChatDataset.load(DataConfig(train=str(path)), LayoutConfig(mode=mode), str(smollm2_dir))
+        data = ChatDataset.load(DataConfig(train=str(path), skip_bad=True), LayoutConfig(mode=mode), str(smollm2_dir))
+        assert len(data.rows) == 1 and sum(data.skipped.values()) == 3
+        assert f"2 no {'assistant' if mode == 'step' else 'user or assistant'} message ({path}:1, {path}:3)" in (
+            data.summary()
+        )
+        assert f"1 no messages ({path}:4)" in data.summary()

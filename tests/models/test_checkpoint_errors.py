@@ -87,3 +87,29 @@ def test_gpt2_round_trip(tmp_path):
     ids = torch.randint(0, 97, (1, 8))
     with torch.no_grad():
         assert torch.equal(load_pretrained(tmp_path)(ids), model(ids))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"[1, 2]", r"config.json: expected a JSON object of model settings, got list"),
+        (b'{"model_type": "caf\xe9"}', r"config.json: not UTF-8 \(byte 20\)"),
+    ],
+)
+def test_config_that_is_not_an_object_or_not_utf8(saved, content, message):
+    (saved / "config.json").write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_pretrained(saved)
+
+
+def test_truncated_weights_name_the_file(saved):
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"^{weights}: unreadable safetensors file .*re-export"):
+        load_pretrained(saved)
+
+
+def test_a_byte_order_mark_in_config_json_is_accepted(saved):
+    text = (saved / "config.json").read_text()
+    (saved / "config.json").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    load_pretrained(saved)

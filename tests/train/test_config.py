@@ -90,3 +90,10 @@ def test_train_py_exits_2_with_one_line(capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith(message), err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"run:\n  name: caf\xe9\n")
+    with pytest.raises(ValueError, match=rf"^{path}: not UTF-8 \(byte 17\)$"):
+        load_config(path)
