@@ -3,8 +3,9 @@
     python train.py --config gpt2_reversal_small.yaml [section.key=value ...]
     torchrun --nproc_per_node=N train.py --config NAME.yaml      # DistributedDataParallel
 
-A bare config name resolves in configs/. Bad configs or data: `error: ...` and exit code 2; a diverged run
-(NaN/inf loss): `error: ...` and exit code 1.
+A bare config name resolves in configs/. Bad configs or data: `error: ...` and exit code 2, before any work; a
+run that cannot go on (NaN/inf loss, a checkpoint that cannot be written): `error: ...` and exit code 1; Ctrl-C or
+SIGTERM: the step finishes, a checkpoint is written, one line, exit code 130 / 143 (the same command resumes).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import torch.distributed as dist
 
 from jepa.train.config import dump_config, load_config
-from jepa.train.loop import TrainingDiverged, train
+from jepa.train.loop import Interrupted, TrainingStopped, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except TrainingDiverged as exc:
+    except Interrupted as exc:  # SIGINT / SIGTERM: checkpointed; 130 / 143 as a shell reports a signal
+        print(exc, file=sys.stderr)
+        return 128 + exc.signum
+    except TrainingStopped as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

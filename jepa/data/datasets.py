@@ -19,6 +19,7 @@ from typing import ClassVar
 from jepa.data.layouts import LayoutConfig, Row, build_chat_row, build_reversal_row
 from jepa.data.reversal import load_reversal, relation_inverses
 from jepa.data.sources import BadRecord, SkippedLines, iter_jsonl
+from jepa.losses import IGNORE_INDEX
 from jepa.tokenizer import Tokenizer
 
 # What a chat run exports next to the model, from its tokenizer directory.
@@ -46,6 +47,7 @@ class Dataset:
     vocab_size: int  # the ids the rows use are < vocab_size
     jepa_truncated: int = 0  # rows whose JEPA view did not survive max_length: they train with L_LM only
     skipped: SkippedLines = field(default_factory=SkippedLines)  # data.skip_bad: reason -> count, where
+    source: str = ""  # the data path, for messages
 
     @staticmethod
     def check_paths(cfg: DataConfig, tokenizer_dir: str | None) -> None:
@@ -59,6 +61,27 @@ class Dataset:
     def export_files(self, out_dir: Path) -> None:
         """Copy what a user of the exported model needs besides the weights (tokenizer or vocabulary)."""
         raise NotImplementedError
+
+    @property
+    def rows_without_labels(self) -> int:
+        """Rows that truncation left without a single LM label token."""
+        return sum(all(label == IGNORE_INDEX for label in r.labels) for r in self.rows)
+
+    def truncation_problems(self, max_length: int, threshold: float = 0.05) -> list[str]:
+        """Start-up warnings when more than `threshold` of the rows lost their JEPA term or every LM label to
+        `layout.max_length`. Raises ValueError when no row keeps an LM label: nothing would be trained."""
+        n = len(self.rows)
+        no_labels = self.rows_without_labels
+        if no_labels == n:
+            raise ValueError(
+                f"layout.max_length: {max_length} truncates all {n} rows of {self.source} before their first LM "
+                "label; nothing would be trained (raise layout.max_length)"
+            )
+        problems = []
+        for count, what in ((self.jepa_truncated, "their JEPA term"), (no_labels, "every LM label")):
+            if count > threshold * n:
+                problems.append(f"{count} of {n} rows ({count / n:.0%}) lose {what} to layout.max_length={max_length}")
+        return problems
 
     def summary(self) -> str:
         n_jepa = sum(r.has_jepa for r in self.rows)
@@ -104,9 +127,8 @@ class ChatDataset(Dataset):
         mode) raises ValueError("path:LINE: reason"), or is skipped and counted with `cfg.skip_bad`."""
         cls.check_paths(cfg, tokenizer_dir)
         tokenizer = Tokenizer.from_dir(tokenizer_dir, date_string=cfg.date_string)
-        return cls(
-            *tokenize_chats(cfg.train, tokenizer, layout, cfg.limit, cfg.skip_bad), tokenizer_dir=Path(tokenizer_dir)
-        )
+        rows = tokenize_chats(cfg.train, tokenizer, layout, cfg.limit, cfg.skip_bad)
+        return cls(*rows, source=cfg.train, tokenizer_dir=Path(tokenizer_dir))
 
     def export_files(self, out_dir: Path) -> None:
         for name in TOKENIZER_FILES:
@@ -160,7 +182,7 @@ class ReversalDataset(Dataset):
         inverses = relation_inverses(vocab)
         items = items[: cfg.limit] if cfg.limit is not None else items
         rows = [build_reversal_row(item, inverses, layout) for item in items]
-        return cls(rows, vocab["<pad>"], len(vocab), data_dir=Path(cfg.train))
+        return cls(rows, vocab["<pad>"], len(vocab), source=cfg.train, data_dir=Path(cfg.train))
 
     def export_files(self, out_dir: Path) -> None:
         shutil.copy(self.data_dir / "vocab.json", out_dir / "vocab.json")

@@ -288,6 +288,9 @@ def _convert_file(src: Path, dst: Path, required: tuple[str, ...], build, skip_b
             continue
         records.append(record)
         histogram[n_steps] += 1
+    if not records:  # an empty jsonl would only fail later, in training
+        skipped = f" ({sum(bad.values())} skipped: {bad.summary()})" if bad else " (the file is empty or blank)"
+        raise ValueError(f"{src}: no usable records{skipped}")
     _write_jsonl(dst, records)
     return {
         "source": str(src),

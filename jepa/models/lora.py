@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -99,19 +100,31 @@ def save_adapter(model: nn.Module, path: str | Path, extra: dict | None = None) 
     return path
 
 
-def load_adapter(model: nn.Module, path: str | Path) -> None:
-    """Copy adapter tensors from `path`/adapter.safetensors into an already-wrapped model (exact copy)."""
+def read_adapter(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of `path`/adapter.safetensors; a missing or unreadable file is one error naming it."""
     file = Path(path) / ADAPTER_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file}: adapter file not found")
-    tensors = load_file(str(file))
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{file}: unreadable safetensors file ({exc})") from None
+
+
+def set_adapter(model: nn.Module, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Copy adapter tensors into an already-wrapped model (exact copy); `source` names them in errors."""
     params = dict(model.named_parameters())
     missing = sorted(set(lora_state_dict(model)) - set(tensors))
     if missing or any(k not in params for k in tensors):
-        raise ValueError(f"{file}: adapter does not match the model's LoRA modules (missing {missing[:3]})")
+        raise ValueError(f"{source}: adapter does not match the model's LoRA modules (missing {missing[:3]})")
     with torch.no_grad():
         for key, value in tensors.items():
             params[key].copy_(value)
+
+
+def load_adapter(model: nn.Module, path: str | Path) -> None:
+    """Copy the adapter saved in `path` into an already-wrapped model (exact copy)."""
+    set_adapter(model, read_adapter(path), Path(path) / ADAPTER_FILE)
 
 
 def save_merged(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> Path:

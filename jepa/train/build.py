@@ -21,7 +21,7 @@ from jepa.models import build_model, load_pretrained
 from jepa.models.lora import apply_lora
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.objective import Objective
-from jepa.train.checkpoint import find_latest, load_checkpoint, step_dirs
+from jepa.train.checkpoint import all_step_dirs, apply_checkpoint, read_checkpoint, step_dirs
 from jepa.train.config import TrainConfig, check_paths
 from jepa.train.data import EpochSampler
 from jepa.train.distributed import init_world, seed_everything
@@ -77,6 +77,8 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         verbose=verbose,
     )
     state.print_main(f"data: {dataset.summary()}")
+    for problem in dataset.truncation_problems(cfg.layout.max_length):
+        state.warn(problem)
     n_trainable = sum(p.numel() for p in state.trainable_parameters)
     state.print_main(
         f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, "
@@ -92,6 +94,7 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
     dataset = dataset_class(cfg.layout.mode).load(cfg.data, cfg.layout, cfg.tokenizer_dir)
     if cfg.jepa.lam == 0:
         dataset.rows = [r.lm_only() for r in dataset.rows]
+    dataset.truncation_problems(cfg.layout.max_length)  # raises when nothing would be trained
     return dataset
 
 
@@ -138,24 +141,34 @@ def load_eval_hook(cfg: TrainConfig) -> EvalHook | None:
 
 
 def resume(state: TrainState) -> None:
-    """`checkpoint.resume`: auto = the run's newest complete step_N (if any), a path = that checkpoint, none =
-    a fresh run (refused when the run directory already has checkpoints)."""
+    """`checkpoint.resume`: auto = the run's newest valid step_N (incomplete or unreadable ones are skipped, with
+    a warning saying which and why), a path = that checkpoint (invalid: one line naming the file), none = a
+    fresh run (refused when the run directory already has checkpoints)."""
     cfg = state.cfg
-    if cfg.checkpoint.resume == "auto":
-        path = find_latest(cfg.run_dir)
-    elif cfg.checkpoint.resume != "none":
-        path = Path(cfg.checkpoint.resume)
-    elif step_dirs(cfg.run_dir):
-        raise ValueError(
-            f"checkpoint.resume: {cfg.run_dir} already has checkpoints; use checkpoint.resume=auto to "
-            "continue or another run.name"
-        )
-    else:
-        path = None
-    if path is None:
+    if cfg.checkpoint.resume == "none":
+        if step_dirs(cfg.run_dir):
+            raise ValueError(
+                f"checkpoint.resume: {cfg.run_dir} already has checkpoints; use checkpoint.resume=auto to "
+                "continue or another run.name"
+            )
         return
-    load_checkpoint(state, path)
+    if cfg.checkpoint.resume == "auto":
+        saved = None
+        for path in all_step_dirs(cfg.run_dir):
+            try:
+                saved = read_checkpoint(state, path)
+                break
+            except (ValueError, FileNotFoundError) as exc:
+                state.warn(f"skipping checkpoint {path.name}: {exc}")
+        if saved is None:
+            return
+    else:
+        try:
+            saved = read_checkpoint(state, Path(cfg.checkpoint.resume))
+        except (ValueError, FileNotFoundError) as exc:
+            raise ValueError(f"checkpoint.resume: {exc}") from None
+    apply_checkpoint(state, saved)
     # LambdaLR restored the checkpoint's schedule fields (its total steps); the current config's schedule wins.
     schedule = LRSchedule.from_config(cfg.schedule, state.total_steps)
     state.scheduler.lr_lambdas = [schedule] * len(state.optimizer.param_groups)
-    state.print_main(f"resumed from {path} (step {state.step})")
+    state.print_main(f"resumed from {saved.path} (step {state.step})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -401,6 +402,53 @@ def validate(cfg: TrainConfig) -> None:
     _check(c.export in EXPORTS, "checkpoint.export", f"must be one of {', '.join(EXPORTS)}", c.export)
     _check(cfg.eval.every >= 0, "eval.every", "must be >= 0", cfg.eval.every)
     _check(cfg.eval.fn is None or ":" in cfg.eval.fn, "eval.fn", "must look like package.module:factory", cfg.eval.fn)
+
+
+# Keys that may differ between a checkpoint's config and the config that resumes it: where the run lives and
+# runs, how it logs, checkpoints and evaluates, and how long the schedule is. Anything else would change the model,
+# the optimizer state (AdamW restores its own lr / betas / decay) or the data order, so resume refuses it.
+RESUME_MAY_CHANGE = (
+    "run.dir", "run.device", "run.threads", "run.log_every", "model.name", "model.gradient_checkpointing",
+    "data.pad_to_multiple", "schedule.kind", "schedule.warmup_steps", "schedule.warmup_ratio",
+    "schedule.min_lr_ratio", "schedule.epochs", "schedule.max_steps", "schedule.stop_at_step", "checkpoint.", "eval.",
+)  # fmt: skip
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "arch":
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
+    """`key: old -> new` for every setting outside RESUME_MAY_CHANGE that differs from a checkpoint's config."""
+    old, new = _flatten(saved), _flatten(cfg.to_dict())
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(RESUME_MAY_CHANGE) or key == "run.name":
+            continue
+        if old.get(key) != new.get(key):
+            changed.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    return changed
+
+
+def check_run_dir(cfg: TrainConfig) -> None:
+    """The run directory exists (or can be made) as a writable directory; else one line naming run.dir."""
+    run_dir = cfg.run_dir
+    for parent in (run_dir, *run_dir.parents):
+        if parent.exists() and not parent.is_dir():
+            raise ValueError(f"run.dir: {parent} is a file, not a directory (choose another run.dir)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write_test.{os.getpid()}"  # one per process: ranks check at once
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"run.dir: {run_dir} is not writable ({exc.strerror})") from None
 
 
 def check_paths(cfg: TrainConfig) -> None:

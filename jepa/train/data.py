@@ -57,13 +57,17 @@ class EpochSampler:
             "shuffle": self.shuffle,
         }
 
-    def load_state_dict(self, state: dict) -> None:
+    def check_state_dict(self, state: dict) -> None:
+        """ValueError unless `state` was saved by a sampler over the same rows, batch and seed."""
         for key in ("n", "global_batch", "seed", "shuffle"):
             if state[key] != getattr(self, key):
                 raise ValueError(
                     f"checkpoint: data sampler {key} was {state[key]}, the config now gives "
                     f"{getattr(self, key)}; resume needs the same data, batch size and seed"
                 )
+
+    def load_state_dict(self, state: dict) -> None:
+        self.check_state_dict(state)
         self.epoch, self.step_in_epoch, self._order = state["epoch"], state["step_in_epoch"], None
 
 

@@ -1,12 +1,15 @@
 """The training loop, top to bottom: `build` the state, then per optimizer step the next micro-batches ->
 `train_step` -> metrics line -> periodic checkpoint and evaluation; at the end a checkpoint of the last step,
-the exported model and a final evaluation.
+the exported model and a final evaluation. The run directory is locked for the run, and SIGINT / SIGTERM end it
+with a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +23,17 @@ from jepa.models.lora import save_adapter, save_merged
 from jepa.models.predictors import save_predictors
 from jepa.train.build import build
 from jepa.train.checkpoint import save_checkpoint
-from jepa.train.config import TrainConfig, dump_config
+from jepa.train.config import TrainConfig, check_run_dir, dump_config
 from jepa.train.distributed import barrier
-from jepa.train.state import TrainState
-from jepa.train.step import TrainingDiverged, next_micro_batches, train_step
+from jepa.train.lock import RunLock
+from jepa.train.signals import StopSignals
+from jepa.train.state import Interrupted, TrainingDiverged, TrainingStopped, TrainState
+from jepa.train.step import next_micro_batches, train_step
 
-__all__ = ["TrainResult", "TrainingDiverged", "train"]
+__all__ = ["Interrupted", "TrainResult", "TrainingDiverged", "TrainingStopped", "train"]
+
+# The dtype a run computes in, which a merged LoRA export is written in.
+WORKING_DTYPES = {"bf16": torch.bfloat16, "pure_bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @dataclass
@@ -39,44 +47,51 @@ class TrainResult:
 
 def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = True) -> TrainResult:
     """Run (or resume) the configured training; `eval_hook` (else the one `eval.fn` names) runs every
-    `eval.every` steps and at the end. Raises ValueError/FileNotFoundError for bad configs or data,
-    TrainingDiverged on a non-finite loss (nothing is saved for that step; earlier checkpoints stay)."""
-    state = build(cfg, eval_hook, verbose=progress)
-    metrics_log = MetricsLog.start(state)
-    end_step = min(state.total_steps, cfg.schedule.stop_at_step or state.total_steps)
-    bar = tqdm(
-        total=state.total_steps, initial=state.step, disable=not (state.world.is_main and progress), dynamic_ncols=True
-    )
-    metrics, started = {}, time.perf_counter()
-    while state.step < end_step:
-        epoch = state.sampler.epoch
-        metrics = train_step(state, next_micro_batches(state))
-        metrics["epoch"] = epoch
-        metrics_log.write(metrics)
-        bar.update(1)
-        if state.step % cfg.run.log_every == 0 or state.step == state.total_steps:
-            bar.set_postfix(
-                {k: f"{metrics[k]:.4f}" for k in ("loss", "lm", "jepa")}
-                | {"lr": f"{metrics['lr']:.2e}", "tok_s": f"{metrics['tokens_per_s']:.0f}"}
-            )
-        if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0 and state.step < end_step:
-            save_checkpoint(state)
-        if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < end_step:
-            evaluate(state, metrics_log)
-    bar.close()
+    `eval.every` steps and at the end. Raises ValueError/FileNotFoundError for bad configs or data (before any
+    work), TrainingStopped (TrainingDiverged, CheckpointNotWritten, Interrupted) when the run cannot go on."""
+    check_run_dir(cfg)
+    with RunLock(cfg.run_dir, enabled=os.environ.get("RANK", "0") == "0"), StopSignals() as stop:
+        state = build(cfg, eval_hook, verbose=progress)
+        if state.step >= state.total_steps:  # finished before: export if that was cut short, nothing else
+            state.print_main(f"{cfg.run_dir}: complete ({state.step} of {state.total_steps} steps); nothing to do")
+            done = cfg.run_dir / "final"
+            final_dir = done if done.is_dir() or not state.world.is_main else export_final(state)
+            return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, {})
+        metrics_log = MetricsLog.start(state)
+        end_step = min(state.total_steps, cfg.schedule.stop_at_step or state.total_steps)
+        bar = tqdm(total=state.total_steps, initial=state.step, disable=not (state.world.is_main and progress))
+        metrics, started, first_step = {}, time.perf_counter(), state.step
+        while state.step < end_step and not stop.requested(state.world):
+            epoch = state.sampler.epoch
+            metrics = train_step(state, next_micro_batches(state))
+            metrics["epoch"] = epoch
+            metrics_log.write(metrics)
+            bar.update(1)
+            if state.step % cfg.run.log_every == 0 or state.step == state.total_steps:
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", lm=f"{metrics['lm']:.4f}",
+                                jepa=f"{metrics['jepa']:.4f}", lr=f"{metrics['lr']:.2e}")  # fmt: skip
+            if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0 and state.step < end_step:
+                save_checkpoint(state)
+            if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < end_step:
+                evaluate(state, metrics_log)
+        bar.close()
 
-    if state.last_checkpoint is None or state.last_checkpoint.name != f"step_{state.step}":
-        save_checkpoint(state)
-    if state.step < state.total_steps:  # stopped early (schedule.stop_at_step): resume with checkpoint.resume=auto
-        state.print_main(f"stopped at step {state.step} of {state.total_steps}; checkpoint: {state.last_checkpoint}")
-        return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, None, metrics)
-    final_dir = export_final(state) if state.world.is_main else None
-    evaluate(state, metrics_log)
-    state.print_main(
-        f"done: {state.step} steps in {time.perf_counter() - started:.1f} s; metrics: "
-        f"{metrics_log.path}; checkpoint: {state.last_checkpoint}" + (f"; model: {final_dir}" if final_dir else "")
-    )
-    return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, metrics)
+        if state.last_checkpoint is None or state.last_checkpoint.name != f"step_{state.step}":
+            save_checkpoint(state)
+        if stop.signum is not None:
+            raise Interrupted(f"interrupted by {signal.Signals(stop.signum).name} at step {state.step}; checkpoint: "
+                              f"{state.last_checkpoint}; the same command resumes", stop.signum)  # fmt: skip
+        if state.step < state.total_steps:  # schedule.stop_at_step: resume later with checkpoint.resume=auto
+            state.print_main(
+                f"stopped at step {state.step} of {state.total_steps}; checkpoint: {state.last_checkpoint}"
+            )
+            return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, None, metrics)
+        final_dir = export_final(state) if state.world.is_main else None
+        evaluate(state, metrics_log)
+        state.print_main(f"done: {state.step - first_step} steps in {time.perf_counter() - started:.1f} s; metrics: "
+                         f"{metrics_log.path}; checkpoint: {state.last_checkpoint}"
+                         + (f"; model: {final_dir}" if final_dir else ""))  # fmt: skip
+        return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, metrics)
 
 
 class MetricsLog:
@@ -87,22 +102,39 @@ class MetricsLog:
 
     @classmethod
     def start(cls, state: TrainState) -> MetricsLog:
-        """Create the run directory, write config.yaml, and drop metrics logged after the resumed step."""
+        """Write config.yaml and keep the metrics logged up to the resumed step. A torn last line (a write cut
+        short by a full disk or a kill) is dropped with a warning; another bad line is an error naming it."""
         cfg = state.cfg
         log = cls(cfg.run_dir / "metrics.jsonl", state.world.is_main)
-        if log.enabled:
-            cfg.run_dir.mkdir(parents=True, exist_ok=True)
-            (cfg.run_dir / "config.yaml").write_text(dump_config(cfg))
-            kept = []
-            if state.step and log.path.is_file():
-                kept = [ln for ln in log.path.read_text().splitlines() if json.loads(ln)["step"] <= state.step]
-            log.path.write_text("".join(ln + "\n" for ln in kept))
+        if not log.enabled:
+            return log
+        (cfg.run_dir / "config.yaml").write_text(dump_config(cfg))
+        lines = log.path.read_text(errors="replace").splitlines() if state.step and log.path.is_file() else []
+        kept = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                if number < len(lines):
+                    raise ValueError(f"{log.path}:{number}: not JSON; fix or delete that line to resume") from None
+                state.warn(f"{log.path}:{number}: dropped a torn last line (a write was cut short)")
+                continue
+            if record.get("step", 0) <= state.step:
+                kept.append(line)
+        log.path.write_text("".join(line + "\n" for line in kept))
         return log
 
     def write(self, record: dict) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        try:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            raise TrainingStopped(
+                f"{self.path}: could not append the step {record.get('step')} line ({exc.strerror}); the next "
+                "resume drops a torn last line"
+            ) from None
 
 
 def evaluate(state: TrainState, metrics_log: MetricsLog) -> None:
@@ -115,28 +147,36 @@ def evaluate(state: TrainState, metrics_log: MetricsLog) -> None:
             result = state.eval_hook(state.model, state.predictors, state.step)
         state.model.train()
         metrics_log.write({"step": state.step, "kind": "eval", **result})
-        state.print_main(
-            f"eval step {state.step}: "
-            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
-        )
+        state.print_main(f"eval step {state.step}: " + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))  # fmt: skip
     barrier(state.world)
 
 
 def export_final(state: TrainState) -> Path | None:
-    """runs/NAME/final: an HF directory (LoRA merged) or the adapter, + predictors and the data source's files
+    """runs/NAME/final, written like a checkpoint (a temporary directory renamed into place): an HF directory
+    (LoRA merged, in the run's working dtype) or the adapter, + predictors and the data source's files
     (tokenizer or vocabulary)."""
     cfg = state.cfg
     if cfg.checkpoint.export == "none":
         return None
-    final = cfg.run_dir / "final"
-    shutil.rmtree(final, ignore_errors=True)
-    if cfg.lora.enabled and cfg.checkpoint.export == "adapter":
-        save_adapter(state.model, final)
-    elif cfg.lora.enabled:
-        save_merged(state.model, final)
-    else:
-        save_pretrained(state.model, final)
-    if state.predictors is not None:
-        save_predictors(state.predictors, final)
-    state.dataset.export_files(final)
+    final, tmp = cfg.run_dir / "final", cfg.run_dir / ".final.tmp"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if cfg.lora.enabled and cfg.checkpoint.export == "adapter":
+            save_adapter(state.model, tmp)
+        elif cfg.lora.enabled:
+            save_merged(state.model, tmp, dtype=WORKING_DTYPES[cfg.precision.mode])
+        else:
+            save_pretrained(state.model, tmp)
+        if state.predictors is not None:
+            save_predictors(state.predictors, tmp)
+        state.dataset.export_files(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingStopped(
+            f"{final}: export not written ({exc.strerror}); the trained model is in {state.last_checkpoint}; "
+            "re-run the same command to export it"
+        ) from None
     return final

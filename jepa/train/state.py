@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,26 @@ from jepa.models.predictors import PredictorEmbeddings
 from jepa.train.config import TrainConfig
 from jepa.train.data import EpochSampler
 from jepa.train.distributed import WorldInfo
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on; the message is one line saying why and what was kept. train.py exits 1."""
+
+
+class TrainingDiverged(TrainingStopped):
+    """The loss, the gradient norm or the weights became NaN/inf; that step was not applied or not saved."""
+
+
+class CheckpointNotWritten(TrainingStopped):
+    """A checkpoint (or the metrics line) could not be written, e.g. the disk is full."""
+
+
+class Interrupted(TrainingStopped):
+    """SIGINT or SIGTERM: the current step finished and a checkpoint was written."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass
@@ -39,6 +60,7 @@ class TrainState:
     last_checkpoint: Path | None = None
     eval_hook: EvalHook | None = None
     verbose: bool = True  # progress bar and summary lines on the main process
+    stop_signal: int | None = None  # SIGINT / SIGTERM received: finish this step, checkpoint, stop
 
     @property
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -48,3 +70,8 @@ class TrainState:
         """Print a summary line, once (main process) and only when the run is verbose."""
         if self.world.is_main and self.verbose:
             print(text)
+
+    def warn(self, text: str) -> None:
+        """A `warning: ...` line on stderr, once (main process), verbose or not."""
+        if self.world.is_main:
+            print(f"warning: {text}", file=sys.stderr)

@@ -24,13 +24,9 @@ from jepa.losses import IGNORE_INDEX
 from jepa.train.data import rank_micro_batches
 from jepa.train.distributed import WorldInfo, all_reduce_sum
 from jepa.train.optim import autocast_context
-from jepa.train.state import TrainState
+from jepa.train.state import TrainingDiverged, TrainState
 
 Batch = dict[str, torch.Tensor]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or the gradient norm became NaN/inf; training stopped before applying that step."""
 
 
 def next_micro_batches(state: TrainState) -> list[Batch]:
@@ -108,7 +104,8 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     metrics = forward_backward(state, micro_batches)
     where = (
         f"at step {state.step + 1}; training stopped, the step was not applied; last good checkpoint: "
-        f"{state.last_checkpoint or 'none (no checkpoint was written before)'}"
+        f"{state.last_checkpoint or 'none (no checkpoint was written before)'}; to go on, resume from it with a "
+        "lower optim.lr, optim.clip > 0 or bf16 instead of fp16, or look at the data of this step"
     )
     if not math.isfinite(metrics["loss"]):
         raise TrainingDiverged(f"loss is {metrics['loss']} {where} (lm={metrics['lm']}, jepa={metrics['jepa']})")

@@ -323,3 +323,24 @@ def test_chat_records_without_an_assistant_are_skipped_and_grouped(tmp_path, smo
             data.summary()
         )
         assert f"1 no messages ({path}:4)" in data.summary()
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n\n"])
+def test_an_empty_or_blank_source_is_an_error(tmp_path, content):
+    src = tmp_path / "src"
+    src.mkdir()
+    for split in ("train", "test"):
+        (src / f"{split}.jsonl").write_bytes(content)
+    with pytest.raises(ValueError, match=r"train.jsonl: no usable records \(the file is empty or blank\)"):
+        prepare_gsm8k(src, tmp_path / "out")
+    (src / "seed.jsonl").write_bytes(content)
+    with pytest.raises(ValueError, match=r"seed.jsonl: no usable records"):
+        prepare_steps([src / "seed.jsonl"], tmp_path / "out2")
+    assert not (tmp_path / "out2" / "seed.jsonl").exists()
+
+
+def test_a_source_whose_every_line_is_skipped_is_an_error(tmp_path):
+    src = tmp_path / "seed.jsonl"
+    src.write_text("{\n[1]\n")
+    with pytest.raises(ValueError, match=r"no usable records \(2 skipped: 1 not JSON .*; 1 not an object"):
+        prepare_steps([src], tmp_path / "out", skip_bad=True)

@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import torch
 
 from jepa.data.collator import collate
@@ -61,3 +62,31 @@ def test_the_built_objective_is_the_one_the_contract_holds_for(tmp_path):
     torch.testing.assert_close(packed.lm_sum, separate.lm_sum, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(packed.pred, separate.pred, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(packed.jepa_sum, separate.jepa_sum, rtol=1e-5, atol=1e-5)
+
+
+def _chat_run(tmp_path, smollm2_dir, **sections):
+    import json
+
+    from jepa.data.sources import gsm8k_record
+    from tests.train.helpers import chat_config, tiny_chat_model_dir
+
+    data = tmp_path / "train.jsonl"
+    long = "word " * 40
+    records = [gsm8k_record(f"What is {i} + 3?", f"Add them.\nIt is {i + 3}.\n#### {i + 3}") for i in range(6)]
+    records += [gsm8k_record("And 4 + 4?", f"{long}\n{long}\n#### 8")] * 2
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return typed(chat_config(tmp_path, tiny_chat_model_dir(tmp_path, smollm2_dir), data, **sections))
+
+
+def test_nothing_left_to_train_is_refused_before_any_step(tmp_path, smollm2_dir):
+    cfg = _chat_run(tmp_path, smollm2_dir, layout={"mode": "jepa", "max_length": 16})
+    with pytest.raises(ValueError, match=r"layout.max_length: 16 truncates all 8 rows of .*train.jsonl before"):
+        build(cfg, verbose=False)
+
+
+def test_truncated_views_are_a_startup_warning_with_counts(tmp_path, smollm2_dir, capsys):
+    build(_chat_run(tmp_path, smollm2_dir, layout={"mode": "step", "max_length": 90}), verbose=True)
+    err = capsys.readouterr().err
+    assert "warning: 2 of 8 rows (25%) lose their JEPA term to layout.max_length=90" in err
+    build(_chat_run(tmp_path, smollm2_dir, layout={"mode": "step", "max_length": 512}), verbose=True)
+    assert "warning" not in capsys.readouterr().err
