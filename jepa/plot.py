@@ -14,10 +14,9 @@ import argparse
 import fnmatch
 import math
 import sys
-from collections import Counter
 from pathlib import Path
 
-from jepa.data.sources import iter_jsonl
+from jepa.data.sources import SkippedLines, iter_jsonl
 
 TRAIN_KEYS = {"loss": "total loss", "lm": "LM loss", "jepa": "JEPA loss"}
 MAX_COLUMNS = 3
@@ -35,7 +34,7 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (a run directory must contain metrics.jsonl)")
     series: dict[str, list[tuple[int, float]]] = {}
-    for number, obj in iter_jsonl(path, (), skip_bad=False, bad=Counter()):
+    for number, obj in iter_jsonl(path, (), skip_bad=False, bad=SkippedLines()):
         step = obj.get("step")
         if not isinstance(step, int) or isinstance(step, bool):
             raise ValueError(f"{path}:{number}: missing or non-integer 'step'")

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from jepa.data.layouts import LayoutConfig, build_chat_row, build_reversal_row
+from jepa.data.datasets import tokenize_chats
+from jepa.data.layouts import LayoutConfig, build_reversal_row
 from jepa.data.reversal import load_probes, relation_inverses
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SEED_SYSTEM_PROMPT
 from jepa.eval.diagnostics import evaluate_views
@@ -38,9 +39,12 @@ def _tokenizer(loaded: EvalModel) -> Tokenizer:
 
 
 def _check_vocab(loaded: EvalModel, vocab: dict[str, int], vocab_path: str) -> None:
-    model_vocab = loaded.model.lm_head.weight.shape[0]
-    if len(vocab) > model_vocab:
-        raise ValueError(f"{vocab_path}: {len(vocab)} tokens but the model's vocabulary has {model_vocab}")
+    model_vocab, size = loaded.model.lm_head.weight.shape[0], max(vocab.values(), default=-1) + 1
+    if size != model_vocab:  # a model trained on another vocabulary scores noise, not the curse
+        raise ValueError(
+            f"{vocab_path}: {size} tokens but the model's vocabulary has {model_vocab}; evaluate a model trained "
+            "with this vocab.json"
+        )
 
 
 def run_gsm8k(args: argparse.Namespace) -> None:
@@ -89,24 +93,14 @@ def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfi
 
 
 def chat_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list, int]:
-    """The rows of the prepared chat records in --data, laid out for --mode (step or jepa)."""
+    """The rows of the first --limit chat records ({"messages": [...]}) in --data, laid out for --mode (step or
+    jepa) exactly as training lays them out."""
     if not args.data:
-        raise ValueError(f"views --mode {args.mode} needs --data FILE (prepared chat records)")
-    records = load_gsm8k_records(args.data)[: args.limit]
-    if not any(m.get("role") == "assistant" for m in records[0]["messages"]):
-        raise ValueError(
-            f"{args.data}: records have no assistant message (views need prepared chat records, not raw GSM8K lines)"
-        )
+        raise ValueError(f"views --mode {args.mode} needs --data FILE (chat records)")
     loaded = _load(args)
-    tokenizer = _tokenizer(loaded)
     cfg = LayoutConfig(mode=args.mode, predictors=_predictors(args, loaded), isolated_positions=args.isolated_positions)
-    rows = []
-    for k, record in enumerate(records):
-        try:
-            rows.append(build_chat_row(record["messages"], tokenizer, cfg))
-        except ValueError as exc:
-            raise ValueError(f"{args.data}: record {k + 1}: {exc}") from None
-    return loaded, cfg, rows, tokenizer.pad_id
+    rows, pad_id, *_ = tokenize_chats(args.data, _tokenizer(loaded), cfg, limit=args.limit)
+    return loaded, cfg, rows, pad_id
 
 
 # --mode -> how its rows are read: the reversal probes or prepared chat records.

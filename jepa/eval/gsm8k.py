@@ -10,14 +10,13 @@ greedy decoding with the KV cache, stopping at end-of-turn. Two scoring protocol
 from __future__ import annotations
 
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from jepa.data.sources import GSM8K_SYSTEM_PROMPT, iter_jsonl
+from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SkippedLines, iter_jsonl
 from jepa.eval.answers import gold_answer, score_default, score_paper
 from jepa.models import generate
 from jepa.tokenizer import Tokenizer
@@ -31,7 +30,7 @@ def load_gsm8k_records(path: str | Path, system_prompt: str = GSM8K_SYSTEM_PROMP
     ``system_prompt``. Returns chat records; a bad line raises ValueError("path:LINE: reason")."""
     path = Path(path)
     records = []
-    for number, obj in iter_jsonl(path, ("answer",), skip_bad=False, bad=Counter()):
+    for number, obj in iter_jsonl(path, ("answer",), skip_bad=False, bad=SkippedLines()):
         if "messages" in obj:
             messages = obj["messages"]
             if not (

@@ -149,12 +149,16 @@ def test_views_step_mode_on_prepared_records(chat_model_dir, tmp_path, capsys):
             ["reversal", "--model", "{model}", "--valid", "{rev}/valid.json", "--vocab", "{big}"],
             "big_vocab.json: 400 tokens but the model's vocabulary has 300",
         ),
-        (["views", "--model", "{model}", "--mode", "step", "--data", "{data}"], "records have no assistant message"),
+        (["views", "--model", "{model}", "--mode", "step", "--data", "{data}"], 'test.jsonl:1: expected "messages"'),
+        (
+            ["reversal", "--model", "{model}", "--valid", "{rev}/valid.json", "--vocab", "{rev}/vocab.json"],
+            "tokens but the model's vocabulary has 300; evaluate a model trained with this vocab.json",
+        ),
         (
             [
                 "views",
                 "--model",
-                "{model}",
+                "{gpt2}",
                 "--mode",
                 "reversal",
                 "--valid",
@@ -168,13 +172,16 @@ def test_views_step_mode_on_prepared_records(chat_model_dir, tmp_path, capsys):
         ),
     ],
 )
-def test_bad_input_is_one_error_line(chat_model_dir, gsm8k_file, reversal_dir, tmp_path, capsys, args, message):
+def test_bad_input_is_one_error_line(
+    chat_model_dir, gpt2_dir, gsm8k_file, reversal_dir, tmp_path, capsys, args, message
+):
     (tmp_path / "bad.jsonl").write_text(gsm8k_file.read_text().splitlines()[0] + "\n{oops\n")
     (tmp_path / "big_vocab.json").write_text(json.dumps({f"t{i}": i for i in range(400)}))
     values = {
         "tmp": tmp_path,
         "data": gsm8k_file,
         "model": chat_model_dir,
+        "gpt2": gpt2_dir,
         "bad": tmp_path / "bad.jsonl",
         "rev": reversal_dir,
         "big": tmp_path / "big_vocab.json",
@@ -263,3 +270,13 @@ def test_views_uses_the_checkpoint_predictors(gpt2_dir, reversal_dir, tmp_path, 
     assert json.loads(capsys.readouterr().out)["predictors"] == 3
     assert main(args + ["--predictors", "2"]) == 2
     assert "--predictors 2 but the checkpoint has 3 predictor embeddings" in capsys.readouterr().err
+
+
+def test_views_on_plain_message_records(chat_model_dir, tmp_path, capsys):
+    """A chat jsonl without "answer" fields, as any chat data set has it, works like prepared records."""
+    data = tmp_path / "chat.jsonl"
+    record = {"messages": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "One.\n\nTwo."}]}
+    data.write_text((json.dumps(record) + "\n") * 3)
+    args = ["views", "--model", str(chat_model_dir), "--mode", "jepa", "--data", str(data), "--limit", "2"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 2
