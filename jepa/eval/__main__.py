@@ -6,8 +6,10 @@
     python -m jepa.eval views    --model DIR --mode step|jepa --data FILE [--limit N] [--predictors K] [--out DIR]
     python -m jepa.eval views    --model DIR --mode reversal --valid FILE --vocab FILE [--limit N] [--out DIR]
 
-The summary JSON goes to stdout; with ``--out DIR`` also ``DIR/<command>_summary.json`` and (gsm8k, reversal)
-the per-example ``DIR/<command>.jsonl``. Bad input: one ``error: ...`` line on stderr, exit status 2.
+The summary JSON goes to stdout; with ``--out DIR`` also ``DIR/<command>_summary.json`` and the per-example
+``DIR/<command>.jsonl``. gsm8k shows progress in problems and tokens and, with ``--out``, writes each problem's
+result to ``DIR/gsm8k.partial.jsonl`` as it finishes: the same command after an interruption scores only the rest.
+Bad input: one ``error: ...`` line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from jepa.data.datasets import tokenize_chats
 from jepa.data.layouts import LayoutConfig, build_reversal_row
 from jepa.data.reversal import load_probes, relation_inverses
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SEED_SYSTEM_PROMPT
-from jepa.eval.diagnostics import evaluate_views
+from jepa.eval.diagnostics import collect_views, view_diagnostics
 from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
 from jepa.eval.loading import DTYPES, EvalModel, load_for_eval
-from jepa.eval.report import write_results
+from jepa.eval.report import PartialResults, write_results
 from jepa.eval.reversal import evaluate_reversal
 from jepa.tokenizer import Tokenizer
 
@@ -51,18 +53,18 @@ def run_gsm8k(args: argparse.Namespace) -> None:
     system = {"gsm8k": GSM8K_SYSTEM_PROMPT, "seed": SEED_SYSTEM_PROMPT}[args.system]
     records = load_gsm8k_records(args.data, system_prompt=system)
     loaded = _load(args)
+    settings = {k: str(getattr(args, k)) for k in ("model", "data", "limit", "protocol", "max_new_tokens", "system")}
+    partial = PartialResults(args.out, "gsm8k", settings)  # with --out: an interrupted run picks up from here
+    done = partial.load()
+    if done:
+        print(f"resuming: {len(done)} problems already scored in {partial.path}", file=sys.stderr)
     examples, summary = evaluate_gsm8k(
-        loaded.model,
-        _tokenizer(loaded),
-        records,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        protocol=args.protocol,
-        progress=True,
-    )
+        loaded.model, _tokenizer(loaded), records, limit=args.limit, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, protocol=args.protocol, progress=True, done=done, on_example=partial.add,
+    )  # fmt: skip
     summary = {"model": str(args.model), "data": str(args.data), **summary}
     print(write_results(args.out, "gsm8k", examples, summary))
+    partial.finish()
 
 
 def run_reversal(args: argparse.Namespace) -> None:
@@ -109,15 +111,11 @@ VIEW_ROWS = {"step": chat_view_rows, "jepa": chat_view_rows, "reversal": reversa
 
 def run_views(args: argparse.Namespace) -> None:
     loaded, cfg, rows, pad_id = VIEW_ROWS[args.mode](args)
-    summary = evaluate_views(loaded.model, loaded.predictors, rows, pad_id, batch_size=args.batch_size)
-    print(
-        write_results(
-            args.out,
-            "views",
-            None,
-            {"model": str(args.model), "mode": args.mode, "predictors": cfg.predictors, **summary},
-        )
-    )
+    pred, target = collect_views(loaded.model, loaded.predictors, rows, pad_id, batch_size=args.batch_size)
+    cosines = torch.nn.functional.cosine_similarity(pred.double(), target.double(), dim=-1).tolist()
+    examples = [{"row": i, "cosine": c} for i, c in zip([i for i, r in enumerate(rows) if r.has_jepa], cosines)]
+    summary = {"model": str(args.model), "mode": args.mode, "predictors": cfg.predictors}
+    print(write_results(args.out, "views", examples, {**summary, **view_diagnostics(pred, target)}))
 
 
 def _predictors(args: argparse.Namespace, loaded: EvalModel) -> int:

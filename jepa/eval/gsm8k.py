@@ -10,6 +10,7 @@ greedy decoding with the KV cache, stopping at end-of-turn. Two scoring protocol
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -75,6 +76,8 @@ def evaluate_gsm8k(
     max_new_tokens: int | None = None,
     protocol: str = "default",
     progress: bool = False,
+    done: dict[int, dict] | None = None,
+    on_example: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], dict]:
     """Generate an answer for the first ``limit`` records and score them.
 
@@ -85,7 +88,9 @@ def evaluate_gsm8k(
 
     Prompts are sorted by token length (longest first) before batching so a batch pads little and memory
     peaks in the first batch; results come back in record order and do not depend on the batching.
-    ``progress`` shows a progress bar over batches on stderr.
+    ``done`` (index -> example, e.g. read back from an interrupted evaluation) are not generated again;
+    ``on_example`` is called with each new example as soon as its batch finishes. ``progress`` shows problems
+    done and tokens generated on stderr.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -93,53 +98,64 @@ def evaluate_gsm8k(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     max_new_tokens = PROTOCOLS[protocol] if max_new_tokens is None else max_new_tokens
     records = records[:limit] if limit is not None else records
+    examples = {i: e for i, e in (done or {}).items() if i < len(records)}
     start = time.perf_counter()
     prompts = [tokenizer.encode_chat(prompt_messages(r), add_generation_prompt=True).ids for r in records]
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    new_ids: list[list[int]] = [[] for _ in prompts]
+    order = sorted((i for i in range(len(prompts)) if i not in examples), key=lambda i: -len(prompts[i]))
+    bar = tqdm(total=len(records), initial=len(examples), desc="gsm8k", unit="problem", disable=not progress)
+    generated = 0
     was_training = model.training
     model.eval()
     try:
-        batches = range(0, len(order), batch_size)
-        for first in tqdm(batches, desc="gsm8k", unit="batch", disable=not progress):
+        for first in range(0, len(order), batch_size):
             chunk = order[first : first + batch_size]
             outputs = generate(
                 model, [prompts[i] for i in chunk], max_new_tokens, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id
             )
             for i, ids in zip(chunk, outputs):
-                new_ids[i] = ids
+                examples[i] = score_example(i, records[i], tokenizer.decode(ids, skip_special_tokens=True), len(ids),
+                                            max_new_tokens, protocol)  # fmt: skip
+                if on_example is not None:
+                    on_example(examples[i])
+            generated += sum(len(ids) for ids in outputs)
+            bar.update(len(chunk))
+            bar.set_postfix(tokens=generated, tok_s=f"{generated / (time.perf_counter() - start):.0f}")
     finally:
         model.train(was_training)
+        bar.close()
+    examples = [examples[i] for i in range(len(records))]
+    return examples, summarise_gsm8k(examples, protocol, max_new_tokens, time.perf_counter() - start)
 
-    examples = []
-    for index, (record, ids) in enumerate(zip(records, new_ids)):
-        generation = tokenizer.decode(ids, skip_special_tokens=True)
-        default, paper = score_default(generation, record["answer"]), score_paper(generation, record["answer"])
-        chosen = default if protocol == "default" else paper
-        examples.append(
-            {
-                "index": index,
-                "question": prompt_messages(record)[-1]["content"],
-                "generation": generation,
-                "predicted": chosen["predicted"],
-                "gold": record["answer"],
-                "correct": chosen["correct"],
-                "correct_default": default["correct"],
-                "correct_paper": paper["correct"],
-                "source": chosen["source"],
-                # default: an answer that reads as a number; paper: a final "#### X" line
-                "parsed": chosen["predicted"] is not None
-                and (protocol == "paper" or default["predicted_value"] is not None),
-                "n_tokens": len(ids),
-                "truncated": len(ids) >= max_new_tokens,
-            }
-        )
+
+def score_example(index: int, record: dict, generation: str, n_tokens: int, max_new_tokens: int,
+                  protocol: str) -> dict:  # fmt: skip
+    """One generated answer scored under both protocols (see :func:`evaluate_gsm8k`)."""
+    default, paper = score_default(generation, record["answer"]), score_paper(generation, record["answer"])
+    chosen = default if protocol == "default" else paper
+    return {
+        "index": index,
+        "question": prompt_messages(record)[-1]["content"],
+        "generation": generation,
+        "predicted": chosen["predicted"],
+        "gold": record["answer"],
+        "correct": chosen["correct"],
+        "correct_default": default["correct"],
+        "correct_paper": paper["correct"],
+        "source": chosen["source"],
+        # default: an answer that reads as a number; paper: a final "#### X" line
+        "parsed": chosen["predicted"] is not None and (protocol == "paper" or default["predicted_value"] is not None),
+        "n_tokens": n_tokens,
+        "truncated": n_tokens >= max_new_tokens,
+    }
+
+
+def summarise_gsm8k(examples: list[dict], protocol: str, max_new_tokens: int, seconds: float) -> dict:
     n = len(examples)
 
     def mean(key: str) -> float:
         return sum(float(e[key]) for e in examples) / n if n else float("nan")
 
-    summary = {
+    return {
         "n": n,
         "protocol": protocol,
         "max_new_tokens": max_new_tokens,
@@ -149,6 +165,5 @@ def evaluate_gsm8k(
         "unparseable": sum(not e["parsed"] for e in examples),
         "truncated": sum(e["truncated"] for e in examples),
         "mean_tokens": mean("n_tokens"),
-        "seconds": round(time.perf_counter() - start, 2),
+        "seconds": round(seconds, 2),
     }
-    return examples, summary

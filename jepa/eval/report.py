@@ -45,3 +45,46 @@ def write_results(out: Path | None, name: str, examples: list[dict] | None, summ
                     f.write(json.dumps(json_safe(example)) + "\n")
         (out / f"{name}_summary.json").write_text(text + "\n", encoding="utf-8")
     return text
+
+
+class PartialResults:
+    """``out/NAME.partial.jsonl``: per-example results written as they finish, under a first line holding the
+    settings they were made with. An evaluation with the same settings reads them back instead of computing
+    them again (a torn last line is dropped); ``finish`` removes the file once the full results are written."""
+
+    def __init__(self, out: Path | None, name: str, settings: dict) -> None:
+        self.path = None if out is None else out / f"{name}.partial.jsonl"
+        self.settings = json_safe(settings)
+
+    def load(self) -> dict[int, dict]:
+        """index -> example of a previous, interrupted run with the same settings (else {}; the file restarts)."""
+        if self.path is None:
+            return {}
+        done = {}
+        lines = self.path.read_text(encoding="utf-8").splitlines() if self.path.is_file() else []
+        if lines and _json_or_none(lines[0]) == {"settings": self.settings}:
+            for line in lines[1:]:
+                example = _json_or_none(line)
+                if isinstance(example, dict) and isinstance(example.get("index"), int):
+                    done[example["index"]] = example
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("w", encoding="utf-8") as f:  # rewritten whole: drops a torn line or old settings
+            for line in [json.dumps({"settings": self.settings})] + [json.dumps(e) for e in done.values()]:
+                f.write(line + "\n")
+        return done
+
+    def add(self, example: dict) -> None:
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(json_safe(example)) + "\n")
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _json_or_none(line: str) -> object:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None

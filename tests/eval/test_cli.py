@@ -280,3 +280,41 @@ def test_views_on_plain_message_records(chat_model_dir, tmp_path, capsys):
     args = ["views", "--model", str(chat_model_dir), "--mode", "jepa", "--data", str(data), "--limit", "2"]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 2
+
+
+def test_an_interrupted_gsm8k_evaluation_resumes_from_its_partial_results(chat_model_dir, gsm8k_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["gsm8k", "--model", str(chat_model_dir), "--data", str(gsm8k_file), "--max-new-tokens", "4", "--out",
+            str(out), "--batch-size", "1"]  # fmt: skip
+    assert main(args) == 0
+    first = [json.loads(line) for line in (out / "gsm8k.jsonl").read_text().splitlines()]
+    assert not (out / "gsm8k.partial.jsonl").exists()
+    assert "problem" in capsys.readouterr().err  # progress counts problems
+    # An interruption after problem 1: its line (marked here) is kept, the rest is generated again.
+    settings = {k: str(v) for k, v in {"model": chat_model_dir, "data": gsm8k_file, "limit": None, "protocol":
+                "default", "max_new_tokens": 4, "system": "gsm8k"}.items()}  # fmt: skip
+    kept = dict(first[1], generation="MARKED")
+    (out / "gsm8k.partial.jsonl").write_text(
+        json.dumps({"settings": settings}) + "\n" + json.dumps(kept) + "\n" + '{"index": 2, "torn'
+    )
+    assert main(args) == 0
+    assert "resuming: 1 problems already scored" in capsys.readouterr().err
+    again = [json.loads(line) for line in (out / "gsm8k.jsonl").read_text().splitlines()]
+    assert [e["generation"] for e in again] == [first[0]["generation"], "MARKED", first[2]["generation"]]
+    # Other settings: the partial results are not used.
+    (out / "gsm8k.partial.jsonl").write_text(json.dumps({"settings": {}}) + "\n" + json.dumps(kept) + "\n")
+    assert main(args) == 0
+    assert [e["generation"] for e in (json.loads(x) for x in (out / "gsm8k.jsonl").read_text().splitlines())] == [
+        e["generation"] for e in first
+    ]
+
+
+def test_views_out_writes_the_per_example_jsonl(gpt2_dir, reversal_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["views", "--model", str(gpt2_dir), "--mode", "reversal", "--valid", str(reversal_dir / "valid.json"),
+            "--vocab", str(reversal_dir / "vocab.json"), "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    rows = [json.loads(line) for line in (out / "views.jsonl").read_text().splitlines()]
+    assert len(rows) == summary["n"] > 0
+    assert abs(sum(r["cosine"] for r in rows) / len(rows) - summary["cosine"]) < 1e-9
