@@ -22,6 +22,7 @@ from jepa.losses import IGNORE_INDEX
 from jepa.tokenizer import ChatEncoding, Tokenizer
 
 MODES = ("regular", "jepa", "step", "reversal")
+LM_LABELS = ("assistant", "all", "paper")
 
 
 @dataclass
@@ -30,7 +31,9 @@ class LayoutConfig:
     predictors: int = 2  # K; 0 => view A's own last token is the prediction
     isolated_positions: str = "restart"  # "restart" at 0, or "continue" after the previous segment (seed parity)
     front_pred: bool = False  # jepa mode: predictors before the user content instead of after it
-    lm_labels: str = "assistant"  # "assistant" (content + end of turn) or "all" (every token; the paper's code)
+    # "assistant": content + end of turn; "all": every token; "paper": every token but the pad token, as the
+    # official LLM-JEPA collator trains (pad = end of turn for Llama-3 and SmolLM2: those are never targets)
+    lm_labels: str = "assistant"
     last_token: int | None = None  # jepa mode: None = last content token; k < 0 = official `real_length + k`
     max_length: int = 1024  # truncates the LM sequence; JEPA segments come on top of it
     step_separator: str = STEP_SEPARATOR
@@ -42,8 +45,8 @@ class LayoutConfig:
             raise ValueError(
                 f"layout.isolated_positions must be 'restart' or 'continue', got {self.isolated_positions!r}"
             )
-        if self.lm_labels not in ("assistant", "all"):
-            raise ValueError(f"layout.lm_labels must be 'assistant' or 'all', got {self.lm_labels!r}")
+        if self.lm_labels not in LM_LABELS:
+            raise ValueError(f"layout.lm_labels must be one of {', '.join(LM_LABELS)}, got {self.lm_labels!r}")
         if self.predictors < 0:
             raise ValueError(f"layout.predictors must be >= 0, got {self.predictors}")
         if self.last_token is not None and self.last_token >= 0:
@@ -111,10 +114,18 @@ def shifted_labels(ids: list[int], trainable: list[bool]) -> list[int]:
     return out
 
 
-def main_sequence(enc: ChatEncoding, cfg: LayoutConfig) -> tuple[list[int], list[int]]:
-    """The LM sequence of a chat (truncated to max_length) and its pre-shifted labels."""
+def main_sequence(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = None) -> tuple[list[int], list[int]]:
+    """The LM sequence of a chat (truncated to max_length) and its pre-shifted labels (`cfg.lm_labels`; "paper"
+    needs the tokenizer's `pad_id`)."""
     ids = enc.ids[: cfg.max_length]
-    trainable = [True] * len(ids) if cfg.lm_labels == "all" else enc.assistant_mask[: cfg.max_length]
+    if cfg.lm_labels == "all":
+        trainable = [True] * len(ids)
+    elif cfg.lm_labels == "paper":
+        if pad_id is None:
+            raise ValueError("layout.lm_labels=paper needs the tokenizer's pad id")
+        trainable = [token != pad_id for token in ids]
+    else:
+        trainable = enc.assistant_mask[: cfg.max_length]
     return ids, shifted_labels(ids, trainable)
 
 
@@ -150,17 +161,17 @@ def isolated_positions(n: int, previous_end: int, cfg: LayoutConfig) -> list[int
     return list(range(start, start + n))
 
 
-def build_regular_row(enc: ChatEncoding, cfg: LayoutConfig) -> Row:
-    ids, labels = main_sequence(enc, cfg)
+def build_regular_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = None) -> Row:
+    ids, labels = main_sequence(enc, cfg, pad_id)
     row = Row()
     row.add_segment("M", ids, list(range(len(ids))), (), labels)
     row.main_length = len(ids)
     return row
 
 
-def build_step_row(enc: ChatEncoding, cfg: LayoutConfig) -> Row:
+def build_step_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = None) -> Row:
     """Step-JEPA: prediction = K predictors after system+user+step 1, target = step 2 encoded alone."""
-    ids, labels = main_sequence(enc, cfg)
+    ids, labels = main_sequence(enc, cfg, pad_id)
     steps = step_token_ranges(enc, cfg.step_separator)
     if len(steps) < 2:
         raise BadRecord(
@@ -169,7 +180,7 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig) -> Row:
         )
     (_, s1), (s2_start, s2_end) = steps[0], steps[1]
     if s2_end >= len(ids):  # max_length cut into step 1 or step 2: the plain LM row, LM loss only
-        return build_regular_row(enc, cfg)
+        return build_regular_row(enc, cfg, pad_id)
     row = Row()
     row.add_segment("A", ids[: s1 + 1], list(range(s1 + 1)), (), labels[: s1 + 1])
     row.add_segment("B", ids[s1 + 1 :], list(range(s1 + 1, len(ids))), ("A",), labels[s1 + 1 :])
@@ -186,7 +197,7 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig) -> Row:
 def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig) -> Row:
     """Original LLM-JEPA: Text view (user message alone + K predictors) vs Code view (assistant message alone)."""
     enc = tokenizer.encode_chat(messages)
-    ids, labels = main_sequence(enc, cfg)
+    ids, labels = main_sequence(enc, cfg, tokenizer.pad_id)
     row = Row()
     row.add_segment("M", ids, list(range(len(ids))), (), labels)
     row.main_length = len(ids)
@@ -244,7 +255,7 @@ def build_chat_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
         return build_jepa_row(messages, tokenizer, cfg)
     enc = tokenizer.encode_chat(messages)
     if cfg.mode == "step":
-        return build_step_row(enc, cfg)
+        return build_step_row(enc, cfg, tokenizer.pad_id)
     if cfg.mode == "regular":
-        return build_regular_row(enc, cfg)
+        return build_regular_row(enc, cfg, tokenizer.pad_id)
     raise ValueError(f"mode {cfg.mode!r} does not take chat records")

@@ -209,3 +209,40 @@ def test_the_lm_part_never_exceeds_max_length_and_rows_collate(tok, mode, max_le
 def test_a_chat_without_an_assistant_message_is_a_value_error(tok, mode):
     with pytest.raises(ValueError, match="assistant"):
         build_chat_row([{"role": "user", "content": "hi"}], tok, LayoutConfig(mode=mode))
+
+
+def test_paper_labels_are_every_token_but_the_pad_token(smollm2_dir):
+    """Hand-checked on a tiny chat: ChatML renders "<|im_start|>system\\nS<|im_end|>\\n<|im_start|>user\\nQ<|im_end|>
+    \\n<|im_start|>assistant\\nA<|im_end|>\\n"; the official collator drops every pad (= <|im_end|>) target, so the
+    targets are every token after the first except the three <|im_end|>."""
+    tok = Tokenizer.from_dir(smollm2_dir)
+    assert tok.decode([tok.pad_id]) == "<|im_end|>"
+    chat = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+    row = build_chat_row(chat, tok, LayoutConfig(mode="regular", lm_labels="paper"))
+    targets = [y for y in row.labels if y != IGNORE_INDEX]
+    expected = [t for t in row.input_ids[1:] if t != tok.pad_id]
+    assert targets == expected and len(row.input_ids) - 1 - len(targets) == 3
+    assert tok.decode(targets) == "system\nS\n<|im_start|>user\nQ\n<|im_start|>assistant\nA\n"
+    everything = build_chat_row(chat, tok, LayoutConfig(mode="regular", lm_labels="all"))
+    assert sum(y != IGNORE_INDEX for y in everything.labels) == len(targets) + 3
+
+
+def test_paper_labels_count_on_the_first_gsm8k_examples(smollm2_dir, repo_root):
+    """The issue's count: the first 4 GSM8K training examples, official system prompt, raw answers: 642 label
+    tokens with `all`, 630 in the official code."""
+    import json
+
+    path = repo_root.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+    if not path.is_file():
+        pytest.skip("GSM8K is not in ../shared/data/gsm8k")
+    tok = Tokenizer.from_dir(smollm2_dir)
+    counts = {"all": 0, "paper": 0}
+    with path.open() as f:
+        for _, line in zip(range(4), f):
+            record = json.loads(line)
+            chat = [{"role": "system", "content": "Answer the math question, show steps."},
+                    {"role": "user", "content": record["question"]}, {"role": "assistant", "content": record["answer"]}]  # fmt: skip
+            for labels in counts:
+                row = build_chat_row(chat, tok, LayoutConfig(mode="regular", lm_labels=labels))
+                counts[labels] += sum(y != IGNORE_INDEX for y in row.labels)
+    assert counts == {"all": 642, "paper": 630}
