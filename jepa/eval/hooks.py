@@ -24,7 +24,8 @@ from jepa.models.predictors import PredictorEmbeddings
 from jepa.tokenizer import Tokenizer
 
 # What the trainer calls every `eval.every` steps and at the end (model in eval mode, under no_grad):
-# hook(model, predictors, step) -> flat metrics for metrics.jsonl.
+# hook(model, predictors, step) -> flat metrics for metrics.jsonl. A hook may carry `headline(result) -> str`,
+# the one line printed after the final evaluation.
 EvalHook = Callable[[nn.Module, PredictorEmbeddings | None, int], dict]
 
 
@@ -59,7 +60,21 @@ def reversal(cfg) -> EvalHook:
             out.update(flat_metrics(evaluate_views(model, predictors, view_rows, pad_id), prefix="eval/views/"))
         return out
 
+    hook.headline = reversal_headline
     return hook
+
+
+def reversal_headline(result: dict) -> str:
+    """One line a person reads at the end of a run: forward vs reverse MRR and exact match."""
+
+    def split(name: str, label: str) -> str:
+        mrr, exact = result.get(f"eval/{name}/mrr"), result.get(f"eval/{name}/joint_accuracy")
+        return f"{label} MRR {mrr:.3f}, exact match {exact:.1%}" if mrr is not None else f"{label} not scored"
+
+    return (
+        f"{split('atomic', 'forward facts (atomic)')} | {split('test', 'their reverse (test)')} "
+        "(reverse far below forward = the reversal curse)"
+    )
 
 
 def gsm8k(cfg) -> EvalHook:

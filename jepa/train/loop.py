@@ -87,10 +87,12 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
             )
             return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, None, metrics)
         final_dir = export_final(state) if state.world.is_main else None
-        evaluate(state, metrics_log)
+        result = evaluate(state, metrics_log)
         state.print_main(f"done: {state.step - first_step} steps in {time.perf_counter() - started:.1f} s; metrics: "
                          f"{metrics_log.path}; checkpoint: {state.last_checkpoint}"
                          + (f"; model: {final_dir}" if final_dir else ""))  # fmt: skip
+        if result and hasattr(state.eval_hook, "headline"):
+            state.print_main(f"result: {state.eval_hook.headline(result)}")
         return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, metrics)
 
 
@@ -137,10 +139,12 @@ class MetricsLog:
             ) from None
 
 
-def evaluate(state: TrainState, metrics_log: MetricsLog) -> None:
-    """Run the eval hook on the main process (model in eval mode, no grad); the others wait at a barrier."""
+def evaluate(state: TrainState, metrics_log: MetricsLog) -> dict | None:
+    """Run the eval hook on the main process (model in eval mode, no grad) and return its metrics there; the
+    others wait at a barrier."""
     if state.eval_hook is None:
-        return
+        return None
+    result = None
     if state.world.is_main:
         state.model.eval()
         with torch.no_grad():
@@ -150,6 +154,7 @@ def evaluate(state: TrainState, metrics_log: MetricsLog) -> None:
         state.print_main(f"eval step {state.step}: " + ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))  # fmt: skip
     barrier(state.world)
+    return result
 
 
 def export_final(state: TrainState) -> Path | None:

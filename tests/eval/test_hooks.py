@@ -49,3 +49,13 @@ def test_views_hook_on_chat_rows(tmp_path):
     model = load_pretrained(model_dir)
     out = views(cfg)(model, PredictorEmbeddings(2, model.embed_tokens), 0)
     assert set(out) >= {"eval/views/cosine", "eval/views/erank_pred", "eval/views/erank_target"}
+
+
+def test_a_run_with_the_reversal_hook_ends_with_a_readable_result_line(tmp_path, capsys):
+    cfg = config_from_dict(
+        reversal_config(tmp_path, eval={"fn": "jepa.eval.hooks:reversal"}, schedule={"max_steps": 2})
+    )
+    train(cfg, progress=True)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("result: forward facts (atomic) MRR 0.") and "| their reverse (test) MRR 0." in last
+    assert "exact match" in last and len(last) < 200

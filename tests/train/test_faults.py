@@ -251,3 +251,18 @@ def test_a_merged_lora_export_is_in_the_working_dtype(tmp_path, smollm2_dir, pre
                       schedule={"max_steps": 1, "batch_size": 2, "grad_accum": 1})  # fmt: skip
     final = train(config_from_dict(raw), progress=False).final_dir
     assert {t.dtype for t in load_file(str(final / "model.safetensors")).values()} == {dtype}
+
+
+def test_a_run_dir_that_is_not_writable_is_refused_before_any_work(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    real_write_text = Path.write_text
+
+    def write_text(self, *args, **kwargs):  # root ignores chmod, so the refusal is simulated
+        if self.name.startswith(".write_test"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    with pytest.raises(ValueError, match=r"^run.dir: .*runs/tiny is not writable \(Permission denied\)$"):
+        _run(tmp_path)
