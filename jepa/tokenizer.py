@@ -26,13 +26,14 @@ cannot happen at content starts. Special-token strings inside content are tokeni
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as _BackendTokenizer
+
+from jepa.io import read_json_object
 
 CHAT_TEMPLATES = ("llama3", "chatml")
 LLAMA3_KNOWLEDGE_CUTOFF = "December 2023"
@@ -88,18 +89,6 @@ def _token_content(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("content")
     return value if isinstance(value, str) else None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 (byte {exc.start + 1})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}:1: expected a JSON object")
-    return data
 
 
 class Tokenizer:
@@ -178,7 +167,7 @@ class Tokenizer:
         config: dict[str, Any] = {}
         for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins
             if (path / name).is_file():
-                config.update({k: v for k, v in _read_json(path / name).items() if v is not None})
+                config.update({k: v for k, v in read_json_object(path / name).items() if v is not None})
         vocab = backend.get_vocab(with_added_tokens=True)
 
         if chat_template is None:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jepa.io import read_json
+
 REVERSAL_FILES = ("train.json", "valid.json", "vocab.json")
 PROBE_SPLITS = ("train", "atomic", "test")
 
@@ -231,17 +233,6 @@ def reverse_item(item: dict, inverses: dict[int, int], kind: str | None = None) 
     }
 
 
-def _load_json(path: Path, hint: str = "") -> object:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file{hint}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 (byte {exc.start + 1})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-
-
 def _is_ids(value: object, length: int, vocab_size: int) -> bool:
     return (
         isinstance(value, list)
@@ -291,7 +282,7 @@ def _read_probes(
 ) -> dict[str, list[dict]]:
     """The probe splits of a ``valid.json``, every item checked (``_check_item``); at least one split, or all
     three with ``require_all``."""
-    valid = _load_json(valid_path, hint)
+    valid = read_json(valid_path, hint)
     present = [s for s in PROBE_SPLITS if isinstance(valid, dict) and s in valid]
     if not present or (require_all and len(present) < len(PROBE_SPLITS)):
         raise ValueError(f"{valid_path}: expected an object with lists under {', '.join(PROBE_SPLITS)}")
@@ -308,7 +299,7 @@ def load_probes(valid_path: str | Path, vocab_path: str | Path) -> tuple[dict[st
     ``vocab.json`` its ids refer to (any token names). Checks shapes and that every id is a vocabulary id; a
     bad item raises ValueError naming the file and ``[split][index]``."""
     valid_path, vocab_path = Path(valid_path), Path(vocab_path)
-    vocab = _load_json(vocab_path)
+    vocab = read_json(vocab_path)
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise ValueError(f"{vocab_path}: expected an object mapping tokens to integer ids")
     vocab_size = max(vocab.values(), default=-1) + 1
@@ -325,7 +316,7 @@ def load_reversal(data_dir: str | Path) -> tuple[list[dict], dict[str, list[dict
     data_dir = Path(data_dir)
     vocab_path = data_dir / "vocab.json"
     hint = f" (expected {', '.join(REVERSAL_FILES)} from prepare.py reversal)"
-    vocab = _load_json(vocab_path, hint)
+    vocab = read_json(vocab_path, hint)
     if not isinstance(vocab, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()):
         raise ValueError(f"{vocab_path}: expected an object mapping token strings to integer ids")
     if sorted(vocab.values()) != list(range(len(vocab))):
@@ -342,7 +333,7 @@ def load_reversal(data_dir: str | Path) -> tuple[list[dict], dict[str, list[dict
     mask_id, vocab_size = vocab["<mask>"], len(vocab)
 
     train_path = data_dir / "train.json"
-    train_items = _load_json(train_path, hint)
+    train_items = read_json(train_path, hint)
     if not isinstance(train_items, list):
         raise ValueError(f"{train_path}: expected a list of items")
     for k, item in enumerate(train_items):

@@ -14,6 +14,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from jepa.io import read_json_object
 from jepa.models.gpt2 import GPT2, GPT2Config
 from jepa.models.llama import Llama, LlamaConfig
 
@@ -28,14 +29,7 @@ def read_config(path: str | Path) -> dict:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found (an HF-format model directory needs config.json)")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{config_file}: not UTF-8 (byte {exc.start + 1})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file}: not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_file}: expected a JSON object of model settings, got {type(config).__name__}")
+    config = read_json_object(config_file, "a JSON object of model settings")
     return config
 
 

@@ -240,8 +240,11 @@ def test_paper_labels_count_on_the_first_gsm8k_examples(smollm2_dir, repo_root):
     with path.open() as f:
         for _, line in zip(range(4), f):
             record = json.loads(line)
-            chat = [{"role": "system", "content": "Answer the math question, show steps."},
-                    {"role": "user", "content": record["question"]}, {"role": "assistant", "content": record["answer"]}]  # fmt: skip
+            chat = [
+                {"role": "system", "content": "Answer the math question, show steps."},
+                {"role": "user", "content": record["question"]},
+                {"role": "assistant", "content": record["answer"]},
+            ]
             for labels in counts:
                 row = build_chat_row(chat, tok, LayoutConfig(mode="regular", lm_labels=labels))
                 counts[labels] += sum(y != IGNORE_INDEX for y in row.labels)
