@@ -11,6 +11,7 @@ Run: `python bench/step_packing.py [--data data/gsm8k_steps/train.jsonl] [--toke
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -44,7 +45,8 @@ def main() -> None:
     rows = [build_chat_row(r["messages"], tok, cfg) for r in records]
     ntp_batch = collate([r.lm_only() for r in rows], tok.pad_id)
     packed_batch = collate(rows, tok.pad_id)
-    jepa_pass_batch = dict(packed_batch, labels=torch.full_like(packed_batch["labels"], IGNORE_INDEX))
+    # the seed's second pass: the packed rows without LM labels (the LM term comes from the clean first pass)
+    jepa_pass_batch = collate([dataclasses.replace(r, labels=[IGNORE_INDEX] * len(r.labels)) for r in rows], tok.pad_id)
 
     torch.manual_seed(0)
     model = Llama(LlamaConfig(**{**SMOLLM2, "num_hidden_layers": args.layers})).train()

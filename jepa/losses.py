@@ -57,21 +57,29 @@ class LinearCrossEntropySum(torch.autograd.Function):
         return gh, gw, None, None
 
 
+def lm_loss_at(
+    h: torch.Tensor, label_index: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.Linear, chunk: int = 0
+) -> torch.Tensor:
+    """Sum of CE (fp32 scalar) at the label positions: h [B, T, D], label_index [N] flat positions b * T + t,
+    targets [N] the tokens to predict there. Indices come from the host, so nothing here waits for the device.
+
+    `chunk` rows of logits exist at a time; the default keeps that to 2**24 fp32 values (64 MiB)."""
+    if lm_head.bias is not None:
+        raise ValueError("lm_head with a bias is not supported by the fused LM loss")
+    if len(label_index) == 0:
+        return h.sum() * 0.0  # keeps the graph connected (DDP) at no cost
+    chunk = chunk or max(1, 2**24 // lm_head.weight.shape[0])
+    return LinearCrossEntropySum.apply(h.flatten(0, 1).index_select(0, label_index), lm_head.weight, targets, chunk)
+
+
 def lm_loss_sum(
     h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear, chunk: int | None = None
 ) -> tuple[torch.Tensor, int]:
     """h [B, T, D] hidden states, labels [B, T] pre-shifted (labels[b, t] is the token the logits at t must
     predict; IGNORE_INDEX elsewhere). Returns (sum of CE over label tokens as fp32 scalar, number of tokens).
-
-    `chunk` rows of logits exist at a time; the default keeps that to 2**24 fp32 values (64 MiB)."""
-    keep = labels != IGNORE_INDEX
-    n = int(keep.sum())
-    if n == 0:
-        return h.sum() * 0.0, 0  # keeps the graph connected (DDP) at no cost
-    if lm_head.bias is not None:
-        raise ValueError("lm_head with a bias is not supported by the fused LM loss")
-    chunk = chunk or max(1, 2**24 // lm_head.weight.shape[0])
-    return LinearCrossEntropySum.apply(h[keep], lm_head.weight, labels[keep], chunk), n
+    Finds the labels on the device (a sync); the training objective uses `lm_loss_at` with host indices."""
+    index = (labels.flatten() != IGNORE_INDEX).nonzero().flatten()
+    return lm_loss_at(h, index, labels.flatten()[index], lm_head, chunk), len(index)
 
 
 def lm_loss_reference(h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear) -> torch.Tensor:

@@ -16,9 +16,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from jepa.data.collator import collate
+from jepa.data.collator import collate, to_device
 from jepa.data.layouts import Row
-from jepa.losses import IGNORE_INDEX, jepa_loss_fn, lm_loss_sum
+from jepa.losses import IGNORE_INDEX, jepa_loss_fn, lm_loss_at, lm_loss_sum
 from jepa.models.predictors import PredictorEmbeddings
 
 
@@ -34,26 +34,22 @@ class LossTerms:
     target: torch.Tensor  # [N, D] target embeddings
 
 
-def forward_hidden(
-    model: nn.Module, predictors: PredictorEmbeddings | None, batch: dict[str, torch.Tensor]
-) -> torch.Tensor:
+def forward_hidden(model: nn.Module, predictors: PredictorEmbeddings | None, batch: dict) -> torch.Tensor:
     """One pass over a collated batch (input_ids [B, T] with predictor ids < 0, attn_mask, position_ids)
     -> final-norm hidden states [B, T, D]."""
     ids = batch["input_ids"]
     if predictors is not None:
         embeds = predictors(ids, model.embed_tokens)
-    elif bool((ids < 0).any()):
+    elif batch.get("has_predictor_tokens"):
         raise ValueError("batch has predictor tokens but no PredictorEmbeddings were given")
     else:
         embeds = model.embed_tokens(ids)
     return model(input_embeds=embeds, attn_mask=batch["attn_mask"], position_ids=batch["position_ids"])
 
 
-def view_embeddings(h: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """h [B, T, D] -> (pred, target) [N, D]: the hidden states at pred_index / target_index of the N rows that
-    have a JEPA term, in row order."""
-    rows = batch["jepa_rows"].nonzero().flatten()
-    return h[rows, batch["pred_index"][rows]], h[rows, batch["target_index"][rows]]
+def view_embeddings(h: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """h [B, T, D] -> (pred, target) [P, D]: the hidden states of the batch's P JEPA pairs, in row order."""
+    return h[batch["jepa_row"], batch["pred_pos"]], h[batch["jepa_row"], batch["target_pos"]]
 
 
 class Objective(nn.Module):
@@ -83,14 +79,14 @@ class Objective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> LossTerms:
         h = forward_hidden(self.model, self.predictors, batch)
-        lm_sum, lm_tokens = lm_loss_sum(h, batch["labels"], self.model.lm_head)
+        lm_sum = lm_loss_at(h, batch["label_index"], batch["label_target"], self.model.lm_head)
         pred, target = view_embeddings(h, batch)
-        jepa_sum = self.jepa_sum(pred, target) if len(pred) else h.sum() * 0.0
+        jepa_sum = self.jepa_sum(pred, target) if batch["num_jepa"] else h.sum() * 0.0
         if self.predictors is not None:
             # Keeps the predictor tokens in every graph (an LM-only micro-batch would leave them unused and
             # DDP would wait forever for their gradient).
             jepa_sum = jepa_sum + self.predictors.weight.sum() * 0.0
-        return LossTerms(lm_sum, lm_tokens, jepa_sum.float(), len(pred), pred, target)
+        return LossTerms(lm_sum, batch["num_labels"], jepa_sum.float(), batch["num_jepa"], pred, target)
 
     def jepa_sum(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         kwargs = dict(self.loss_kwargs)
@@ -105,16 +101,17 @@ class Objective(nn.Module):
         in order) and the target view (the isolated segment) each as separate sequences. The tests check the
         packed single pass against it; users may run it to see the unpacked computation.
         """
+        device = self.model.embed_tokens.weight.device
         lm_sum, lm_tokens, preds, targets = 0.0, 0, [], []
         for row in rows:
-            lm_batch = collate([row.lm_only()], pad_id)
+            lm_batch = to_device(collate([row.lm_only()], pad_id), device)
             s, n = lm_loss_sum(
                 forward_hidden(self.model, self.predictors, lm_batch), lm_batch["labels"], self.model.lm_head
             )
             lm_sum, lm_tokens = lm_sum + s, lm_tokens + n
             if not row.has_jepa:
                 continue
-            for index, out in ((row.pred_index, preds), (row.target_index, targets)):
+            for index, out in ((row.pred_index, preds), (row.target_index, targets)):  # one example per row
                 seg = row.segment_ids[index]
                 keep = [i for i in range(index + 1) if row.segment_ids[i] in row.visible[seg]]
                 view = Row(
@@ -126,11 +123,12 @@ class Objective(nn.Module):
                     [(0,)],
                     len(keep),
                 )
-                out.append(forward_hidden(self.model, self.predictors, collate([view], pad_id))[0, -1])
-        empty = torch.zeros(0, self.model.embed_tokens.embedding_dim)
+                view_batch = to_device(collate([view], pad_id), device)
+                out.append(forward_hidden(self.model, self.predictors, view_batch)[0, -1])
+        empty = torch.zeros(0, self.model.embed_tokens.embedding_dim, device=device)
         pred = torch.stack(preds) if preds else empty
         target = torch.stack(targets) if targets else empty
-        jepa_sum = self.jepa_sum(pred, target) if preds else torch.zeros(())
+        jepa_sum = self.jepa_sum(pred, target) if preds else torch.zeros((), device=device)
         return LossTerms(lm_sum, lm_tokens, jepa_sum, len(preds), pred, target)
 
 

@@ -1,4 +1,5 @@
-"""Pads packed rows into a batch: ids, positions, the boolean 4-D attention mask, labels, view indices."""
+"""Pads packed rows into a batch: ids, positions, the boolean 4-D attention mask, labels, and the host-side
+counts and indices of labels and JEPA pairs."""
 
 from __future__ import annotations
 
@@ -26,9 +27,18 @@ def attention_mask(row: Row, length: int) -> torch.Tensor:
     return torch.from_numpy(mask)
 
 
-def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict[str, torch.Tensor]:
-    """Rows -> batch. Shapes: input_ids/position_ids/labels [B, T] long, attn_mask [B, 1, T, T] bool,
-    pred_index/target_index [B] long (0 where the row has no JEPA term), jepa_rows [B] bool."""
+def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
+    """Rows -> batch, everything the forward needs counted and indexed here on the host, so the device never
+    has to tell the host anything inside a micro-batch. Tensors:
+
+        input_ids, position_ids, labels  [B, T] long (labels pre-shifted, IGNORE_INDEX where none)
+        attn_mask                        [B, 1, T, T] bool
+        label_index, label_target        [N] long: flat position b * T + t of every label and its token
+        jepa_row, pred_pos, target_pos   [P] long: one entry per JEPA pair (a packed row holds several)
+
+    and host numbers: num_labels (N), num_jepa (P), num_tokens (real tokens), num_positions (B * T),
+    has_predictor_tokens.
+    """
     T = max(len(r.input_ids) for r in rows)
     T = -(-T // pad_to_multiple) * pad_to_multiple
     B = len(rows)
@@ -36,18 +46,38 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict[str,
     position_ids = torch.zeros((B, T), dtype=torch.long)
     labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
     attn_mask = torch.empty((B, 1, T, T), dtype=torch.bool)
+    label_index, label_target, jepa = [], [], []
     for b, row in enumerate(rows):
         n = len(row.input_ids)
         input_ids[b, :n] = torch.as_tensor(row.input_ids)
         position_ids[b, :n] = torch.as_tensor(row.position_ids)
         labels[b, :n] = torch.as_tensor(row.labels)
         attn_mask[b, 0] = attention_mask(row, T)
+        for t, y in enumerate(row.labels):
+            if y != IGNORE_INDEX:
+                label_index.append(b * T + t)
+                label_target.append(y)
+        jepa += [(b, p, q) for p, q in row.jepa_pairs]
+    jepa_row, pred_pos, target_pos = (torch.tensor(c, dtype=torch.long) for c in zip(*jepa)) if jepa else (
+        torch.zeros(0, dtype=torch.long) for _ in range(3))  # fmt: skip
     return {
         "input_ids": input_ids,
         "position_ids": position_ids,
         "attn_mask": attn_mask,
         "labels": labels,
-        "pred_index": torch.tensor([r.pred_index or 0 for r in rows], dtype=torch.long),
-        "target_index": torch.tensor([r.target_index or 0 for r in rows], dtype=torch.long),
-        "jepa_rows": torch.tensor([r.has_jepa for r in rows], dtype=torch.bool),
+        "label_index": torch.tensor(label_index, dtype=torch.long),
+        "label_target": torch.tensor(label_target, dtype=torch.long),
+        "jepa_row": jepa_row,
+        "pred_pos": pred_pos,
+        "target_pos": target_pos,
+        "num_labels": len(label_index),
+        "num_jepa": len(jepa),
+        "num_tokens": sum(len(r.input_ids) for r in rows),
+        "num_positions": B * T,
+        "has_predictor_tokens": any(t < 0 for r in rows for t in r.input_ids),
     }
+
+
+def to_device(batch: dict, device: torch.device | str) -> dict:
+    """The batch with its tensors on `device` (non-blocking from pinned memory); host numbers stay as they are."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -34,6 +34,7 @@ class DataConfig:
     shuffle: bool = True  # reshuffle every epoch (seeded by run.seed and the epoch)
     date_string: str = "26 Jul 2024"  # Llama-3 template "Today Date", fixed for reproducibility
     pad_to_multiple: int = 1  # pad micro-batches to a multiple of this length (e.g. 8 on GPU)
+    pack_length: int = 0  # > 0: pack each micro-batch's examples into rows of at most this many tokens
 
 
 @dataclass

@@ -66,12 +66,20 @@ class Row:
     segment_names: list[str] = field(default_factory=list)
     visible: list[tuple[int, ...]] = field(default_factory=list)  # visible[s] = segments that segment s sees
     main_length: int = 0  # the LM sequence is the prefix [0, main_length); JEPA segments follow
-    pred_index: int | None = None
-    target_index: int | None = None
+    jepa_pairs: list[tuple[int, int]] = field(default_factory=list)  # (prediction, target) token index, per example
 
     @property
     def has_jepa(self) -> bool:
-        return self.pred_index is not None
+        return bool(self.jepa_pairs)
+
+    @property
+    def pred_index(self) -> int | None:
+        """The prediction token of a one-example row (None without a JEPA term)."""
+        return self.jepa_pairs[0][0] if self.jepa_pairs else None
+
+    @property
+    def target_index(self) -> int | None:
+        return self.jepa_pairs[0][1] if self.jepa_pairs else None
 
     def add_segment(
         self, name: str, ids: list[int], positions: list[int], sees: tuple[str, ...], labels: list[int] | None = None
@@ -189,8 +197,7 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = No
     p_start = row.add_segment("P", predictor_ids(k), list(range(s1 + 1, s1 + 1 + k)), ("A",))
     step2 = enc.ids[s2_start : s2_end + 1]
     c_start = row.add_segment("C", step2, isolated_positions(len(step2), s1 + 1 + k, cfg), ())
-    row.pred_index = p_start + k - 1 if k else s1
-    row.target_index = c_start + len(step2) - 1
+    row.jepa_pairs.append((p_start + k - 1 if k else s1, c_start + len(step2) - 1))
     return row
 
 
@@ -217,11 +224,9 @@ def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
     t_start = row.add_segment("T", t_ids, isolated_positions(len(t_ids), len(ids), cfg), ())
     d_start = row.add_segment("D", d_ids, isolated_positions(len(d_ids), len(ids) + len(t_ids), cfg), ())
     if cfg.last_token is not None:  # the official code's `real_length + last_token`
-        row.pred_index = t_start + len(t_ids) + cfg.last_token
-        row.target_index = d_start + len(d_ids) + cfg.last_token
+        row.jepa_pairs.append((t_start + len(t_ids) + cfg.last_token, d_start + len(d_ids) + cfg.last_token))
     else:  # the last predictor (front_pred: the last content token, which the predictors shifted by k)
-        row.pred_index = t_start + u.content_end - 1 + k
-        row.target_index = d_start + code.spans[-1].content_end - 1
+        row.jepa_pairs.append((t_start + u.content_end - 1 + k, d_start + code.spans[-1].content_end - 1))
     return row
 
 
@@ -244,8 +249,7 @@ def build_reversal_row(
     p_start = row.add_segment("P", predictor_ids(k), list(range(len(ids), len(ids) + k)), ("F",))
     reverse = list(e2) + [inverse_relation[rel], mask] + list(e1)
     r_start = row.add_segment("R", reverse, isolated_positions(len(reverse), len(ids) + k, cfg), ())
-    row.pred_index = p_start + k - 1 if k else len(ids) - 1
-    row.target_index = r_start + len(reverse) - 1
+    row.jepa_pairs.append((p_start + k - 1 if k else len(ids) - 1, r_start + len(reverse) - 1))
     return row
 
 
@@ -259,3 +263,37 @@ def build_chat_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
     if cfg.mode == "regular":
         return build_regular_row(enc, cfg, tokenizer.pad_id)
     raise ValueError(f"mode {cfg.mode!r} does not take chat records")
+
+
+def pack_rows(rows: list[Row], pack_length: int) -> list[Row]:
+    """Examples packed first-fit, in the given order, into rows of at most `pack_length` tokens (an example longer
+    than that keeps a row of its own). A packed row concatenates its examples: segment ids and visibility are
+    renumbered so no example sees another's segments; positions, labels and JEPA pairs stay per example."""
+    groups: list[list[Row]] = []
+    free: list[int] = []  # tokens left in each group
+    for row in rows:
+        n = len(row.input_ids)
+        slot = next((g for g, room in enumerate(free) if room >= n), None)
+        if slot is None:
+            groups.append([])
+            free.append(pack_length)
+            slot = len(groups) - 1
+        groups[slot].append(row)
+        free[slot] -= n
+    return [concat_rows(group) if len(group) > 1 else group[0] for group in groups]
+
+
+def concat_rows(rows: list[Row]) -> Row:
+    """One row holding `rows` one after another, each attending only within itself (see `pack_rows`)."""
+    out = Row()
+    for row in rows:
+        tokens, segments = len(out.input_ids), len(out.segment_names)
+        out.input_ids += row.input_ids
+        out.position_ids += row.position_ids
+        out.segment_ids += [s + segments for s in row.segment_ids]
+        out.labels += row.labels
+        out.segment_names += row.segment_names
+        out.visible += [tuple(s + segments for s in sees) for sees in row.visible]
+        out.jepa_pairs += [(p + tokens, t + tokens) for p, t in row.jepa_pairs]
+    out.main_length = len(out.input_ids)
+    return out

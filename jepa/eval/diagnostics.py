@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from jepa.data.collator import collate
+from jepa.data.collator import collate, to_device
 from jepa.data.layouts import Row
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.objective import Objective
@@ -101,7 +101,7 @@ def collect_views(
     preds, targets = [], []
     try:
         for start in range(0, len(jepa_rows), batch_size):
-            batch = {k: v.to(device) for k, v in collate(jepa_rows[start : start + batch_size], pad_id).items()}
+            batch = to_device(collate(jepa_rows[start : start + batch_size], pad_id), device)
             pred, target = objective.views(batch)
             preds.append(pred.float().cpu())
             targets.append(target.float().cpu())

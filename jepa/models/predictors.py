@@ -32,12 +32,10 @@ class PredictorEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, embedding: nn.Embedding) -> torch.Tensor:
         """input_ids [B, T] (predictor k as id -(k+1)) -> embeddings [B, T, D] in the embedding's dtype."""
-        is_pred = input_ids < 0
+        # torch.where, not a boolean mask: no data-dependent shape, so the device never reports back to the host.
         x = embedding(input_ids.clamp(min=0))
-        if bool(is_pred.any()):
-            x = x.clone()
-            x[is_pred] = self.weight[(-input_ids[is_pred]) - 1].to(x.dtype)
-        return x
+        k = (-input_ids - 1).clamp(0, self.weight.shape[0] - 1)
+        return torch.where((input_ids < 0)[..., None], self.weight[k].to(x.dtype), x)
 
 
 def save_predictors(predictors: PredictorEmbeddings, directory: str | Path) -> Path:

@@ -357,6 +357,7 @@ def validate(cfg: TrainConfig) -> None:
     )
     _check(cfg.data.limit is None or cfg.data.limit >= 1, "data.limit", "must be >= 1", cfg.data.limit)
     _check(cfg.data.pad_to_multiple >= 1, "data.pad_to_multiple", "must be >= 1", cfg.data.pad_to_multiple)
+    _check(cfg.data.pack_length >= 0, "data.pack_length", "must be >= 0 (0 = no packing)", cfg.data.pack_length)
     _check(cfg.optim.lr > 0, "optim.lr", "must be > 0", cfg.optim.lr)
     _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0", cfg.optim.weight_decay)
     for key in ("beta1", "beta2"):

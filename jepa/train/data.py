@@ -10,10 +10,10 @@ batch is split into `world_size * grad_accum` micro-batches; rank r takes micro-
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from jepa.data.collator import collate
 from jepa.data.datasets import Dataset
+from jepa.data.layouts import pack_rows
 
 
 class EpochSampler:
@@ -94,16 +94,18 @@ def rank_micro_batches(
     seed: int,
     jepa_ratio: float,
     pad_to_multiple: int = 1,
-) -> list[dict[str, torch.Tensor]]:
-    """This rank's `grad_accum` collated micro-batches of one global batch (see the module docstring); each
-    batch also carries `num_tokens` (its packed tokens without padding, for throughput figures)."""
+    pack_length: int = 0,
+) -> list[dict]:
+    """This rank's `grad_accum` collated micro-batches of one global batch (see the module docstring). With
+    `pack_length` > 0 the examples of a micro-batch are packed into rows of at most that many tokens
+    (`jepa.data.layouts.pack_rows`): the same examples, less padding, the same loss."""
     out = []
     for micro in range(grad_accum):
         chunk = rank * grad_accum + micro
         rows = [data.rows[i] for i in indices[chunk * batch_size : (chunk + 1) * batch_size]]
         if not use_jepa(seed, step, micro, jepa_ratio):
             rows = [r.lm_only() for r in rows]
-        batch = collate(rows, data.pad_id, pad_to_multiple)
-        batch["num_tokens"] = torch.tensor(sum(len(r.input_ids) for r in rows))  # packed tokens, no padding
-        out.append(batch)
+        if pack_length:
+            rows = pack_rows(rows, pack_length)
+        out.append(collate(rows, data.pad_id, pad_to_multiple))
     return out

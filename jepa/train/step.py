@@ -20,13 +20,13 @@ from contextlib import nullcontext
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from jepa.losses import IGNORE_INDEX
+from jepa.data.collator import to_device
 from jepa.train.data import rank_micro_batches
-from jepa.train.distributed import WorldInfo, all_reduce_sum
+from jepa.train.distributed import all_reduce_sum
 from jepa.train.optim import autocast_context
 from jepa.train.state import TrainingDiverged, TrainState
 
-Batch = dict[str, torch.Tensor]
+Batch = dict  # see jepa.data.collator.collate
 
 
 def next_micro_batches(state: TrainState) -> list[Batch]:
@@ -42,66 +42,72 @@ def next_micro_batches(state: TrainState) -> list[Batch]:
         cfg.run.seed,
         cfg.jepa.ratio,
         cfg.data.pad_to_multiple,
+        cfg.data.pack_length,
     )
 
 
-def step_counts(micro_batches: list[Batch], world: WorldInfo) -> tuple[float, float, float]:
-    """(label tokens, JEPA rows, packed tokens) of the whole optimizer step over all processes, counted from the
-    collated batches before any forward: the first two are the loss denominators."""
-    counts = torch.tensor(
-        [
-            sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches),
-            sum(int(b["jepa_rows"].sum()) for b in micro_batches),
-            sum(int(b.get("num_tokens", b["input_ids"].numel())) for b in micro_batches),
-        ],
-        dtype=torch.float64,
-    )
-    counts = all_reduce_sum(counts.to(world.device), world).cpu()
-    return float(counts[0]), float(counts[1]), float(counts[2])
-
-
-def forward_backward(state: TrainState, micro_batches: list[Batch]) -> dict[str, float]:
+def forward_backward(state: TrainState, micro_batches: list[Batch]) -> torch.Tensor:
     """Forward + backward every micro-batch of one optimizer step; gradients end up in `.grad`.
 
-    Returns {"loss", "lm", "jepa", "lm_tokens", "jepa_rows", "tokens"} for the whole step (all processes), where
-    loss = gamma * lm + lambda * jepa exactly as one big batch would give it.
+    The loss denominators (label tokens and JEPA rows of the whole step, over all processes) are counted on the
+    host by the collator, so no micro-batch waits for the device: for one process they are plain numbers, under
+    DDP an all-reduced device tensor. Returns float64 [6] on the device, summed over processes: Σ LM CE,
+    Σ JEPA loss, label tokens, JEPA rows, real tokens, positions (real + padding); `step_metrics` reads it.
     """
     cfg, world, objective = state.cfg, state.world, state.objective
-    n_tokens, n_rows, n_packed = step_counts(micro_batches, world)
+    counts = [sum(b[k] for b in micro_batches) for k in ("num_labels", "num_jepa", "num_tokens", "num_positions")]
+    counts = torch.tensor(counts, dtype=torch.float64)
+    if world.is_distributed:
+        counts = all_reduce_sum(counts.to(world.device), world)
+        n_tokens, n_rows = counts[0].float().clamp(min=1.0), counts[1].float().clamp(min=1.0)
+    else:
+        n_tokens, n_rows = (max(sum(b[k] for b in micro_batches), 1.0) for k in ("num_labels", "num_jepa"))
     gamma, lam = cfg.jepa.gamma, cfg.jepa.lam
     totals = torch.zeros(2, dtype=torch.float64, device=world.device)
     for i, batch in enumerate(micro_batches):
-        batch = {k: v.to(world.device, non_blocking=True) for k, v in batch.items()}
+        batch = to_device(batch, world.device)
         last = i == len(micro_batches) - 1
         # DDP all-reduces gradients on the last micro-batch only.
         sync = nullcontext() if last or not isinstance(objective, DistributedDataParallel) else objective.no_sync()
         with sync:
             with autocast_context(cfg.precision.mode, world.device):
                 terms = objective(batch)
-            loss = gamma * terms.lm_sum / max(n_tokens, 1.0) + lam * terms.jepa_sum / max(n_rows, 1.0)
+            loss = gamma * terms.lm_sum / n_tokens + lam * terms.jepa_sum / n_rows
             state.scaler.scale(loss * world.world_size).backward()
         totals += torch.stack([terms.lm_sum.detach(), terms.jepa_sum.detach()]).double()
-    totals = all_reduce_sum(totals, world).cpu()
-    lm, jepa = float(totals[0]) / max(n_tokens, 1.0), float(totals[1]) / max(n_rows, 1.0)
+    return torch.cat([all_reduce_sum(totals, world), counts.to(world.device)])
+
+
+def step_metrics(values: list[float], gamma: float, lam: float) -> dict:
+    """forward_backward's totals (as host numbers) -> {"loss", "lm", "jepa", "lm_tokens", "jepa_rows", "tokens",
+    "real_token_fraction"}, where loss = gamma * lm + lambda * jepa exactly as one big batch would give it."""
+    lm_sum, jepa_sum, n_tokens, n_rows, n_real, n_positions = values
+    lm, jepa = lm_sum / max(n_tokens, 1.0), jepa_sum / max(n_rows, 1.0)
     return {
         "loss": gamma * lm + lam * jepa,
         "lm": lm,
         "jepa": jepa,
         "lm_tokens": int(n_tokens),
         "jepa_rows": int(n_rows),
-        "tokens": int(n_packed),
+        "tokens": int(n_real),
+        "real_token_fraction": n_real / max(n_positions, 1.0),
     }
 
 
 def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     """Forward/backward, clip, AdamW step and schedule step for one optimizer step; `state.step` advances.
 
-    Returns the step's metrics: forward_backward's plus step, kind, lr (the one used), grad_norm (before
-    clipping), tokens_per_s and step_s (this function's wall time, collation excluded). Raises TrainingDiverged
-    before applying a step whose loss or gradient norm is not finite (fp16: the scaler skips such steps).
+    Returns the step's metrics: step_metrics' plus step, kind, lr (the one used), grad_norm (before clipping),
+    tokens_per_s and step_s (this function's wall time, collation excluded). The device is read once, after
+    clipping (loss and gradient norm together). Raises TrainingDiverged before applying a step whose loss or
+    gradient norm is not finite (fp16: the scaler skips such steps).
     """
     started = time.perf_counter()
-    metrics = forward_backward(state, micro_batches)
+    totals = forward_backward(state, micro_batches)
+    state.scaler.unscale_(state.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.trainable_parameters, state.cfg.optim.clip or math.inf)
+    *values, grad_norm = torch.cat([totals, grad_norm.detach().double().reshape(1).to(totals.device)]).tolist()
+    metrics = step_metrics(values, state.cfg.jepa.gamma, state.cfg.jepa.lam)
     where = (
         f"at step {state.step + 1}; training stopped, the step was not applied; last good checkpoint: "
         f"{state.last_checkpoint or 'none (no checkpoint was written before)'}; to go on, resume from it with a "
@@ -109,8 +115,6 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     )
     if not math.isfinite(metrics["loss"]):
         raise TrainingDiverged(f"loss is {metrics['loss']} {where} (lm={metrics['lm']}, jepa={metrics['jepa']})")
-    state.scaler.unscale_(state.optimizer)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(state.trainable_parameters, state.cfg.optim.clip or math.inf))
     if not math.isfinite(grad_norm) and not state.scaler.is_enabled():
         raise TrainingDiverged(f"gradient norm is {grad_norm} {where}")
     lr = state.scheduler.get_last_lr()[0]
@@ -120,12 +124,6 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
     elapsed = time.perf_counter() - started
-    metrics.update(
-        step=state.step,
-        kind="train",
-        lr=lr,
-        grad_norm=grad_norm,
-        tokens_per_s=metrics["tokens"] / elapsed,
-        step_s=elapsed,
-    )
+    metrics.update(step=state.step, kind="train", lr=lr, grad_norm=grad_norm,
+                   tokens_per_s=metrics["tokens"] / elapsed, step_s=elapsed)  # fmt: skip
     return metrics

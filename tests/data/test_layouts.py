@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from jepa.data.collator import collate
-from jepa.data.layouts import LayoutConfig, build_chat_row, build_reversal_row, step_token_ranges
+from jepa.data.layouts import LayoutConfig, build_chat_row, build_reversal_row, pack_rows, step_token_ranges
 from jepa.data.show import show_row
 from jepa.losses import IGNORE_INDEX
 from jepa.models.predictors import PredictorEmbeddings
@@ -249,3 +249,55 @@ def test_paper_labels_count_on_the_first_gsm8k_examples(smollm2_dir, repo_root):
                 row = build_chat_row(chat, tok, LayoutConfig(mode="regular", lm_labels=labels))
                 counts[labels] += sum(y != IGNORE_INDEX for y in row.labels)
     assert counts == {"all": 642, "paper": 630}
+
+
+def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
+    return x[torch.argsort(x[:, 0])]
+
+
+PACKING_CASES = [("regular", "cosine"), ("step", "cosine"), ("jepa", "cosine"), ("jepa", "infonce"),
+                 ("reversal", "cosine"), ("reversal", "infonce")]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode, loss", PACKING_CASES)
+def test_packed_examples_give_the_loss_views_and_gradients_of_the_unpacked_ones(tok, mode, loss):
+    """data.pack_length: the same examples, several per row, give the same loss sums, the same views (as a set:
+    packing may reorder examples) and the same gradients, fp32, 1e-5."""
+    if mode == "reversal":
+        model = tiny_gpt2(vocab_size=12).train()
+        rows = [build_reversal_row(item, {9: 10, 10: 9}, LayoutConfig(mode="reversal", predictors=1))
+                for item in reversal_items() * 3]  # fmt: skip
+        pad_id = 11
+    else:
+        model = tiny_llama(vocab_size=tok.vocab_size).train()
+        rows = [build_chat_row(m, tok, LayoutConfig(mode=mode, predictors=2, max_length=512)) for m in CHATS * 2]
+        pad_id = tok.pad_id
+    objective = Objective(model, PredictorEmbeddings(2, model.embed_tokens, seed=1), jepa_loss=loss)
+    packed = pack_rows(rows, pack_length=2 * max(len(r.input_ids) for r in rows))
+    assert len(packed) < len(rows)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    a, b = objective(collate(rows, pad_id)), objective(collate(packed, pad_id))
+    assert (a.lm_tokens, a.jepa_rows) == (b.lm_tokens, b.jepa_rows) and a.lm_tokens > 0
+    torch.testing.assert_close(b.lm_sum, a.lm_sum, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(b.jepa_sum, a.jepa_sum, rtol=1e-5, atol=1e-5)
+    if a.jepa_rows:
+        torch.testing.assert_close(_sorted_rows(b.pred), _sorted_rows(a.pred), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(_sorted_rows(b.target), _sorted_rows(a.target), rtol=1e-5, atol=1e-5)
+    grads_a = torch.autograd.grad(total_loss(a), params, allow_unused=True)
+    grads_b = torch.autograd.grad(total_loss(b), params, allow_unused=True)
+    for p, ga, gb in zip(params, grads_a, grads_b):
+        ga, gb = (torch.zeros_like(p) if g is None else g for g in (ga, gb))
+        assert (ga - gb).abs().max() <= 1e-5 * max(1.0, ga.abs().max().item())
+
+
+def test_packing_fills_rows_and_keeps_examples_apart():
+    cfg = LayoutConfig(mode="reversal", predictors=1)
+    rows = [build_reversal_row(item, {9: 10, 10: 9}, cfg) for item in reversal_items() * 6]  # 13 / 6 tokens
+    packed = pack_rows(rows, pack_length=32)
+    assert sum(len(r.input_ids) for r in packed) == sum(len(r.input_ids) for r in rows)
+    assert all(len(r.input_ids) <= 32 for r in packed)
+    batch = collate(packed, pad_id=11)
+    assert batch["num_tokens"] / batch["num_positions"] >= 0.9  # vs 8 / 13 real tokens unpacked
+    mask = batch["attn_mask"][0, 0]
+    first = len(rows[0].input_ids)  # the first example never attends to the second, nor the second to the first
+    assert not mask[first:, :first][: len(packed[0].input_ids) - first].any()

@@ -24,7 +24,7 @@ def _tensors(step_dir):
     return {f"{f.relative_to(step_dir)}:{k}": v for f in files for k, v in load_file(str(f)).items()}
 
 
-@pytest.mark.parametrize("variant", ["full", "lora"])
+@pytest.mark.parametrize("variant", ["full", "lora", "packed"])
 def test_ten_steps_equal_five_plus_resume_in_a_new_process(tmp_path, repo_root, variant):
     # 25 rows / global batch 8 = 3 steps per epoch: step 5 is mid-epoch. Dropout and jepa_ratio < 1 make the
     # RNG states and the per-micro-batch JEPA decision part of what must be restored.
@@ -32,6 +32,8 @@ def test_ten_steps_equal_five_plus_resume_in_a_new_process(tmp_path, repo_root, 
     sections = dict(model={"arch": arch}, jepa={"lambda": 1.0, "ratio": 0.5})
     if variant == "lora":
         sections["lora"] = {"enabled": True, "rank": 2, "alpha": 4, "dropout": 0.2}
+    if variant == "packed":
+        sections["data"] = {"pack_length": 24}
     straight = reversal_config(tmp_path, run={"name": "straight"}, **sections)
     train(config_from_dict(straight), progress=False)
 

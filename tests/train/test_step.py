@@ -1,14 +1,16 @@
 """Gradient accumulation through the step the loop runs: micro-batches of uneven sizes == one big batch."""
 
 import copy
+import json
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from jepa.data.collator import collate
 from jepa.losses import IGNORE_INDEX
 from jepa.train.build import build
-from jepa.train.step import forward_backward, train_step
+from jepa.train.step import forward_backward, next_micro_batches, step_metrics, train_step
 from tests.train.helpers import reversal_config, typed
 
 
@@ -25,7 +27,8 @@ def test_accumulated_step_equals_one_big_batch(tmp_path):
 
     def gradients(micro_rows):  # the first half of train_step, on a freshly built (identically seeded) state
         state = build(cfg, verbose=False)
-        logged = forward_backward(state, [collate(m, state.dataset.pad_id) for m in micro_rows])
+        totals = forward_backward(state, [collate(m, state.dataset.pad_id) for m in micro_rows])
+        logged = step_metrics(totals.tolist(), cfg.jepa.gamma, cfg.jepa.lam)
         return logged, {n: p.grad.clone() for n, p in state.objective.named_parameters()}
 
     (big_logged, big_grads), (acc_logged, acc_grads) = gradients(big), gradients(micro)
@@ -90,3 +93,64 @@ def test_truncated_views_are_a_startup_warning_with_counts(tmp_path, smollm2_dir
     assert "warning: 2 of 8 rows (25%) lose their JEPA term to layout.max_length=90" in err
     build(_chat_run(tmp_path, smollm2_dir, layout={"mode": "step", "max_length": 512}), verbose=True)
     assert "warning" not in capsys.readouterr().err
+
+
+class SyncCounter(TorchDispatchMode):
+    """Counts the ops that make a CUDA host wait for the device: reading a value (`.item()`, `bool()`,
+    `float()`), `nonzero`, and indexing by a boolean mask (its output shape depends on the data)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.syncs: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        flat = [a for a in args if isinstance(a, (list, tuple))] + [args]
+        bool_index = name.startswith(("aten.index.", "aten.index_put")) and any(
+            torch.is_tensor(t) and t.dtype == torch.bool for seq in flat for t in seq
+        )
+        if bool_index or name.startswith(("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select")):
+            self.syncs.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
+def test_a_training_step_never_waits_for_the_device_inside_its_micro_batches(tmp_path):
+    state = build(typed(reversal_config(tmp_path, jepa={"lambda": 1.0, "ratio": 1.0})), verbose=False)
+    micro_batches = next_micro_batches(state)
+    assert any(b["num_jepa"] for b in micro_batches) and len(micro_batches) == 2
+    with SyncCounter() as counter:
+        totals = forward_backward(state, micro_batches)  # both micro-batches, forward and backward
+    assert counter.syncs == []
+    # The whole step, but AdamW's own update: on CPU it reads its step counters, which live on the host by design
+    # (on CUDA the fused AdamW reads nothing back). The step's one read of the device is a .tolist().
+    adamw_step = state.optimizer.step
+
+    def uncounted_step(*args, **kwargs):
+        with _disable_current_modes():
+            return adamw_step(*args, **kwargs)
+
+    state.optimizer.step = uncounted_step
+    with SyncCounter() as counter:
+        metrics = train_step(state, next_micro_batches(state))
+    assert counter.syncs == [] and totals.shape == (6,) and metrics["jepa_rows"] > 0
+    assert state.step == 1
+
+
+def test_the_logged_loss_with_packing_equals_the_loss_without_it(tmp_path):
+    """Same examples per step, several per row: the logged losses match (1e-5) and far fewer positions are padding."""
+    from jepa.train.loop import train
+
+    runs = {}
+    for name, pack_length in (("padded", 0), ("packed", 128)):  # 8 examples of 6-13 tokens: one row
+        raw = reversal_config(tmp_path, run={"name": name}, data={"pack_length": pack_length},
+                              schedule={"max_steps": 4, "batch_size": 8, "grad_accum": 1})  # fmt: skip
+        train(typed(raw), progress=False)
+        lines = (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()
+        runs[name] = [json.loads(line) for line in lines]
+    for a, b in zip(runs["padded"], runs["packed"], strict=True):
+        assert (a["lm_tokens"], a["jepa_rows"], a["tokens"]) == (b["lm_tokens"], b["jepa_rows"], b["tokens"])
+        for key in ("loss", "lm", "jepa"):
+            assert abs(a[key] - b[key]) <= 1e-5 * max(1.0, abs(a[key])), (key, a[key], b[key])
+    assert all(m["real_token_fraction"] == 1.0 for m in runs["packed"])
+    assert sum(m["real_token_fraction"] for m in runs["padded"]) / 4 < 0.9
