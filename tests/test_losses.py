@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -41,3 +43,20 @@ def test_jepa_losses_by_name():
     assert set(JEPA_LOSSES) == {"cosine", "l2", "mse", "infonce"}
     with pytest.raises(ValueError, match="unknown JEPA loss 'cos'"):
         jepa_loss_fn("cos")
+
+
+def test_fp16_gradients_formed_in_the_forward_do_not_underflow():
+    """logits [0, -18, -18], target 0: the non-target probabilities e^-18 = 1.5e-8 lie below fp16's smallest
+    subnormal. Under a GradScaler (here 2**16) the gradient must still come out, as fp32 gives it."""
+    from jepa.losses import LinearCrossEntropySum
+
+    w = torch.tensor([[0.0, 0.0], [-1.0, 0.0], [0.0, -1.0]])
+    targets = torch.tensor([0])
+    grads = {}
+    for dtype in (torch.float32, torch.float16):
+        h = torch.tensor([[18.0, 18.0]], dtype=dtype, requires_grad=True)
+        (LinearCrossEntropySum.apply(h, w.to(dtype), targets, 16) * 2.0**16).backward()
+        grads[dtype] = h.grad.float() / 2.0**16  # the scaler's unscale, in fp32
+    expected = torch.tensor([[-math.exp(-18), -math.exp(-18)]])  # (softmax - onehot) @ w, to first order
+    torch.testing.assert_close(grads[torch.float32], expected, rtol=1e-3, atol=0)
+    torch.testing.assert_close(grads[torch.float16], grads[torch.float32], rtol=2e-2, atol=0)
