@@ -37,7 +37,7 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
         jepa_row, pred_pos, target_pos   [P] long: one entry per JEPA pair (a packed row holds several)
 
     and host numbers: num_labels (N), num_jepa (P), num_tokens (real tokens), num_positions (B * T),
-    has_predictor_tokens.
+    num_attended_pairs, has_predictor_tokens.
     """
     T = max(len(r.input_ids) for r in rows)
     T = -(-T // pad_to_multiple) * pad_to_multiple
@@ -46,13 +46,14 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
     position_ids = torch.zeros((B, T), dtype=torch.long)
     labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
     attn_mask = torch.empty((B, 1, T, T), dtype=torch.bool)
-    label_index, label_target, jepa = [], [], []
+    label_index, label_target, jepa, pairs = [], [], [], 0
     for b, row in enumerate(rows):
         n = len(row.input_ids)
         input_ids[b, :n] = torch.as_tensor(row.input_ids)
         position_ids[b, :n] = torch.as_tensor(row.position_ids)
         labels[b, :n] = torch.as_tensor(row.labels)
-        attn_mask[b, 0] = attention_mask(row, T)
+        attn_mask[b, 0] = mask = attention_mask(row, T)
+        pairs += int(mask[:n, :n].sum())
         for t, y in enumerate(row.labels):
             if y != IGNORE_INDEX:
                 label_index.append(b * T + t)
@@ -74,6 +75,7 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
         "num_jepa": len(jepa),
         "num_tokens": sum(len(r.input_ids) for r in rows),
         "num_positions": B * T,
+        "num_attended_pairs": pairs,  # (query, key) pairs the mask allows among real tokens: attention FLOPs
         "has_predictor_tokens": any(t < 0 for r in rows for t in r.input_ids),
     }
 

@@ -154,6 +154,11 @@ class GPT2(nn.Module):
         """After loading weights into a model built on the meta device: tie the head (GPT-2 always is)."""
         self.lm_head.weight = self.transformer.wte.weight
 
+    def attention_shape(self) -> tuple[int, int]:
+        """(layers, query width = heads x head dim), for counting attention FLOPs."""
+        cfg = self.config
+        return cfg.n_layer, cfg.n_embd
+
     def kv_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str) -> KVCache:
         """An empty cache for `batch` sequences of up to `max_len` positions."""
         cfg = self.config

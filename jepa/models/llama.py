@@ -203,6 +203,11 @@ class Llama(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.inv_freq = rope_inverse_frequencies(self.config).to(device)
 
+    def attention_shape(self) -> tuple[int, int]:
+        """(layers, query width = heads x head dim), for counting attention FLOPs."""
+        cfg = self.config
+        return cfg.num_hidden_layers, cfg.num_attention_heads * cfg.head_dim
+
     def kv_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str) -> KVCache:
         """An empty cache for `batch` sequences of up to `max_len` positions (grouped-query K/V heads)."""
         cfg = self.config

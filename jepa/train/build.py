@@ -25,6 +25,7 @@ from jepa.train.checkpoint import all_step_dirs, apply_checkpoint, read_checkpoi
 from jepa.train.config import TrainConfig, check_paths
 from jepa.train.data import EpochSampler
 from jepa.train.distributed import init_world, seed_everything
+from jepa.train.flops import FlopCounter, peak_tflops
 from jepa.train.optim import LRSchedule, make_optimizer
 from jepa.train.state import TrainState
 
@@ -72,6 +73,8 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         optimizer,
         scheduler,
         scaler,
+        FlopCounter.for_model(model, cfg.lora.enabled),
+        peak_tflops(world.device, cfg.run.peak_tflops),
         total_steps,
         eval_hook=eval_hook,
         verbose=verbose,

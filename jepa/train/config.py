@@ -41,6 +41,7 @@ class RunConfig:
     device: str = "auto"  # auto = cuda when available (torchrun: cuda:LOCAL_RANK), else cpu
     threads: int | None = None  # torch.set_num_threads on CPU; None = torch's default
     log_every: int = 1  # metrics.jsonl gets every optimizer step; tqdm refreshes every `log_every` steps
+    peak_tflops: float | None = None  # the device's peak for MFU; None = a table of known GPUs (no MFU on CPU)
 
 
 @dataclass
@@ -409,9 +410,10 @@ def validate(cfg: TrainConfig) -> None:
 # runs, how it logs, checkpoints and evaluates, and how long the schedule is. Anything else would change the model,
 # the optimizer state (AdamW restores its own lr / betas / decay) or the data order, so resume refuses it.
 RESUME_MAY_CHANGE = (
-    "run.dir", "run.device", "run.threads", "run.log_every", "model.name", "model.gradient_checkpointing",
-    "data.pad_to_multiple", "schedule.kind", "schedule.warmup_steps", "schedule.warmup_ratio",
-    "schedule.min_lr_ratio", "schedule.epochs", "schedule.max_steps", "schedule.stop_at_step", "checkpoint.", "eval.",
+    "run.dir", "run.device", "run.threads", "run.log_every", "run.peak_tflops", "model.name",
+    "model.gradient_checkpointing", "data.pad_to_multiple", "schedule.kind", "schedule.warmup_steps",
+    "schedule.warmup_ratio", "schedule.min_lr_ratio", "schedule.epochs", "schedule.max_steps",
+    "schedule.stop_at_step", "checkpoint.", "eval.",
 )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from jepa.models.predictors import PredictorEmbeddings
 from jepa.train.config import TrainConfig
 from jepa.train.data import EpochSampler
 from jepa.train.distributed import WorldInfo
+from jepa.train.flops import FlopCounter
 
 
 class TrainingStopped(RuntimeError):
@@ -55,6 +56,8 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler  # enabled for fp16 only; a pass-through otherwise
+    flops: FlopCounter
+    peak_tflops: float | None  # for MFU; None when unknown (CPU)
     total_steps: int
     step: int = 0
     last_checkpoint: Path | None = None

@@ -27,6 +27,8 @@ from jepa.train.optim import autocast_context
 from jepa.train.state import TrainingDiverged, TrainState
 
 Batch = dict  # see jepa.data.collator.collate
+# The host-side counts of a micro-batch that a step sums (collate's num_* keys).
+COUNTS = ("num_labels", "num_jepa", "num_tokens", "num_positions", "num_attended_pairs")
 
 
 def next_micro_batches(state: TrainState) -> list[Batch]:
@@ -51,11 +53,11 @@ def forward_backward(state: TrainState, micro_batches: list[Batch]) -> torch.Ten
 
     The loss denominators (label tokens and JEPA rows of the whole step, over all processes) are counted on the
     host by the collator, so no micro-batch waits for the device: for one process they are plain numbers, under
-    DDP an all-reduced device tensor. Returns float64 [6] on the device, summed over processes: Σ LM CE,
-    Σ JEPA loss, label tokens, JEPA rows, real tokens, positions (real + padding); `step_metrics` reads it.
+    DDP an all-reduced device tensor. Returns float64 [7] on the device, summed over processes: Σ LM CE,
+    Σ JEPA loss, then the COUNTS (label tokens, JEPA rows, real tokens, positions, attended pairs).
     """
     cfg, world, objective = state.cfg, state.world, state.objective
-    counts = [sum(b[k] for b in micro_batches) for k in ("num_labels", "num_jepa", "num_tokens", "num_positions")]
+    counts = [sum(b[k] for b in micro_batches) for k in COUNTS]
     counts = torch.tensor(counts, dtype=torch.float64)
     if world.is_distributed:
         counts = all_reduce_sum(counts.to(world.device), world)
@@ -81,7 +83,7 @@ def forward_backward(state: TrainState, micro_batches: list[Batch]) -> torch.Ten
 def step_metrics(values: list[float], gamma: float, lam: float) -> dict:
     """forward_backward's totals (as host numbers) -> {"loss", "lm", "jepa", "lm_tokens", "jepa_rows", "tokens",
     "real_token_fraction"}, where loss = gamma * lm + lambda * jepa exactly as one big batch would give it."""
-    lm_sum, jepa_sum, n_tokens, n_rows, n_real, n_positions = values
+    lm_sum, jepa_sum, n_tokens, n_rows, n_real, n_positions, _ = values
     lm, jepa = lm_sum / max(n_tokens, 1.0), jepa_sum / max(n_rows, 1.0)
     return {
         "loss": gamma * lm + lam * jepa,
@@ -98,8 +100,9 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     """Forward/backward, clip, AdamW step and schedule step for one optimizer step; `state.step` advances.
 
     Returns the step's metrics: step_metrics' plus step, kind, lr (the one used), grad_norm (before clipping),
-    tokens_per_s and step_s (this function's wall time, collation excluded). The device is read once, after
-    clipping (loss and gradient norm together). Raises TrainingDiverged before applying a step whose loss or
+    tokens_per_s and step_s (this function's wall time, collation excluded), tflops (model FLOPs per second of
+    all processes, jepa/train/flops.py) and mfu (over `run.peak_tflops` x processes, when the peak is known).
+    The device is read once, after clipping. Raises TrainingDiverged before applying a step whose loss or
     gradient norm is not finite (fp16: the scaler skips such steps).
     """
     started = time.perf_counter()
@@ -124,6 +127,9 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
     elapsed = time.perf_counter() - started
+    tflops = state.flops.step_flops(values[4], values[2], values[6]) / elapsed / 1e12
     metrics.update(step=state.step, kind="train", lr=lr, grad_norm=grad_norm,
-                   tokens_per_s=metrics["tokens"] / elapsed, step_s=elapsed)  # fmt: skip
+                   tokens_per_s=metrics["tokens"] / elapsed, step_s=elapsed, tflops=tflops)  # fmt: skip
+    if state.peak_tflops:
+        metrics["mfu"] = tflops / (state.peak_tflops * state.world.world_size)
     return metrics

@@ -131,9 +131,10 @@ def test_a_training_step_never_waits_for_the_device_inside_its_micro_batches(tmp
             return adamw_step(*args, **kwargs)
 
     state.optimizer.step = uncounted_step
+    micro_batches = next_micro_batches(state)  # host-side collate: nothing on the device yet
     with SyncCounter() as counter:
-        metrics = train_step(state, next_micro_batches(state))
-    assert counter.syncs == [] and totals.shape == (6,) and metrics["jepa_rows"] > 0
+        metrics = train_step(state, micro_batches)
+    assert counter.syncs == [] and totals.shape == (7,) and metrics["jepa_rows"] > 0
     assert state.step == 1
 
 
@@ -154,3 +155,23 @@ def test_the_logged_loss_with_packing_equals_the_loss_without_it(tmp_path):
             assert abs(a[key] - b[key]) <= 1e-5 * max(1.0, abs(a[key])), (key, a[key], b[key])
     assert all(m["real_token_fraction"] == 1.0 for m in runs["packed"])
     assert sum(m["real_token_fraction"] for m in runs["padded"]) / 4 < 0.9
+
+
+def test_the_step_logs_model_flops_counted_by_hand(tmp_path):
+    """tflops = (6 x block weights x tokens + 6 x head x label tokens + 12 x layers x width x attended pairs) /
+    step time; mfu appears when the device's peak is known (run.peak_tflops)."""
+    state = build(typed(reversal_config(tmp_path, run={"peak_tflops": 1.0})), verbose=False)
+    micro_batches = next_micro_batches(state)
+    metrics = train_step(state, micro_batches)
+    arch, vocab = state.cfg.model.arch, state.dataset.vocab_size
+    d, layers = arch["n_embd"], arch["n_layer"]
+    block_weights = layers * (d * 3 * d + d * d + d * 4 * d + 4 * d * d)  # c_attn, attn c_proj, c_fc, mlp c_proj
+    pairs = 0
+    for batch in micro_batches:  # (query, key) pairs the masks allow among real tokens
+        real = batch["input_ids"] != state.dataset.pad_id
+        pairs += int((batch["attn_mask"][:, 0] & real[:, :, None] & real[:, None, :]).sum())
+    flops = 6 * block_weights * metrics["tokens"] + 6 * vocab * d * metrics["lm_tokens"] + 12 * layers * d * pairs
+    assert metrics["tflops"] == pytest.approx(flops / metrics["step_s"] / 1e12, rel=1e-2)
+    assert metrics["mfu"] == pytest.approx(metrics["tflops"] / 1.0)
+    plain = build(typed(reversal_config(tmp_path / "cpu")), verbose=False)
+    assert "mfu" not in train_step(plain, next_micro_batches(plain))  # CPU, no peak given: no MFU
