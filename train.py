@@ -42,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if dist.is_available() and dist.is_initialized():  # torchrun: leave the process group cleanly
-            dist.destroy_process_group()
+        if dist.is_available() and dist.is_initialized():  # torchrun: leave the process group cleanly, together
+            try:
+                dist.barrier()  # gloo aborts a process whose peer tears the group down first
+            finally:
+                dist.destroy_process_group()
     return 0
 
 

@@ -41,7 +41,7 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
     device = state.world.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times, tokens, lm_tokens = [], [], []
+    times, tokens, lm_tokens, real = [], [], [], []
     for i in range(warmup + steps):
         micro_batches = next_micro_batches(state)
         if device.type == "cuda":
@@ -54,6 +54,7 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
             times.append(time.perf_counter() - start)
             tokens.append(metrics["tokens"])
             lm_tokens.append(metrics["lm_tokens"])
+            real.append(metrics["real_token_fraction"])
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -66,6 +67,7 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
             "tokens_s": tokens[best] / times[best],
             "lm_tokens_s": lm_tokens[best] / times[best],
             "median_s": sorted(times)[steps // 2],
+            "real": sum(real) / len(real),
             "peak_mib": peak,
             "rows": state.sampler.global_batch,
             "trainable_m": sum(p.numel() for p in state.trainable_parameters) / 1e6,
@@ -97,8 +99,8 @@ def compare(settings: list[tuple[str, str, list[str]]], warmup: int, steps: int,
     for (name, _, _), r in zip(settings, best):
         print(
             f"{name:<26} {r['steps_s']:8.3f} {r['median_s']:9.2f} {r['tokens_s']:9.0f} {r['lm_tokens_s']:11.0f} "
-            f"{r['peak_mib']:9.0f} {r['trainable_m']:10.2f}  ({r['rows']} rows/step, {r['device']}, "
-            f"{r['threads']} threads)",
+            f"{r['peak_mib']:9.0f} {r['trainable_m']:10.2f}  ({r['rows']} rows/step, {r['real']:.0%} real, "
+            f"{r['device']}, {r['threads']} threads)",
             flush=True,
         )
     return best
@@ -117,7 +119,7 @@ def main() -> None:
     )
     parser.add_argument("--reversal-data", default=None, help="default: data/reversal, else data/reversal_small")
     parser.add_argument("--smollm2-batch", type=int, default=4)
-    parser.add_argument("--only", choices=("reversal", "smollm2"))
+    parser.add_argument("--only", choices=("reversal", "smollm2", "packing"))
     args = parser.parse_args()
     print(
         f"{'setting':<26} {'steps/s':>8} {'median s':>9} {'tokens/s':>9} {'label tok/s':>11} {'peak MiB':>9} "
@@ -165,6 +167,35 @@ def main() -> None:
             f"  LoRA / full: steps/s x{lora['steps_s'] / full['steps_s']:.2f}, "
             f"peak memory x{lora['peak_mib'] / full['peak_mib']:.2f}"
         )
+
+    if args.only in (None, "packing"):
+        # The same examples per step, padded to the longest row vs packed (data.pack_length): the real-token
+        # fraction and the tokens/s of the step the loop runs.
+        groups = [
+            ("step", "smollm2_step.yaml", [f"schedule.batch_size={args.smollm2_batch}", "lora.enabled=false"], 1024),
+            ("jepa", "smollm2_step.yaml", ["schedule.batch_size=8", "layout.mode=jepa", "lora.enabled=false"], 1024),
+        ]
+        if Path("data/reversal/train.json").is_file():
+            groups.append(
+                ("reversal", "gpt2_reversal.yaml", ["data.train=data/reversal", "schedule.batch_size=64"], 64)
+            )
+        for name, config, overrides, pack in groups:
+            overrides = overrides + ["schedule.grad_accum=1", "run.threads=null"]
+            print(f"# {config} {name} mode")
+            padded, packed = compare(
+                [
+                    (f"{name} padded", config, overrides),
+                    (f"{name} packed {pack}", config, overrides + [f"data.pack_length={pack}"]),
+                ],
+                args.warmup,
+                args.steps,
+                args.rounds,
+            )
+            print(
+                f"  packed / padded: tokens/s x{packed['tokens_s'] / padded['tokens_s']:.2f}, real tokens "
+                f"{padded['real']:.0%} -> {packed['real']:.0%}, "
+                f"peak memory x{packed['peak_mib'] / padded['peak_mib']:.2f}"
+            )
 
 
 if __name__ == "__main__":

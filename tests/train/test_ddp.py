@@ -30,6 +30,7 @@ def _worker(rank: int, world_size: int, port: int, configs: list[dict]) -> None:
         for raw in configs:  # several runs per spawn: starting processes is the slow part
             train(config_from_dict(raw), progress=False)
     finally:
+        dist.barrier()  # leave together: gloo aborts a process whose peer tears down first
         dist.destroy_process_group()
 
 
