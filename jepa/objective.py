@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from jepa.data.collator import collate, to_device
+from jepa.data.collator import collate, flex_block_mask, to_device
 from jepa.data.layouts import Row
 from jepa.losses import IGNORE_INDEX, jepa_loss_fn, lm_loss_at, lm_loss_sum
 from jepa.models.predictors import PredictorEmbeddings
@@ -52,6 +52,9 @@ def view_embeddings(h: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.T
     return h[batch["jepa_row"], batch["pred_pos"]], h[batch["jepa_row"], batch["target_pos"]]
 
 
+ATTENTION = ("sdpa", "flex")  # the dense-mask SDPA path (CPU, everything) and FlexAttention (CUDA)
+
+
 class Objective(nn.Module):
     """Model + predictor tokens + the JEPA loss behind one forward, so DDP sees every trainable parameter.
 
@@ -66,19 +69,28 @@ class Objective(nn.Module):
         jepa_loss: str = "cosine",
         temperature: float = 0.07,
         gather_negatives: bool = False,
+        attention: str = "sdpa",
     ) -> None:
         super().__init__()
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
+        self.attention = attention
         self.model, self.predictors = model, predictors
         self.jepa_loss = jepa_loss_fn(jepa_loss)
         self.loss_kwargs = {"temperature": temperature} if jepa_loss == "infonce" else {}
         self.gather_negatives = gather_negatives
 
-    def views(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def masked(self, batch: dict) -> dict:
+        """The batch with the attention mask this objective computes with: the dense bool mask (SDPA) or a
+        FlexAttention BlockMask built from the batch's segment ids and visibility tables."""
+        return {**batch, "attn_mask": flex_block_mask(batch)} if self.attention == "flex" else batch
+
+    def views(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(pred, target) [N, D] of the batch's JEPA rows: what the JEPA loss aligns."""
-        return view_embeddings(forward_hidden(self.model, self.predictors, batch), batch)
+        return view_embeddings(forward_hidden(self.model, self.predictors, self.masked(batch)), batch)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> LossTerms:
-        h = forward_hidden(self.model, self.predictors, batch)
+        h = forward_hidden(self.model, self.predictors, self.masked(batch))
         lm_sum = lm_loss_at(h, batch["label_index"], batch["label_target"], self.model.lm_head)
         pred, target = view_embeddings(h, batch)
         jepa_sum = self.jepa_sum(pred, target) if batch["num_jepa"] else h.sum() * 0.0

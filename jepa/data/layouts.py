@@ -266,21 +266,25 @@ def build_chat_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
 
 
 def pack_rows(rows: list[Row], pack_length: int) -> list[Row]:
-    """Examples packed first-fit, in the given order, into rows of at most `pack_length` tokens (an example longer
-    than that keeps a row of its own). A packed row concatenates its examples: segment ids and visibility are
+    """Examples packed into the fewest rows of at most `pack_length` tokens, balanced so the rows end up about
+    equally long (padding to the longest row is what packing saves): longest example first onto the currently
+    shortest row (ties by position), each row keeping its examples in the given order. An example longer than
+    `pack_length` gets a row of its own. A packed row concatenates its examples: segment ids and visibility are
     renumbered so no example sees another's segments; positions, labels and JEPA pairs stay per example."""
-    groups: list[list[Row]] = []
-    free: list[int] = []  # tokens left in each group
-    for row in rows:
-        n = len(row.input_ids)
-        slot = next((g for g, room in enumerate(free) if room >= n), None)
-        if slot is None:
-            groups.append([])
-            free.append(pack_length)
-            slot = len(groups) - 1
-        groups[slot].append(row)
-        free[slot] -= n
-    return [concat_rows(group) if len(group) > 1 else group[0] for group in groups]
+    lengths = [len(r.input_ids) for r in rows]
+    n_rows = max(1, -(-sum(lengths) // pack_length))
+    while True:
+        groups: list[list[int]] = [[] for _ in range(n_rows)]
+        filled = [0] * n_rows
+        for i in sorted(range(len(rows)), key=lambda i: (-lengths[i], i)):
+            g = min(range(n_rows), key=lambda g: (filled[g], g))
+            groups[g].append(i)
+            filled[g] += lengths[i]
+        if all(f <= pack_length or len(g) == 1 for f, g in zip(filled, groups)):
+            break
+        n_rows += 1
+    groups = sorted((sorted(g) for g in groups if g), key=lambda g: g[0])
+    return [concat_rows([rows[i] for i in g]) if len(g) > 1 else rows[g[0]] for g in groups]
 
 
 def concat_rows(rows: list[Row]) -> Row:

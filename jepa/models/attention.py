@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 
 class KVCache:
@@ -45,8 +46,11 @@ def attend(
 ) -> torch.Tensor:
     """q [B, H, T, Dh], k/v [B, H_kv, T, Dh] -> [B, H, T, Dh]. Grouped-query heads share k/v.
 
-    attn_mask None means plain causal attention (only valid without a cache or for a single new token).
+    attn_mask None means plain causal attention (only valid without a cache or for a single new token); a bool or
+    additive tensor goes to SDPA; a FlexAttention BlockMask to `flex_attention` (compiled on CUDA; no cache).
     """
+    if isinstance(attn_mask, BlockMask):  # FlexAttention: computes only the blocks the mask lets through
+        return _flex_attention(q.is_cuda)(q, k, v, block_mask=attn_mask, enable_gqa=k.shape[1] != q.shape[1])
     if cache is not None:
         k, v = cache.update(layer, k, v)
     # Grouped-query heads: SDPA's enable_gqa reads the shared K/V in place (faster than expanding them on CPU).
@@ -57,3 +61,17 @@ def attend(
             raise ValueError("a multi-token forward over a non-empty KV cache needs an explicit attn_mask")
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
+
+
+_COMPILED_FLEX = None
+
+
+def _flex_attention(cuda: bool):
+    """flex_attention, compiled once for CUDA (its fast kernels need compilation); eager elsewhere (CPU: forward
+    only in torch 2.13)."""
+    global _COMPILED_FLEX
+    if not cuda:
+        return flex_attention
+    if _COMPILED_FLEX is None:
+        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+    return _COMPILED_FLEX

@@ -69,6 +69,8 @@ class GPT2Attention(nn.Module):
         if self.training and self.attn_pdrop > 0:
             if cache is not None:
                 raise ValueError("KV cache is for inference (model.eval())")
+            if not torch.is_tensor(attn_mask) and attn_mask is not None:
+                raise ValueError("attention dropout (attn_pdrop > 0) needs model.attention: sdpa")
             if attn_mask is None:
                 y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.attn_pdrop)
             else:

@@ -50,7 +50,10 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
 
     model = build_train_model(cfg, dataset, world.device)
     predictors = make_predictors(cfg, model)
-    objective: nn.Module = Objective(model, predictors, cfg.jepa.loss, cfg.jepa.temperature, cfg.jepa.gather_negatives)
+    attention = attention_kind(cfg, model, world.device)
+    objective: nn.Module = Objective(
+        model, predictors, cfg.jepa.loss, cfg.jepa.temperature, cfg.jepa.gather_negatives, attention
+    )
     if world.is_distributed:
         objective = DistributedDataParallel(
             objective, device_ids=[world.device.index] if world.device.type == "cuda" else None
@@ -90,6 +93,18 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     )
     resume(state)
     return state
+
+
+def attention_kind(cfg: TrainConfig, model: nn.Module, device: torch.device) -> str:
+    """`model.attention`: auto is the dense-mask SDPA path (FlexAttention stays opt-in until it has run on a GPU);
+    flex needs CUDA (no CPU backward) and no attention dropout."""
+    if cfg.model.attention != "flex":
+        return "sdpa"
+    if device.type != "cuda":
+        raise ValueError("model.attention: flex has no backward on CPU (torch 2.13); use sdpa or run on a GPU")
+    if getattr(model.config, "attn_pdrop", 0.0) > 0:
+        raise ValueError("model.attention: flex has no attention dropout; set model.arch.attn_pdrop: 0 or use sdpa")
+    return "flex"
 
 
 def load_dataset(cfg: TrainConfig) -> Dataset:

@@ -31,6 +31,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16")
 EXPORTS = ("hf", "adapter", "none")
 DEVICES = ("auto", "cpu", "cuda")
+ATTENTIONS = ("auto", "sdpa", "flex")
 
 
 @dataclass
@@ -51,6 +52,9 @@ class ModelConfig:
     arch: dict | None = None  # instead of `path`: an HF config.json dict, trained from scratch
     tokenizer: str | None = None  # directory with tokenizer.json; default `path` (reversal data has its own vocab)
     gradient_checkpointing: bool = False  # recompute each block in the backward pass (activation checkpointing)
+    # auto = sdpa until FlexAttention has been checked on a GPU; flex = FlexAttention with a block mask (CUDA only:
+    # no CPU backward in torch 2.13)
+    attention: str = "auto"
 
 
 @dataclass
@@ -353,6 +357,8 @@ def validate(cfg: TrainConfig) -> None:
         "set exactly one of model.path (fine-tune a checkpoint) and model.arch (train from scratch)",
         cfg.model.path,
     )
+    _check(cfg.model.attention in ATTENTIONS, "model.attention", f"must be one of {', '.join(ATTENTIONS)}",
+           cfg.model.attention)  # fmt: skip
     _check(
         bool(cfg.data.train), "data.train", "must name the training data (a jsonl file or a directory)", cfg.data.train
     )
@@ -410,7 +416,7 @@ def validate(cfg: TrainConfig) -> None:
 # runs, how it logs, checkpoints and evaluates, and how long the schedule is. Anything else would change the model,
 # the optimizer state (AdamW restores its own lr / betas / decay) or the data order, so resume refuses it.
 RESUME_MAY_CHANGE = (
-    "run.dir", "run.device", "run.threads", "run.log_every", "run.peak_tflops", "model.name",
+    "run.dir", "run.device", "run.threads", "run.log_every", "run.peak_tflops", "model.name", "model.attention",
     "model.gradient_checkpointing", "data.pad_to_multiple", "schedule.kind", "schedule.warmup_steps",
     "schedule.warmup_ratio", "schedule.min_lr_ratio", "schedule.epochs", "schedule.max_steps",
     "schedule.stop_at_step", "checkpoint.", "eval.",

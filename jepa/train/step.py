@@ -43,9 +43,15 @@ def next_micro_batches(state: TrainState) -> list[Batch]:
         state.step,
         cfg.run.seed,
         cfg.jepa.ratio,
-        cfg.data.pad_to_multiple,
+        pad_multiple(cfg.data.pad_to_multiple, state.world.device),
         cfg.data.pack_length,
     )
+
+
+def pad_multiple(configured: int, device: torch.device) -> int:
+    """`data.pad_to_multiple`, raised to a multiple of 128 on CUDA: cuDNN's SDPA returns NaN for masked attention
+    at lengths T % 128 == 64 (pytorch issue 196678)."""
+    return math.lcm(configured, 128) if device.type == "cuda" else configured
 
 
 def forward_backward(state: TrainState, micro_batches: list[Batch]) -> torch.Tensor:

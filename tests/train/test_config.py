@@ -97,3 +97,15 @@ def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path):
     path.write_bytes(b"run:\n  name: caf\xe9\n")
     with pytest.raises(ValueError, match=rf"^{path}: not UTF-8 \(byte 17\)$"):
         load_config(path)
+
+
+def test_flex_attention_on_cpu_is_refused_before_any_work(capsys, tmp_path):
+    args = ["--config", "gpt2_reversal_tiny.yaml", "model.attention=flex", f"run.dir={tmp_path}"]
+    import prepare
+
+    prepare.main(["reversal", "--preset", "tiny", "--out", str(tmp_path / "rev")])
+    capsys.readouterr()
+    assert train_cli.main([*args, f"data.train={tmp_path / 'rev'}", "run.device=cpu"]) == 2
+    assert capsys.readouterr().err == (
+        "error: model.attention: flex has no backward on CPU (torch 2.13); use sdpa or run on a GPU\n"
+    )

@@ -175,3 +175,10 @@ def test_the_step_logs_model_flops_counted_by_hand(tmp_path):
     assert metrics["mfu"] == pytest.approx(metrics["tflops"] / 1.0)
     plain = build(typed(reversal_config(tmp_path / "cpu")), verbose=False)
     assert "mfu" not in train_step(plain, next_micro_batches(plain))  # CPU, no peak given: no MFU
+
+
+def test_cuda_batches_are_padded_to_a_multiple_of_128():
+    from jepa.train.step import pad_multiple
+
+    assert pad_multiple(1, torch.device("cuda")) == 128 and pad_multiple(8, torch.device("cuda")) == 128
+    assert pad_multiple(96, torch.device("cuda")) == 384 and pad_multiple(8, torch.device("cpu")) == 8
