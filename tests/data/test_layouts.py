@@ -324,6 +324,7 @@ def test_the_flex_mask_function_is_the_collated_mask(tok, mode, packed):
     assert torch.equal(create_mask(flex_mask_mod(batch), B, 1, T, T, device="cpu"), batch["attn_mask"])
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # eager on CPU, on purpose
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_the_flex_objective_forward_equals_the_sdpa_one(tok, arch):
     """No gradients: FlexAttention has no CPU backward in torch 2.13, so CPU checks the forward only."""
