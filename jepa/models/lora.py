@@ -69,6 +69,16 @@ def apply_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, dr
     return wrapped
 
 
+def cast_frozen_bases(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store every adapted layer's frozen base weight (and bias) in `dtype`, the autocast compute dtype: autocast
+    would cast them to exactly these values on every forward, so results are unchanged and the copies (and half
+    the base's memory) are saved. Embeddings and norms keep their dtype. Returns the number of layers cast."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    for layer in layers:
+        layer.base.to(dtype)
+    return len(layers)
+
+
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Only the adapter tensors: {"<path>.lora_A": [r, in], "<path>.lora_B": [out, r]}."""
     return {name: p.detach() for name, p in model.named_parameters() if name.endswith((".lora_A", ".lora_B"))}

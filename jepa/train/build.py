@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from jepa.data.datasets import Dataset, dataset_class
 from jepa.eval.hooks import EvalHook
 from jepa.models import build_model, load_pretrained
-from jepa.models.lora import apply_lora
+from jepa.models.lora import apply_lora, cast_frozen_bases
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.objective import Objective
 from jepa.train.checkpoint import all_step_dirs, apply_checkpoint, read_checkpoint, step_dirs
@@ -26,7 +26,7 @@ from jepa.train.config import TrainConfig, check_paths
 from jepa.train.data import EpochSampler
 from jepa.train.distributed import init_world, seed_everything
 from jepa.train.flops import FlopCounter, peak_tflops
-from jepa.train.optim import LRSchedule, make_optimizer
+from jepa.train.optim import AUTOCAST_DTYPES, LRSchedule, make_optimizer
 from jepa.train.state import TrainState
 
 
@@ -133,6 +133,8 @@ def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) 
         model = build_model(arch, source="model.arch").to(device=device, dtype=dtype)
     if cfg.lora.enabled:
         apply_lora(model, cfg.lora.targets or list(model.lora_targets), cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
+        if cfg.precision.mode in AUTOCAST_DTYPES:  # frozen bases in the compute dtype: no re-cast every forward
+            cast_frozen_bases(model, AUTOCAST_DTYPES[cfg.precision.mode])
     model.gradient_checkpointing = cfg.model.gradient_checkpointing
     return model.train()
 

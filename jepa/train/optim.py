@@ -51,10 +51,12 @@ class LRSchedule:
         return self.min_ratio + (1.0 - self.min_ratio) * decay
 
 
+# precision.mode -> the dtype autocast computes in (fp32 and pure_bf16, whose weights already are bf16: none)
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast_context(mode: str, device: torch.device) -> AbstractContextManager:
-    """bf16 / fp16: autocast; fp32 and pure_bf16 (whose weights already are bf16): nothing."""
-    if mode == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if mode == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
+    """bf16 / fp16: autocast; fp32 and pure_bf16: nothing."""
+    if mode in AUTOCAST_DTYPES:
+        return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[mode])
     return nullcontext()

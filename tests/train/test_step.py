@@ -182,3 +182,24 @@ def test_cuda_batches_are_padded_to_a_multiple_of_128():
 
     assert pad_multiple(1, torch.device("cuda")) == 128 and pad_multiple(8, torch.device("cuda")) == 128
     assert pad_multiple(96, torch.device("cuda")) == 384 and pad_multiple(8, torch.device("cpu")) == 8
+
+
+def test_frozen_lora_bases_in_the_compute_dtype_change_nothing_but_their_storage(tmp_path, monkeypatch):
+    """bf16 autocast would cast the frozen base weights to bf16 on every forward; stored in bf16 once, a step gives
+    bitwise the same loss, gradient norm and adapter update."""
+    from jepa.train import build as build_module
+
+    raw = reversal_config(tmp_path, lora={"enabled": True, "rank": 2, "alpha": 4}, precision={"mode": "bf16"})
+    results = {}
+    for cast in (True, False):
+        if not cast:
+            monkeypatch.setattr(build_module, "cast_frozen_bases", lambda model, dtype: 0)
+        state = build(typed(raw), verbose=False)
+        bases = {p.dtype for n, p in state.model.named_parameters() if ".base." in n}
+        metrics = train_step(state, next_micro_batches(state))
+        adapters = {n: p.detach().clone() for n, p in state.model.named_parameters() if p.requires_grad}
+        results[cast] = (bases, metrics["loss"], metrics["grad_norm"], adapters)
+    assert results[True][0] == {torch.bfloat16} and results[False][0] == {torch.float32}
+    assert results[True][1:3] == results[False][1:3]
+    for name, value in results[True][3].items():
+        assert torch.equal(value, results[False][3][name]), name
