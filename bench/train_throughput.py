@@ -119,7 +119,8 @@ def main() -> None:
     )
     parser.add_argument("--reversal-data", default=None, help="default: data/reversal, else data/reversal_small")
     parser.add_argument("--smollm2-batch", type=int, default=4)
-    parser.add_argument("--only", choices=("reversal", "smollm2", "packing"))
+    parser.add_argument("--only", choices=("reversal", "smollm2", "packing", "modes"))
+    parser.add_argument("--modes-extra", nargs="*", default=[], help="overrides added to both settings of --only modes")
     args = parser.parse_args()
     print(
         f"{'setting':<26} {'steps/s':>8} {'median s':>9} {'tokens/s':>9} {'label tok/s':>11} {'peak MiB':>9} "
@@ -196,6 +197,25 @@ def main() -> None:
                 f"{padded['real']:.0%} -> {packed['real']:.0%}, "
                 f"peak memory x{packed['peak_mib'] / padded['peak_mib']:.2f}"
             )
+
+    if args.only in (None, "modes"):
+        # Issue 10 §0: what the JEPA term costs. Same GSM8K examples, SmolLM2 shape, full FT: jepa mode (the chat +
+        # the Text and Code views) against regular mode; the goal is a step-time ratio <= 1.1x the token ratio.
+        base = ["schedule.batch_size=4", "schedule.grad_accum=1", "lora.enabled=false", "run.threads=null"]
+        print("# smollm2_step.yaml: jepa vs regular mode " + " ".join(args.modes_extra))
+        regular, jepa = compare(
+            [
+                ("regular mode", "smollm2_step.yaml", base + ["layout.mode=regular", *args.modes_extra]),
+                ("jepa mode", "smollm2_step.yaml", base + ["layout.mode=jepa", *args.modes_extra]),
+            ],
+            args.warmup,
+            args.steps,
+            args.rounds,
+        )
+        token_ratio = (jepa["tokens_s"] * jepa["median_s"]) / (regular["tokens_s"] * regular["median_s"])
+        time_ratio = jepa["median_s"] / regular["median_s"]
+        print(f"  jepa / regular: step time x{time_ratio:.2f} for x{token_ratio:.2f} the tokens "
+              f"(time / token ratio {time_ratio / token_ratio:.2f}; goal <= 1.10)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from jepa.data.layouts import build_chat_row, build_reversal_row
+from jepa.data.datasets import tokenize_chats
+from jepa.data.layouts import build_reversal_row
 from jepa.data.reversal import load_probes, relation_inverses
 from jepa.eval.diagnostics import evaluate_views
 from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
@@ -35,11 +36,6 @@ def _eval_path(cfg) -> Path:
 
 def _tokenizer(cfg) -> Tokenizer:
     return Tokenizer.from_dir(cfg.tokenizer_dir, date_string=cfg.data.date_string)
-
-
-def _chat_rows(cfg, tokenizer: Tokenizer) -> list:
-    records = load_gsm8k_records(_eval_path(cfg))[: cfg.eval.limit]
-    return [build_chat_row(r["messages"], tokenizer, cfg.layout) for r in records]
 
 
 def reversal(cfg) -> EvalHook:
@@ -94,7 +90,7 @@ def gsm8k(cfg) -> EvalHook:
 def views(cfg) -> EvalHook:
     """Representation diagnostics (cosine, effective ranks, linear-map error) on held-out chat records."""
     tokenizer = _tokenizer(cfg)
-    rows = _chat_rows(cfg, tokenizer)
+    rows, *_ = tokenize_chats(_eval_path(cfg), tokenizer, cfg.layout, limit=cfg.eval.limit)  # as training reads it
 
     @torch.no_grad()
     def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
