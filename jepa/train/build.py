@@ -37,6 +37,8 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     check_paths(cfg)
     eval_hook = eval_hook or load_eval_hook(cfg)
     world = init_world(cfg.run.device)
+    if cfg.model.attention == "flex" and world.device.type != "cuda":  # refused before any global state changes
+        raise ValueError("model.attention: flex has no backward on CPU (torch 2.13); use sdpa or run on a GPU")
     if cfg.run.threads and world.device.type == "cpu":
         torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)
@@ -97,11 +99,9 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
 
 def attention_kind(cfg: TrainConfig, model: nn.Module, device: torch.device) -> str:
     """`model.attention`: auto is the dense-mask SDPA path (FlexAttention stays opt-in until it has run on a GPU);
-    flex needs CUDA (no CPU backward) and no attention dropout."""
+    flex needs CUDA (checked in `build` before anything else) and no attention dropout."""
     if cfg.model.attention != "flex":
         return "sdpa"
-    if device.type != "cuda":
-        raise ValueError("model.attention: flex has no backward on CPU (torch 2.13); use sdpa or run on a GPU")
     if getattr(model.config, "attn_pdrop", 0.0) > 0:
         raise ValueError("model.attention: flex has no attention dropout; set model.arch.attn_pdrop: 0 or use sdpa")
     return "flex"

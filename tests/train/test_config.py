@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 import train as train_cli
 from jepa.train.config import apply_override, check_paths, config_from_dict, load_config
@@ -105,7 +106,9 @@ def test_flex_attention_on_cpu_is_refused_before_any_work(capsys, tmp_path):
 
     prepare.main(["reversal", "--preset", "tiny", "--out", str(tmp_path / "rev")])
     capsys.readouterr()
+    threads = torch.get_num_threads()
     assert train_cli.main([*args, f"data.train={tmp_path / 'rev'}", "run.device=cpu"]) == 2
+    assert torch.get_num_threads() == threads  # refused before the config's run.threads was applied
     assert capsys.readouterr().err == (
         "error: model.attention: flex has no backward on CPU (torch 2.13); use sdpa or run on a GPU\n"
     )
