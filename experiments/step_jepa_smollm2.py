@@ -26,48 +26,14 @@ RUNS = {
 
 def evaluate(model: str, out: Path, limit: int, max_new_tokens: int, batch_size: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jepa.eval",
-            "gsm8k",
-            "--model",
-            model,
-            "--data",
-            TEST,
-            "--limit",
-            str(limit),
-            "--max-new-tokens",
-            str(max_new_tokens),
-            "--batch-size",
-            str(batch_size),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "jepa.eval",
-            "views",
-            "--mode",
-            "step",
-            "--model",
-            model,
-            "--data",
-            TEST,
-            "--limit",
-            str(limit),
-            "--out",
-            str(out),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    common = ["--model", model, "--data", TEST, "--limit", str(limit), "--out", str(out)]
+    for command, extra in (
+        ("gsm8k", ["--max-new-tokens", str(max_new_tokens), "--batch-size", str(batch_size)]),
+        ("views", ["--mode", "step"]),
+    ):
+        subprocess.run(
+            [sys.executable, "-m", "jepa.eval", command, *common, *extra], check=True, stdout=subprocess.DEVNULL
+        )
     summaries = [json.loads((out / f"{kind}_summary.json").read_text()) for kind in ("gsm8k", "views")]
     return {**summaries[0], **summaries[1]}
 
