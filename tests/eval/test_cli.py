@@ -103,21 +103,14 @@ def test_reversal_writes_all_splits(gpt2_dir, reversal_dir, tmp_path, capsys):
     capsys.readouterr()
 
 
+def reversal_views(model, reversal_dir) -> list[str]:
+    """argv of `views --mode reversal` on the fixture's probes."""
+    valid, vocab = reversal_dir / "valid.json", reversal_dir / "vocab.json"
+    return ["views", "--model", str(model), "--mode", "reversal", "--valid", str(valid), "--vocab", str(vocab)]
+
+
 def test_views_reversal_mode(gpt2_dir, reversal_dir, capsys):
-    code = main(
-        [
-            "views",
-            "--model",
-            str(gpt2_dir),
-            "--mode",
-            "reversal",
-            "--valid",
-            str(reversal_dir / "valid.json"),
-            "--vocab",
-            str(reversal_dir / "vocab.json"),
-        ]
-    )
-    assert code == 0
+    assert main(reversal_views(gpt2_dir, reversal_dir)) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["n"] == 4 and summary["predictors"] == 0 and summary["linear_error"] is None  # NaN -> null
     assert -1 <= summary["cosine"] <= 1 and summary["erank_pred"] >= 1
@@ -255,17 +248,7 @@ def test_views_uses_the_checkpoint_predictors(gpt2_dir, reversal_dir, tmp_path, 
     run = tmp_path / "with_predictors"
     shutil.copytree(gpt2_dir, run)
     save_file({"weight": torch.randn(3, 64)}, str(run / "predictors.safetensors"))
-    args = [
-        "views",
-        "--model",
-        str(run),
-        "--mode",
-        "reversal",
-        "--valid",
-        str(reversal_dir / "valid.json"),
-        "--vocab",
-        str(reversal_dir / "vocab.json"),
-    ]
+    args = reversal_views(run, reversal_dir)
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["predictors"] == 3
     assert main(args + ["--predictors", "2"]) == 2
@@ -311,8 +294,7 @@ def test_an_interrupted_gsm8k_evaluation_resumes_from_its_partial_results(chat_m
 
 def test_views_out_writes_the_per_example_jsonl(gpt2_dir, reversal_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["views", "--model", str(gpt2_dir), "--mode", "reversal", "--valid", str(reversal_dir / "valid.json"),
-            "--vocab", str(reversal_dir / "vocab.json"), "--out", str(out)]  # fmt: skip
+    args = reversal_views(gpt2_dir, reversal_dir) + ["--out", str(out)]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
     rows = [json.loads(line) for line in (out / "views.jsonl").read_text().splitlines()]
