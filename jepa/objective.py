@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from jepa.data.collator import collate, flex_block_mask, to_device
+from jepa.data.collator import collate, dense_mask, flex_block_mask, to_device
 from jepa.data.layouts import Row
 from jepa.losses import IGNORE_INDEX, jepa_loss_fn, lm_loss_at, lm_loss_sum
 from jepa.models.predictors import PredictorEmbeddings
@@ -35,8 +35,8 @@ class LossTerms:
 
 
 def forward_hidden(model: nn.Module, predictors: PredictorEmbeddings | None, batch: dict) -> torch.Tensor:
-    """One pass over a collated batch (input_ids [B, T] with predictor ids < 0, attn_mask, position_ids)
-    -> final-norm hidden states [B, T, D]."""
+    """One pass over a batch (input_ids [B, T] with predictor ids < 0, attn_mask as `Objective.masked` adds it,
+    position_ids) -> final-norm hidden states [B, T, D]."""
     ids = batch["input_ids"]
     if predictors is not None:
         embeds = predictors(ids, model.embed_tokens)
@@ -81,9 +81,10 @@ class Objective(nn.Module):
         self.gather_negatives = gather_negatives
 
     def masked(self, batch: dict) -> dict:
-        """The batch with the attention mask this objective computes with: the dense bool mask (SDPA) or a
-        FlexAttention BlockMask built from the batch's segment ids and visibility tables."""
-        return {**batch, "attn_mask": flex_block_mask(batch)} if self.attention == "flex" else batch
+        """The batch with `attn_mask`, the attention mask this objective computes with, built on the batch's
+        device from its segment ids and visibility tables: a dense bool [B, 1, T, T] (SDPA) or a FlexAttention
+        BlockMask."""
+        return {**batch, "attn_mask": (flex_block_mask if self.attention == "flex" else dense_mask)(batch)}
 
     def views(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(pred, target) [N, D] of the batch's JEPA rows: what the JEPA loss aligns."""
@@ -116,7 +117,7 @@ class Objective(nn.Module):
         device = self.model.embed_tokens.weight.device
         lm_sum, lm_tokens, preds, targets = 0.0, 0, [], []
         for row in rows:
-            lm_batch = to_device(collate([row.lm_only()], pad_id), device)
+            lm_batch = self.masked(to_device(collate([row.lm_only()], pad_id), device))
             s, n = lm_loss_sum(
                 forward_hidden(self.model, self.predictors, lm_batch), lm_batch["labels"], self.model.lm_head
             )
@@ -135,7 +136,7 @@ class Objective(nn.Module):
                     [(0,)],
                     len(keep),
                 )
-                view_batch = to_device(collate([view], pad_id), device)
+                view_batch = self.masked(to_device(collate([view], pad_id), device))
                 out.append(forward_hidden(self.model, self.predictors, view_batch)[0, -1])
         empty = torch.zeros(0, self.model.embed_tokens.embedding_dim, device=device)
         pred = torch.stack(preds) if preds else empty

@@ -1,5 +1,6 @@
-"""Pads packed rows into a batch: ids, positions, the boolean 4-D attention mask, labels, and the host-side
-counts and indices of labels and JEPA pairs."""
+"""Pads packed rows into a batch: ids, positions, labels, the attention mask as data (segment ids and
+visibility tables; `dense_mask` / `flex_block_mask` expand it on the device), and the host-side counts and
+indices of labels and JEPA pairs."""
 
 from __future__ import annotations
 
@@ -30,14 +31,25 @@ def attention_mask(row: Row, length: int) -> torch.Tensor:
     return torch.from_numpy(mask)
 
 
+def attended_pairs(row: Row) -> int:
+    """How many (query, key) pairs of real tokens `attention_mask(row)` allows, in O(T * S) (S segments): the
+    attention FLOPs of the row."""
+    seg = np.asarray(row.segment_ids)
+    table = np.zeros((len(row.visible), len(row.visible)), dtype=np.int64)
+    for s, sees in enumerate(row.visible):
+        table[s, list(sees)] = 1
+    seen_so_far = np.cumsum(np.eye(len(row.visible), dtype=np.int64)[seg], axis=0)  # [T, S]: keys j <= i per segment
+    return int((seen_so_far * table[seg]).sum())
+
+
 def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
     """Rows -> batch, everything the forward needs counted and indexed here on the host, so the device never
-    has to tell the host anything inside a micro-batch. Tensors:
+    has to tell the host anything inside a micro-batch. No [T, T] mask is built or shipped: `dense_mask` (SDPA)
+    and `flex_block_mask` (FlexAttention) make it on the device from the segment ids. Tensors:
 
         input_ids, position_ids, labels  [B, T] long (labels pre-shifted, IGNORE_INDEX where none)
-        attn_mask                        [B, 1, T, T] bool
-        segment_ids [B, T] long (-1 = padding), visible [B, S, S] bool, lengths [B] long: the same mask as data,
-                                         for `flex_block_mask`
+        segment_ids [B, T] long (-1 = padding), visible [B, S, S] bool (segment s sees segment s'),
+        lengths [B] long                 the attention mask as data
         label_index, label_target        [N] long: flat position b * T + t of every label and its token
         jepa_row, pred_pos, target_pos   [P] long: one entry per JEPA pair (a packed row holds several)
 
@@ -46,49 +58,41 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
     """
     T = max(len(r.input_ids) for r in rows)
     T = -(-T // pad_to_multiple) * pad_to_multiple
-    B = len(rows)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((B, T), dtype=torch.long)
-    labels = torch.full((B, T), IGNORE_INDEX, dtype=torch.long)
-    attn_mask = torch.empty((B, 1, T, T), dtype=torch.bool)
-    label_index, label_target, jepa, pairs = [], [], [], 0
-    segment_ids = torch.full((B, T), -1, dtype=torch.long)  # -1: padding
-    visible = torch.zeros((B, max(len(r.visible) for r in rows), max(len(r.visible) for r in rows)), dtype=torch.bool)
+    B, S = len(rows), max(len(r.visible) for r in rows)
+    input_ids = np.full((B, T), pad_id, dtype=np.int64)
+    position_ids = np.zeros((B, T), dtype=np.int64)
+    labels = np.full((B, T), IGNORE_INDEX, dtype=np.int64)
+    segment_ids = np.full((B, T), -1, dtype=np.int64)  # -1: padding
+    visible = np.zeros((B, S, S), dtype=bool)
+    jepa = []
     for b, row in enumerate(rows):
         n = len(row.input_ids)
-        input_ids[b, :n] = torch.as_tensor(row.input_ids)
-        position_ids[b, :n] = torch.as_tensor(row.position_ids)
-        labels[b, :n] = torch.as_tensor(row.labels)
-        attn_mask[b, 0] = mask = attention_mask(row, T)
-        segment_ids[b, :n] = torch.as_tensor(row.segment_ids)
+        input_ids[b, :n] = row.input_ids
+        position_ids[b, :n] = row.position_ids
+        labels[b, :n] = row.labels
+        segment_ids[b, :n] = row.segment_ids
         for seg, sees in enumerate(row.visible):
             visible[b, seg, list(sees)] = True
-        pairs += int(mask[:n, :n].sum())
-        for t, y in enumerate(row.labels):
-            if y != IGNORE_INDEX:
-                label_index.append(b * T + t)
-                label_target.append(y)
         jepa += [(b, p, q) for p, q in row.jepa_pairs]
-    jepa_row, pred_pos, target_pos = (torch.tensor(c, dtype=torch.long) for c in zip(*jepa)) if jepa else (
-        torch.zeros(0, dtype=torch.long) for _ in range(3))  # fmt: skip
+    label_index = np.flatnonzero(labels != IGNORE_INDEX)
+    jepa = np.asarray(jepa, dtype=np.int64).reshape(-1, 3)
     return {
-        "input_ids": input_ids,
-        "position_ids": position_ids,
-        "attn_mask": attn_mask,
-        "segment_ids": segment_ids,
-        "visible": visible,
+        "input_ids": torch.from_numpy(input_ids),
+        "position_ids": torch.from_numpy(position_ids),
+        "segment_ids": torch.from_numpy(segment_ids),
+        "visible": torch.from_numpy(visible),
         "lengths": torch.tensor([len(r.input_ids) for r in rows], dtype=torch.long),
-        "labels": labels,
-        "label_index": torch.tensor(label_index, dtype=torch.long),
-        "label_target": torch.tensor(label_target, dtype=torch.long),
-        "jepa_row": jepa_row,
-        "pred_pos": pred_pos,
-        "target_pos": target_pos,
+        "labels": torch.from_numpy(labels),
+        "label_index": torch.from_numpy(label_index),
+        "label_target": torch.from_numpy(labels.reshape(-1)[label_index]),
+        "jepa_row": torch.from_numpy(jepa[:, 0].copy()),
+        "pred_pos": torch.from_numpy(jepa[:, 1].copy()),
+        "target_pos": torch.from_numpy(jepa[:, 2].copy()),
         "num_labels": len(label_index),
         "num_jepa": len(jepa),
         "num_tokens": sum(len(r.input_ids) for r in rows),
         "num_positions": B * T,
-        "num_attended_pairs": pairs,  # (query, key) pairs the mask allows among real tokens: attention FLOPs
+        "num_attended_pairs": sum(attended_pairs(r) for r in rows),  # attention FLOPs
         "has_predictor_tokens": any(t < 0 for r in rows for t in r.input_ids),
     }
 
@@ -98,8 +102,21 @@ def to_device(batch: dict, device: torch.device | str) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def dense_mask(batch: dict) -> torch.Tensor:
+    """The batch's attention mask, bool [B, 1, T, T] on the batch's device (for SDPA), from its segment ids,
+    visibility tables and lengths: equal to `attention_mask` of each row (tested). Device ops only, no sync."""
+    segment_ids, visible, lengths = batch["segment_ids"], batch["visible"], batch["lengths"]
+    B, T = segment_ids.shape
+    idx = torch.arange(T, device=segment_ids.device)
+    real = idx[None, :] < lengths[:, None]  # [B, T]
+    seg = segment_ids.clamp(min=0)
+    sees = visible[torch.arange(B, device=seg.device)[:, None, None], seg[:, :, None], seg[:, None, :]]
+    mask = sees & (idx[None, None, :] <= idx[None, :, None]) & real[:, :, None] & real[:, None, :]
+    return (mask | torch.eye(T, dtype=torch.bool, device=seg.device))[:, None]  # padding sees itself only
+
+
 def flex_mask_mod(batch: dict) -> Callable:
-    """The collated mask as a FlexAttention `mask_mod(b, h, q, kv)`: equal to `attn_mask` (tested), built from
+    """The collated mask as a FlexAttention `mask_mod(b, h, q, kv)`: equal to `dense_mask` (tested), built from
     segment ids and visibility tables instead of a [B, T, T] tensor."""
     segment_ids, visible, lengths = batch["segment_ids"], batch["visible"], batch["lengths"]
 

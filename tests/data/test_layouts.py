@@ -4,7 +4,7 @@ the `Objective` that training calls."""
 import pytest
 import torch
 
-from jepa.data.collator import collate
+from jepa.data.collator import attention_mask, collate, dense_mask
 from jepa.data.layouts import LayoutConfig, build_chat_row, build_reversal_row, pack_rows, step_token_ranges
 from jepa.data.show import show_row
 from jepa.losses import IGNORE_INDEX
@@ -158,11 +158,12 @@ def test_truncated_step2_trains_lm_only(tok):
 def test_mask_has_no_empty_rows_and_show_row(tok):
     rows = [build_chat_row(m, tok, LayoutConfig(mode="step")) for m in CHATS]
     batch = collate(rows, tok.pad_id, pad_to_multiple=8)
-    assert batch["attn_mask"].any(-1).all()  # every query (padding too) sees at least one key
+    mask = dense_mask(batch)
+    assert mask.any(-1).all()  # every query (padding too) sees at least one key
     assert batch["input_ids"].shape[1] % 8 == 0
     model = tiny_llama(vocab_size=tok.vocab_size)
     with torch.no_grad():
-        assert torch.isfinite(model(batch["input_ids"].clamp(min=0), batch["attn_mask"], batch["position_ids"])).all()
+        assert torch.isfinite(model(batch["input_ids"].clamp(min=0), mask, batch["position_ids"])).all()
     picture = show_row(rows[0], lambda t: tok.decode([t]))
     assert "<P2>" in picture and "pred" in picture and "tgt" in picture and "#" in picture
 
@@ -298,16 +299,17 @@ def test_packing_fills_rows_and_keeps_examples_apart():
     assert all(len(r.input_ids) <= 32 for r in packed)
     batch = collate(packed, pad_id=11)
     assert batch["num_tokens"] / batch["num_positions"] >= 0.9  # vs 8 / 13 real tokens unpacked
-    mask = batch["attn_mask"][0, 0]
+    mask = dense_mask(batch)[0, 0]
     first = len(rows[0].input_ids)  # the first example never attends to the second, nor the second to the first
     assert not mask[first:, :first][: len(packed[0].input_ids) - first].any()
 
 
 @pytest.mark.parametrize("mode", ["regular", "step", "jepa", "reversal"])
 @pytest.mark.parametrize("packed", [False, True])
-def test_the_flex_mask_function_is_the_collated_mask(tok, mode, packed):
-    """FlexAttention's mask_mod, expanded with create_mask, equals the dense [B, 1, T, T] mask: every mode,
-    padded and packed rows."""
+def test_the_device_masks_are_the_rows_masks(tok, mode, packed):
+    """The masks built from the batch's segment ids (SDPA's `dense_mask`, FlexAttention's mask_mod expanded with
+    create_mask) equal each row's own `attention_mask`, and `num_attended_pairs` counts its real pairs: every
+    mode, padded and packed rows."""
     from torch.nn.attention.flex_attention import create_mask
 
     from jepa.data.collator import flex_mask_mod
@@ -320,8 +322,12 @@ def test_the_flex_mask_function_is_the_collated_mask(tok, mode, packed):
     if packed:
         rows = pack_rows(rows, pack_length=2 * max(len(r.input_ids) for r in rows))
     batch = collate(rows, pad_id=0, pad_to_multiple=8)
-    B, _, T, _ = batch["attn_mask"].shape
-    assert torch.equal(create_mask(flex_mask_mod(batch), B, 1, T, T, device="cpu"), batch["attn_mask"])
+    B, T = batch["input_ids"].shape
+    expected = torch.stack([attention_mask(row, T) for row in rows])[:, None]
+    assert torch.equal(dense_mask(batch), expected)
+    assert torch.equal(create_mask(flex_mask_mod(batch), B, 1, T, T, device="cpu"), expected)
+    real = torch.arange(T)[None, :] < batch["lengths"][:, None]
+    assert batch["num_attended_pairs"] == int((expected[:, 0] & real[:, :, None] & real[:, None, :]).sum())
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # eager on CPU, on purpose

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from jepa.data.collator import collate
+from jepa.data.collator import collate, dense_mask
 from jepa.losses import IGNORE_INDEX
 from jepa.train.build import build
 from jepa.train.step import forward_backward, next_micro_batches, step_metrics, train_step
@@ -105,9 +105,9 @@ class SyncCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func)
-        flat = [a for a in args if isinstance(a, (list, tuple))] + [args]
+        # aten.index / index_put take (source, indices, ...): a sync only when an index is a boolean mask.
         bool_index = name.startswith(("aten.index.", "aten.index_put")) and any(
-            torch.is_tensor(t) and t.dtype == torch.bool for seq in flat for t in seq
+            torch.is_tensor(t) and t.dtype == torch.bool for t in args[1]
         )
         if bool_index or name.startswith(("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select")):
             self.syncs.append(name)
@@ -169,7 +169,7 @@ def test_the_step_logs_model_flops_counted_by_hand(tmp_path):
     pairs = 0
     for batch in micro_batches:  # (query, key) pairs the masks allow among real tokens
         real = batch["input_ids"] != state.dataset.pad_id
-        pairs += int((batch["attn_mask"][:, 0] & real[:, :, None] & real[:, None, :]).sum())
+        pairs += int((dense_mask(batch)[:, 0] & real[:, :, None] & real[:, None, :]).sum())
     flops = 6 * block_weights * metrics["tokens"] + 6 * vocab * d * metrics["lm_tokens"] + 12 * layers * d * pairs
     assert metrics["tflops"] == pytest.approx(flops / metrics["step_s"] / 1e12, rel=1e-2)
     assert metrics["mfu"] == pytest.approx(metrics["tflops"] / 1.0)
