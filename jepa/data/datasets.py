@@ -35,6 +35,7 @@ class DataConfig:
     date_string: str = "26 Jul 2024"  # Llama-3 template "Today Date", fixed for reproducibility
     pad_to_multiple: int = 1  # pad micro-batches to a multiple of this length (e.g. 8 on GPU)
     pack_length: int = 0  # > 0: pack each micro-batch's examples into rows of at most this many tokens
+    prefetch: int = 2  # optimizer steps collated ahead in a background thread (0 = collate in the loop)
 
 
 @dataclass

@@ -365,6 +365,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.data.limit is None or cfg.data.limit >= 1, "data.limit", "must be >= 1", cfg.data.limit)
     _check(cfg.data.pad_to_multiple >= 1, "data.pad_to_multiple", "must be >= 1", cfg.data.pad_to_multiple)
     _check(cfg.data.pack_length >= 0, "data.pack_length", "must be >= 0 (0 = no packing)", cfg.data.pack_length)
+    _check(cfg.data.prefetch >= 0, "data.prefetch", "must be >= 0 (0 = collate in the loop)", cfg.data.prefetch)
     _check(cfg.optim.lr > 0, "optim.lr", "must be > 0", cfg.optim.lr)
     _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0", cfg.optim.weight_decay)
     for key in ("beta1", "beta2"):
@@ -417,7 +418,7 @@ def validate(cfg: TrainConfig) -> None:
 # the optimizer state (AdamW restores its own lr / betas / decay) or the data order, so resume refuses it.
 RESUME_MAY_CHANGE = (
     "run.dir", "run.device", "run.threads", "run.log_every", "run.peak_tflops", "model.name", "model.attention",
-    "model.gradient_checkpointing", "data.pad_to_multiple", "schedule.kind", "schedule.warmup_steps",
+    "model.gradient_checkpointing", "data.pad_to_multiple", "data.prefetch", "schedule.kind", "schedule.warmup_steps",
     "schedule.warmup_ratio", "schedule.min_lr_ratio", "schedule.epochs", "schedule.max_steps",
     "schedule.stop_at_step", "checkpoint.", "eval.",
 )  # fmt: skip

@@ -1,4 +1,5 @@
-"""The training loop, top to bottom: `build` the state, then per optimizer step the next micro-batches ->
+"""The training loop, top to bottom: `build` the state, then per optimizer step the next micro-batches
+(collated ahead by a `Prefetcher` thread) ->
 `train_step` -> metrics line -> periodic checkpoint and evaluation; at the end a checkpoint of the last step,
 the exported model and a final evaluation. The run directory is locked for the run, and SIGINT / SIGTERM end it
 with a checkpoint.
@@ -26,9 +27,10 @@ from jepa.train.checkpoint import save_checkpoint
 from jepa.train.config import TrainConfig, check_run_dir, dump_config
 from jepa.train.distributed import barrier
 from jepa.train.lock import RunLock
+from jepa.train.prefetch import Prefetcher
 from jepa.train.signals import StopSignals
 from jepa.train.state import Interrupted, TrainingDiverged, TrainingStopped, TrainState
-from jepa.train.step import next_micro_batches, train_step
+from jepa.train.step import train_step
 
 __all__ = ["Interrupted", "TrainResult", "TrainingDiverged", "TrainingStopped", "train"]
 
@@ -61,19 +63,20 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
         end_step = min(state.total_steps, cfg.schedule.stop_at_step or state.total_steps)
         bar = tqdm(total=state.total_steps, initial=state.step, disable=not (state.world.is_main and progress))
         metrics, started, first_step = {}, time.perf_counter(), state.step
-        while state.step < end_step and not stop.requested(state.world):
-            epoch = state.sampler.epoch
-            metrics = train_step(state, next_micro_batches(state))
-            metrics["epoch"] = epoch
-            metrics_log.write(metrics)
-            bar.update(1)
-            if state.step % cfg.run.log_every == 0 or state.step == state.total_steps:
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", lm=f"{metrics['lm']:.4f}",
-                                jepa=f"{metrics['jepa']:.4f}", lr=f"{metrics['lr']:.2e}")  # fmt: skip
-            if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0 and state.step < end_step:
-                save_checkpoint(state)
-            if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < end_step:
-                evaluate(state, metrics_log)
+        with Prefetcher(state, steps=end_step - state.step, depth=cfg.data.prefetch) as batches:
+            while state.step < end_step and not stop.requested(state.world):
+                epoch = state.sampler.epoch
+                metrics = train_step(state, batches.next())
+                metrics["epoch"] = epoch
+                metrics_log.write(metrics)
+                bar.update(1)
+                if state.step % cfg.run.log_every == 0 or state.step == state.total_steps:
+                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", lm=f"{metrics['lm']:.4f}",
+                                    jepa=f"{metrics['jepa']:.4f}", lr=f"{metrics['lr']:.2e}")  # fmt: skip
+                if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0 and state.step < end_step:
+                    save_checkpoint(state)
+                if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < end_step:
+                    evaluate(state, metrics_log)
         bar.close()
 
         if state.last_checkpoint is None or state.last_checkpoint.name != f"step_{state.step}":

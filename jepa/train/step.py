@@ -33,14 +33,20 @@ COUNTS = ("num_labels", "num_jepa", "num_tokens", "num_positions", "num_attended
 
 def next_micro_batches(state: TrainState) -> list[Batch]:
     """This rank's collated micro-batches of the sampler's next global batch (advances the sampler)."""
+    return step_micro_batches(state, state.sampler.next_batch(), state.step)
+
+
+def step_micro_batches(state: TrainState, indices: list[int], step: int) -> list[Batch]:
+    """This rank's collated micro-batches of optimizer step `step` (0-based) whose global batch is `indices`.
+    Reads only the immutable parts of `state` (config, dataset, rank), so a background thread may call it."""
     cfg = state.cfg
     return rank_micro_batches(
         state.dataset,
-        state.sampler.next_batch(),
+        indices,
         cfg.schedule.batch_size,
         cfg.schedule.grad_accum,
         state.world.rank,
-        state.step,
+        step,
         cfg.run.seed,
         cfg.jepa.ratio,
         pad_multiple(cfg.data.pad_to_multiple, state.world.device),

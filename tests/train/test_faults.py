@@ -235,7 +235,10 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_and_exits_with_one_line(
         f"interrupted by {name} at step {step}; checkpoint: {tmp_path / 'runs' / 'tiny' / f'step_{step}'}; "
         "the same command resumes"
     ]
-    assert json.loads((tmp_path / "runs" / "tiny" / f"step_{step}" / "trainer_state.json").read_text())["step"] == step
+    saved = json.loads((tmp_path / "runs" / "tiny" / f"step_{step}" / "trainer_state.json").read_text())
+    assert saved["step"] == step
+    # The sampler position of the consumed steps (3 steps of 8 rows per epoch of 25), not the prefetch thread's.
+    assert (saved["sampler"]["epoch"], saved["sampler"]["step_in_epoch"]) == divmod(step, 3)
 
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
