@@ -137,6 +137,11 @@ class GPT2(nn.Module):
         self.apply(normal_init)
 
     @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, in order (what `model.compile` compiles one by one)."""
+        return self.transformer.h
+
+    @property
     def embed_tokens(self) -> nn.Embedding:
         return self.transformer.wte
 

@@ -184,6 +184,11 @@ class Llama(nn.Module):
         self.apply(normal_init)
 
     @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, in order (what `model.compile` compiles one by one)."""
+        return self.model.layers
+
+    @property
     def embed_tokens(self) -> nn.Embedding:
         return self.model.embed_tokens
 

@@ -29,6 +29,9 @@ from jepa.train.flops import FlopCounter, peak_tflops
 from jepa.train.optim import AUTOCAST_DTYPES, LRSchedule, make_optimizer
 from jepa.train.state import TrainState
 
+# The backend of `model.compile` (the tests swap in "aot_eager": the same graph capture without a C++ build).
+COMPILE_BACKEND = "inductor"
+
 
 def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = True) -> TrainState:
     """The training state of `cfg`, resumed from its newest checkpoint when `checkpoint.resume` says so.
@@ -118,7 +121,7 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
 
 def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> nn.Module:
     """Pretrained weights from model.path, or model.arch from scratch (vocab_size from the data if absent);
-    then LoRA (default targets: the architecture's `lora_targets`) and activation checkpointing."""
+    then LoRA (default targets: the architecture's `lora_targets`), activation checkpointing and `model.compile`."""
     dtype = torch.bfloat16 if cfg.precision.mode == "pure_bf16" else torch.float32
     if cfg.model.path is not None:
         model = load_pretrained(cfg.model.path, dtype=dtype, device=device)
@@ -136,6 +139,9 @@ def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) 
         if cfg.precision.mode in AUTOCAST_DTYPES:  # frozen bases in the compute dtype: no re-cast every forward
             cast_frozen_bases(model, AUTOCAST_DTYPES[cfg.precision.mode])
     model.gradient_checkpointing = cfg.model.gradient_checkpointing
+    if cfg.model.compile:
+        for block in model.blocks:
+            block.compile(backend=COMPILE_BACKEND, fullgraph=True)
     return model.train()
 
 

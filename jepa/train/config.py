@@ -55,6 +55,9 @@ class ModelConfig:
     # auto = sdpa until FlexAttention has been checked on a GPU; flex = FlexAttention with a block mask (CUDA only:
     # no CPU backward in torch 2.13)
     attention: str = "auto"
+    # torch.compile each block (fullgraph, in place: the state dict's names are unchanged); all blocks share one
+    # graph. Fixed shapes (data.pack_length, pad_to_multiple) avoid recompiles. CPU needs a C++ compiler.
+    compile: bool = False
 
 
 @dataclass
@@ -418,7 +421,7 @@ def validate(cfg: TrainConfig) -> None:
 # the optimizer state (AdamW restores its own lr / betas / decay) or the data order, so resume refuses it.
 RESUME_MAY_CHANGE = (
     "run.dir", "run.device", "run.threads", "run.log_every", "run.peak_tflops", "model.name", "model.attention",
-    "model.gradient_checkpointing", "data.pad_to_multiple", "data.prefetch", "schedule.kind", "schedule.warmup_steps",
+    "model.gradient_checkpointing", "model.compile", "data.pad_to_multiple", "data.prefetch", "schedule.kind", "schedule.warmup_steps",
     "schedule.warmup_ratio", "schedule.min_lr_ratio", "schedule.epochs", "schedule.max_steps",
     "schedule.stop_at_step", "checkpoint.", "eval.",
 )  # fmt: skip
