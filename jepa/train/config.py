@@ -421,9 +421,9 @@ def validate(cfg: TrainConfig) -> None:
 # the optimizer state (AdamW restores its own lr / betas / decay) or the data order, so resume refuses it.
 RESUME_MAY_CHANGE = (
     "run.dir", "run.device", "run.threads", "run.log_every", "run.peak_tflops", "model.name", "model.attention",
-    "model.gradient_checkpointing", "model.compile", "data.pad_to_multiple", "data.prefetch", "schedule.kind", "schedule.warmup_steps",
-    "schedule.warmup_ratio", "schedule.min_lr_ratio", "schedule.epochs", "schedule.max_steps",
-    "schedule.stop_at_step", "checkpoint.", "eval.",
+    "model.gradient_checkpointing", "model.compile", "data.pad_to_multiple", "data.prefetch", "schedule.kind",
+    "schedule.warmup_steps", "schedule.warmup_ratio", "schedule.min_lr_ratio", "schedule.epochs",
+    "schedule.max_steps", "schedule.stop_at_step", "checkpoint.", "eval.",
 )  # fmt: skip
 
 
