@@ -60,3 +60,12 @@ def test_fp16_gradients_formed_in_the_forward_do_not_underflow():
     expected = torch.tensor([[-math.exp(-18), -math.exp(-18)]])  # (softmax - onehot) @ w, to first order
     torch.testing.assert_close(grads[torch.float32], expected, rtol=1e-3, atol=0)
     torch.testing.assert_close(grads[torch.float16], grads[torch.float32], rtol=2e-2, atol=0)
+
+
+def test_logit_chunks_fill_gpu_tiles_and_bound_memory():
+    from jepa.losses import logit_chunk_rows
+
+    for vocab in (50257, 49152, 128256, 151936, 262144):
+        cpu, cuda = logit_chunk_rows(vocab, "cpu"), logit_chunk_rows(vocab, "cuda")
+        assert cpu * vocab <= 2**24 < (cpu + 1) * vocab  # 64 MiB of fp32 logits on CPU
+        assert cuda % 128 == 0 and cuda * vocab <= 2**26 and cuda >= cpu  # whole tiles, 256 MiB on CUDA
