@@ -5,7 +5,7 @@ PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 SMOLLM2 := data/models/smollm2-135m-instruct
 
-.PHONY: install install-test assets prepare demo test test-fast lint format bench experiments
+.PHONY: install install-test assets prepare demo test test-fast lint format bench experiments gpu-check
 
 # torch first, pinned: a bare `torch` requirement pulls a multi-GB CUDA build on a CPU machine.
 install:
@@ -62,3 +62,12 @@ bench: install-test prepare
 experiments: prepare
 	$(PYTHON) experiments/reversal_curse.py
 	$(PYTHON) experiments/step_jepa_smollm2.py
+
+# On a CUDA machine: `pytest -m cuda` and the GPU benchmarks (bench/gpu_check.py), one JSON file of figures
+# (GPU_CHECK_OUT). Needs data/gsm8k_steps and the SmolLM2 tokenizer files (make prepare, or copy them over); the
+# reversal data is generated here. No network and no install step: it runs where the tests already run.
+GPU_CHECK_OUT ?= gpu_check.json
+
+gpu-check:
+	@test -f data/reversal/train.json || $(PYTHON) prepare.py reversal
+	$(PYTHON) bench/gpu_check.py --out $(GPU_CHECK_OUT)

@@ -41,7 +41,7 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
     device = state.world.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times, tokens, lm_tokens, real = [], [], [], []
+    times, tokens, lm_tokens, real, tflops, mfu = [], [], [], [], [], []
     for i in range(warmup + steps):
         micro_batches = next_micro_batches(state)
         if device.type == "cuda":
@@ -55,6 +55,8 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
             tokens.append(metrics["tokens"])
             lm_tokens.append(metrics["lm_tokens"])
             real.append(metrics["real_token_fraction"])
+            tflops.append(metrics["tflops"])
+            mfu.append(metrics.get("mfu"))
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -67,6 +69,8 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
             "tokens_s": tokens[best] / times[best],
             "lm_tokens_s": lm_tokens[best] / times[best],
             "median_s": sorted(times)[steps // 2],
+            "tflops": tflops[best],
+            "mfu": mfu[best],
             "real": sum(real) / len(real),
             "peak_mib": peak,
             "rows": state.sampler.global_batch,
@@ -78,13 +82,14 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
 
 
 def run_once(config: str, overrides: list[str], warmup: int, steps: int) -> dict:
+    """`measure` in a child process; {"error": ...} when it fails (its traceback is on stderr already)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=measure, args=(config, overrides, warmup, steps, queue))
     child.start()
     child.join()
-    if child.exitcode != 0:  # its traceback is on stderr already
-        sys.exit(f"error: the {config} {' '.join(overrides)} measurement failed (exit {child.exitcode})")
+    if child.exitcode != 0:
+        return {"error": f"the {config} {' '.join(overrides)} measurement failed (exit {child.exitcode})"}
     return queue.get()
 
 
@@ -94,6 +99,8 @@ def compare(settings: list[tuple[str, str, list[str]]], warmup: int, steps: int,
     for _ in range(rounds):
         for k, (_, config, overrides) in enumerate(settings):
             result = run_once(config, overrides, warmup, steps)
+            if "error" in result:
+                sys.exit(f"error: {result['error']}")
             if best[k] is None or result["steps_s"] > best[k]["steps_s"]:
                 best[k] = result
     for (name, _, _), r in zip(settings, best):

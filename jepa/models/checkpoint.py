@@ -39,7 +39,11 @@ def build_model(hf_config: dict, source: str = "config") -> nn.Module:
     if model_type not in ARCHITECTURES:
         raise ValueError(f"{source}: unknown model_type {model_type!r} (supported: {', '.join(ARCHITECTURES)})")
     cls, cfg_cls = ARCHITECTURES[model_type]
-    return cls(cfg_cls.from_hf(hf_config))
+    try:
+        cfg = cfg_cls.from_hf(hf_config)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+    return cls(cfg)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepa.models.attention import KVCache, attend
+from jepa.models.hf_config import known_fields
 from jepa.models.init import normal_init
 
 
@@ -37,10 +38,8 @@ class GPT2Config:
         act = cfg.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"GPT-2 activation_function {act!r} is not supported (tanh GELU only)")
-        names = {f.name for f in fields(cls)} - {"extra"}
-        return cls(
-            **{k: v for k, v in cfg.items() if k in names}, extra={k: v for k, v in cfg.items() if k not in names}
-        )
+        known, extra = known_fields(cls, cfg)
+        return cls(**known, extra=extra)
 
     def to_hf(self) -> dict:
         out = dict(self.extra)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepa.models.attention import KVCache, attend
+from jepa.models.hf_config import known_fields
 from jepa.models.init import normal_init
 
 
@@ -58,9 +59,8 @@ class LlamaConfig:
                 cfg.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
         if cfg.get("num_key_value_heads") is None:
             cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
-        names = {f.name for f in fields(cls)} - {"extra"}
-        known = {k: v for k, v in cfg.items() if k in names}
-        return cls(**known, extra={k: v for k, v in cfg.items() if k not in names})
+        known, extra = known_fields(cls, cfg)
+        return cls(**known, extra=extra)
 
     def to_hf(self) -> dict:
         out = dict(self.extra)

@@ -41,6 +41,23 @@ def test_unknown_model_type(saved):
         load_pretrained(saved)
 
 
+def test_config_numbers_yaml_reads_as_strings_are_numbers_and_wrong_types_name_their_key(saved):
+    from jepa.models import build_model
+
+    cfg = json.loads((saved / "config.json").read_text())
+    # YAML 1.1 (PyYAML) reads `rms_norm_eps: 1e-5` in a model.arch section as the string '1e-5'.
+    model = build_model({**cfg, "rms_norm_eps": "1e-5", "rope_theta": 10000}, source="model.arch")
+    assert model.config.rms_norm_eps == 1e-5 and isinstance(model.config.rope_theta, float)
+    with pytest.raises(ValueError, match=r"^model.arch: hidden_size: expected an integer, got '64x'$"):
+        build_model({**cfg, "hidden_size": "64x"}, source="model.arch")
+    with pytest.raises(ValueError, match=r"^model.arch: layer_norm_epsilon: expected a number, got 'small'$"):
+        build_model({**tiny_gpt2().config.to_hf(), "layer_norm_epsilon": "small"}, source="model.arch")
+    cfg["num_key_value_heads"] = 3
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"config.json: num_attention_heads \(4\) must be a multiple of"):
+        load_pretrained(saved)
+
+
 def test_missing_and_unexpected_tensors(saved):
     tensors = load_file(saved / "model.safetensors")
     tensors["model.layers.0.extra.weight"] = tensors.pop("model.layers.1.mlp.up_proj.weight")
