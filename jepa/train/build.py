@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from jepa.data.datasets import Dataset, dataset_class
 from jepa.eval.hooks import EvalHook
@@ -21,12 +20,13 @@ from jepa.models import build_model, load_pretrained
 from jepa.models.lora import apply_lora, cast_frozen_bases
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.objective import Objective
-from jepa.train.checkpoint import all_step_dirs, apply_checkpoint, read_checkpoint, step_dirs
+from jepa.train.checkpoint import CheckpointMismatch, all_step_dirs, apply_checkpoint, read_checkpoint, step_dirs
 from jepa.train.config import TrainConfig, check_paths
 from jepa.train.data import EpochSampler
 from jepa.train.distributed import init_world, seed_everything
 from jepa.train.flops import FlopCounter, peak_tflops
 from jepa.train.optim import AUTOCAST_DTYPES, LRSchedule, make_optimizer
+from jepa.train.parallel import strategy
 from jepa.train.state import TrainState
 
 # The backend of `model.compile` (the tests swap in "aot_eager": the same graph capture without a C++ build).
@@ -39,7 +39,8 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     one line naming the key or file for bad configs and data."""
     check_paths(cfg)
     eval_hook = eval_hook or load_eval_hook(cfg)
-    world = init_world(cfg.run.device)
+    parallel = strategy(cfg.distributed.strategy)
+    world = init_world(cfg.run.device, parallel.name == "fsdp", cfg.distributed.wait_minutes)
     if cfg.model.attention == "flex" and world.device.type != "cuda":  # refused before any global state changes
         raise ValueError("model.attention: flex has no backward on CPU (torch 2.13); use sdpa or run on a GPU")
     if cfg.run.threads and world.device.type == "cpu":
@@ -59,10 +60,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     objective: nn.Module = Objective(
         model, predictors, cfg.jepa.loss, cfg.jepa.temperature, cfg.jepa.gather_negatives, attention
     )
-    if world.is_distributed:
-        objective = DistributedDataParallel(
-            objective, device_ids=[world.device.index] if world.device.type == "cuda" else None
-        )
+    objective = parallel.wrap(objective, world, cfg.precision.mode)  # before the optimizer: FSDP shards in place
 
     optimizer = make_optimizer(cfg.optim, model, predictors, world.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule.from_config(s, total_steps))
@@ -84,6 +82,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         FlopCounter.for_model(model, cfg.lora.enabled),
         peak_tflops(world.device, cfg.run.peak_tflops),
         total_steps,
+        parallel,
         eval_hook=eval_hook,
         verbose=verbose,
     )
@@ -136,7 +135,8 @@ def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) 
         model = build_model(arch, source="model.arch").to(device=device, dtype=dtype)
     if cfg.lora.enabled:
         apply_lora(model, cfg.lora.targets or list(model.lora_targets), cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
-        if cfg.precision.mode in AUTOCAST_DTYPES:  # frozen bases in the compute dtype: no re-cast every forward
+        # Frozen bases in the compute dtype: no re-cast every forward (FSDP's mixed-precision policy casts them).
+        if cfg.precision.mode in AUTOCAST_DTYPES and cfg.distributed.strategy == "ddp":
             cast_frozen_bases(model, AUTOCAST_DTYPES[cfg.precision.mode])
     model.gradient_checkpointing = cfg.model.gradient_checkpointing
     if cfg.model.compile:
@@ -184,6 +184,8 @@ def resume(state: TrainState) -> None:
             try:
                 saved = read_checkpoint(state, path)
                 break
+            except CheckpointMismatch as exc:
+                raise ValueError(f"checkpoint.resume: {exc}") from None
             except (ValueError, FileNotFoundError) as exc:
                 state.warn(f"skipping checkpoint {path.name}: {exc}")
         if saved is None:

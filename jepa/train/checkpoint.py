@@ -5,8 +5,10 @@ A checkpoint directory holds
     model/                 full fine-tuning: an HF-format directory (config.json + model.safetensors)
     adapter.safetensors    LoRA: the adapter tensors only (+ adapter_config.json)
     predictors.safetensors the K predictor-token embeddings (when the run has any)
-    optimizer.pt  scheduler.pt  scaler.pt ({} unless fp16)  rng.pt (python / numpy / torch / cuda states,
-                           one entry per rank)
+    optimizer.pt
+    sharded/               distributed.strategy=fsdp instead of the four above: torch.distributed.checkpoint
+                           shards of the model (LoRA: its trainable tensors), predictor tokens and optimizer
+    scheduler.pt  scaler.pt ({} unless fp16)  rng.pt (python / numpy / torch / cuda states, one entry per rank)
     config.yaml            the run's config when it was written (resume compares it with the new one)
     trainer_state.json     step, data-sampler position, world size
     manifest.json          every other file and its size -- written last
@@ -31,17 +33,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from torch.distributed.checkpoint.api import CheckpointException
 
-from jepa.models import save_pretrained
-from jepa.models.checkpoint import read_safetensors, tied
-from jepa.models.lora import read_adapter, save_adapter, set_adapter
-from jepa.models.predictors import read_predictors, save_predictors
 from jepa.train.config import changed_on_resume, dump_config
+from jepa.train.parallel import SHARDED_DIR, local_shard
 from jepa.train.state import CheckpointNotWritten, TrainingDiverged, TrainState
 
 STEP_DIR = re.compile(r"step_(\d+)")
 STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
+
+
+class CheckpointMismatch(ValueError):
+    """A sound checkpoint that this run cannot take (another strategy): an error, never skipped for an older one."""
 
 
 def rng_state() -> dict:
@@ -93,20 +97,34 @@ def all_step_dirs(run_dir: Path) -> list[Path]:
 
 
 def non_finite_tensors(state: TrainState) -> list[str]:
-    """Names of parameters and optimizer-state tensors holding NaN or inf (at most 3)."""
-    bad = [name for name, p in state.objective.named_parameters() if not bool(torch.isfinite(p).all())]
+    """Names of parameters and optimizer-state tensors holding NaN or inf (at most 3; this rank's shards under
+    FSDP, so every rank also learns whether any other rank found one)."""
+    finite = lambda t: bool(torch.isfinite(local_shard(t)).all())  # noqa: E731
+    bad = [name for name, p in state.objective.named_parameters() if not finite(p)]
     for i, per_param in enumerate(state.optimizer.state.values()):
         bad += [
             f"optimizer state {i}.{k}"
             for k, v in per_param.items()
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+            if torch.is_tensor(v) and v.is_floating_point() and not finite(v)
         ]
+    if any_rank(bool(bad), state.world) and not bad:
+        bad = ["a parameter or optimizer state on another rank"]
     return bad[:3]
 
 
+def any_rank(flag: bool, world) -> bool:
+    """Whether `flag` holds on any process (collective under torch.distributed)."""
+    if not world.is_distributed:
+        return flag
+    t = torch.tensor([float(flag)], device=world.device)
+    dist.all_reduce(t)
+    return bool(t.item())
+
+
 def save_checkpoint(state: TrainState) -> Path:
-    """Write `run_dir/step_N` for the state's step atomically, on rank 0, and make it `state.last_checkpoint`.
-    Collective under DDP (every rank's RNG state is gathered), so every rank calls it. Returns its path.
+    """Write `run_dir/step_N` for the state's step atomically and make it `state.last_checkpoint`. Collective
+    (every rank's RNG state is gathered; under FSDP every rank writes its shards), so every rank calls it.
+    Returns its path.
 
     Raises TrainingDiverged when a parameter or the optimizer state is not finite (nothing is written), and
     CheckpointNotWritten when writing fails (disk full ...): the temporary directory is removed and the message
@@ -119,45 +137,45 @@ def save_checkpoint(state: TrainState) -> Path:
             f"{state.last_checkpoint or 'none'} (lower optim.lr, keep optim.clip > 0, prefer bf16 to fp16)"
         )
     rng_states = all_rng_states()
-    cfg, step = state.cfg, state.step
+    cfg, step, world = state.cfg, state.step, state.world
     final, tmp = cfg.run_dir / f"step_{step}", cfg.run_dir / f".step_{step}.tmp"
     error = ""
-    if state.world.is_main:
-        try:
-            write_checkpoint_files(state, tmp, rng_states)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            error = f"{exc.strerror or exc} ({exc.filename or tmp})"
-        for _, old in step_dirs(cfg.run_dir)[: -cfg.checkpoint.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-    if state.world.is_distributed:  # every rank learns whether rank 0 succeeded
-        flag = torch.tensor([float(bool(error))], device=state.world.device)
-        dist.broadcast(flag, 0)
-        error = error or ("rank 0 could not write it" if flag.item() else "")
+
+    def attempt(write, everywhere: bool) -> None:  # one stage; every rank learns whether any rank failed
+        nonlocal error
+        if not error and (everywhere or world.is_main):
+            try:
+                write()
+            except (OSError, CheckpointException) as exc:
+                error = f"{getattr(exc, 'strerror', None) or exc} ({getattr(exc, 'filename', None) or tmp})"
+        if any_rank(bool(error), world) and not error:
+            error = "another rank could not write its part"
+
+    attempt(lambda: fresh_directory(tmp), everywhere=False)
+    attempt(lambda: state.parallel.save_weights(state, tmp), everywhere=True)  # rank 0's files, or every shard
+    attempt(lambda: finish_checkpoint(state, tmp, final, rng_states), everywhere=False)
     if error:
+        if world.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointNotWritten(
             f"checkpoint step_{step} not written: {error}; removed {tmp.name}; last good checkpoint: "
             f"{state.last_checkpoint or 'none'}"
         )
+    if world.is_main:
+        for _, old in step_dirs(cfg.run_dir)[: -cfg.checkpoint.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
     state.last_checkpoint = final
     return final
 
 
-def write_checkpoint_files(state: TrainState, tmp: Path, rng_states: list[dict]) -> None:
-    """Every file of a checkpoint into `tmp`, the manifest last."""
-    cfg = state.cfg
+def fresh_directory(tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    if cfg.lora.enabled:
-        save_adapter(state.model, tmp)
-    else:
-        save_pretrained(state.model, tmp / "model")
-    if state.predictors is not None:
-        save_predictors(state.predictors, tmp)
-    torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
+
+
+def finish_checkpoint(state: TrainState, tmp: Path, final: Path, rng_states: list[dict]) -> None:
+    """The files beside the weights into `tmp`, the manifest last, then `tmp` renamed to `final` (rank 0)."""
+    cfg = state.cfg
     torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save(state.scaler.state_dict(), tmp / "scaler.pt")  # {} unless fp16
     torch.save(rng_states, tmp / "rng.pt")
@@ -166,6 +184,9 @@ def write_checkpoint_files(state: TrainState, tmp: Path, rng_states: list[dict])
     (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
     files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
     (tmp / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -178,10 +199,7 @@ class CheckpointContents:
     path: Path
     trainer_state: dict
     config: dict | None  # None: written before checkpoints carried their config
-    model: dict[str, torch.Tensor] | None  # full fine-tuning (our names)
-    adapter: dict[str, torch.Tensor] | None  # LoRA
-    predictors: torch.Tensor | None
-    optimizer: dict
+    weights: dict  # model or adapter, predictors, optimizer: what the strategy's read_weights gives
     scheduler: dict
     scaler: dict
     rng: list[dict]
@@ -221,27 +239,20 @@ def read_checkpoint(state: TrainState, path: Path) -> CheckpointContents:
     problem = manifest_problem(path)
     if problem:
         raise ValueError(f"{path}: {problem}")
-    device = state.world.device
     trainer_state = _read(path / STATE_FILE, lambda f: json.loads(f.read_text()))
     config_file = path / "config.yaml"
     config = _read(config_file, lambda f: yaml.safe_load(f.read_text())) if config_file.is_file() else None
-    model = adapter = None
-    if state.cfg.lora.enabled:
-        adapter = read_adapter(path)
-    else:
-        model = state.model.state_from_hf(read_safetensors(path / "model"))
-    predictors = None
-    if state.predictors is not None:
-        predictors = read_predictors(path, state.predictors.weight.shape[1])
+    if (path / SHARDED_DIR).is_dir() != (state.parallel.name == "fsdp"):
+        raise CheckpointMismatch(
+            f"{path}: written with distributed.strategy="
+            f"{'fsdp' if (path / SHARDED_DIR).is_dir() else 'ddp'}, this run uses {state.parallel.name}"
+        )
     load = lambda f, **kw: torch.load(f, weights_only=False, **kw)  # noqa: E731
     return CheckpointContents(
         path,
         trainer_state,
         config,
-        model,
-        adapter,
-        predictors,
-        optimizer=_read(path / "optimizer.pt", lambda f: load(f, map_location=device)),
+        state.parallel.read_weights(state, path, _read),
         scheduler=_read(path / "scheduler.pt", load),
         scaler=_read(path / "scaler.pt", load),
         rng=_read(path / "rng.pt", load),
@@ -251,13 +262,13 @@ def read_checkpoint(state: TrainState, path: Path) -> CheckpointContents:
 def load_checkpoint(state: TrainState, path: Path) -> None:
     """Restore everything `save_checkpoint` wrote into the live state (every rank): weights or adapter,
     predictors, optimizer, schedule, scaler, this rank's RNG, the sampler position and the step. Every file is
-    read and checked before the state changes."""
+    read and checked before the state changes (FSDP's shards: their files and sizes, then read in place)."""
     apply_checkpoint(state, read_checkpoint(state, path))
 
 
 def apply_checkpoint(state: TrainState, saved: CheckpointContents) -> None:
     """Put read checkpoint contents into the live state; ValueError when they do not fit this run's config."""
-    path, world, model = saved.path, state.world, state.model
+    path, world = saved.path, state.world
     state.sampler.check_state_dict(saved.trainer_state["sampler"])
     if saved.trainer_state["world_size"] != world.world_size:
         raise ValueError(
@@ -272,30 +283,7 @@ def apply_checkpoint(state: TrainState, saved: CheckpointContents) -> None:
                 "change the model, the optimizer state or the data order; resume with the old values or start "
                 "another run.name)"
             )
-    if saved.predictors is not None and saved.predictors.shape != state.predictors.weight.shape:
-        raise ValueError(
-            f"{path}/predictors.safetensors: K={saved.predictors.shape[0]}, the run has "
-            f"K={state.predictors.weight.shape[0]} predictor tokens (layout.predictors)"
-        )
-    if state.predictors is not None and saved.predictors is None:
-        raise ValueError(f"{path}: no predictors.safetensors, the run has predictor tokens (layout.predictors)")
-    if saved.adapter is not None:
-        set_adapter(model, saved.adapter, path / "adapter.safetensors")
-    else:
-        tensors = dict(saved.model)
-        if tied(model):
-            tensors.pop("lm_head.weight", None)
-        result = model.load_state_dict({k: v.to(world.device) for k, v in tensors.items()}, strict=False)
-        missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and tied(model))]
-        if missing or result.unexpected_keys:
-            raise ValueError(
-                f"{path / 'model'}: does not match the model (missing {missing[:3]}, "
-                f"unexpected {result.unexpected_keys[:3]})"
-            )
-    if state.predictors is not None:
-        with torch.no_grad():
-            state.predictors.weight.copy_(saved.predictors)
-    state.optimizer.load_state_dict(saved.optimizer)
+    state.parallel.load_weights(state, saved.weights, path)
     state.scheduler.load_state_dict(saved.scheduler)
     state.scaler.load_state_dict(saved.scaler)
     set_rng_state(saved.rng[world.rank])

@@ -32,6 +32,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16")
 EXPORTS = ("hf", "adapter", "none")
 DEVICES = ("auto", "cpu", "cuda")
 ATTENTIONS = ("auto", "sdpa", "flex")
+STRATEGIES = ("ddp", "fsdp")
 
 
 @dataclass
@@ -127,6 +128,15 @@ class EvalConfig:
 
 
 @dataclass
+class DistributedConfig:
+    # ddp = DistributedDataParallel (each process the whole model); fsdp = FSDP2, parameters, gradients and AdamW
+    # state sharded over the processes (jepa/train/parallel.py); both under torchrun
+    strategy: str = "ddp"
+    # how long the other ranks wait while rank 0 evaluates or exports (a gloo barrier; NCCL's default is 10 min)
+    wait_minutes: float = 120.0
+
+
+@dataclass
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -139,6 +149,7 @@ class TrainConfig:
     jepa: JepaConfig = field(default_factory=JepaConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -413,6 +424,15 @@ def validate(cfg: TrainConfig) -> None:
     _check(c.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", c.keep_last)
     _check(c.export in EXPORTS, "checkpoint.export", f"must be one of {', '.join(EXPORTS)}", c.export)
     _check(cfg.eval.every >= 0, "eval.every", "must be >= 0", cfg.eval.every)
+    d = cfg.distributed
+    _check(d.strategy in STRATEGIES, "distributed.strategy", f"must be one of {', '.join(STRATEGIES)}", d.strategy)
+    _check(d.wait_minutes > 0, "distributed.wait_minutes", "must be > 0", d.wait_minutes)
+    _check(
+        not (d.strategy == "fsdp" and cfg.precision.mode == "fp16"),
+        "precision.mode",
+        "fp16 is not supported with distributed.strategy=fsdp (its gradient scaler would need the shards); use bf16",
+        cfg.precision.mode,
+    )
     _check(cfg.eval.fn is None or ":" in cfg.eval.fn, "eval.fn", "must look like package.module:factory", cfg.eval.fn)
 
 
@@ -423,7 +443,7 @@ RESUME_MAY_CHANGE = (
     "run.dir", "run.device", "run.threads", "run.log_every", "run.peak_tflops", "model.name", "model.attention",
     "model.gradient_checkpointing", "model.compile", "data.pad_to_multiple", "data.prefetch", "schedule.kind",
     "schedule.warmup_steps", "schedule.warmup_ratio", "schedule.min_lr_ratio", "schedule.epochs",
-    "schedule.max_steps", "schedule.stop_at_step", "checkpoint.", "eval.",
+    "schedule.max_steps", "schedule.stop_at_step", "checkpoint.", "eval.", "distributed.wait_minutes",
 )  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from jepa.models.predictors import save_predictors
 from jepa.train.build import build
 from jepa.train.checkpoint import save_checkpoint
 from jepa.train.config import TrainConfig, check_run_dir, dump_config
-from jepa.train.distributed import barrier
+from jepa.train.distributed import wait_for_main
 from jepa.train.lock import RunLock
 from jepa.train.prefetch import Prefetcher
 from jepa.train.signals import StopSignals
@@ -57,7 +57,7 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
         if state.step >= state.total_steps:  # finished before: export if that was cut short, nothing else
             state.print_main(f"{cfg.run_dir}: complete ({state.step} of {state.total_steps} steps); nothing to do")
             done = cfg.run_dir / "final"
-            final_dir = done if done.is_dir() or not state.world.is_main else export_final(state)
+            final_dir = done if done.is_dir() else export_final(state)
             return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, {})
         metrics_log = MetricsLog.start(state)
         end_step = min(state.total_steps, cfg.schedule.stop_at_step or state.total_steps)
@@ -89,7 +89,7 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
                 f"stopped at step {state.step} of {state.total_steps}; checkpoint: {state.last_checkpoint}"
             )
             return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, None, metrics)
-        final_dir = export_final(state) if state.world.is_main else None
+        final_dir = export_final(state)
         result = evaluate(state, metrics_log)
         state.print_main(f"done: {state.step - first_step} steps in {time.perf_counter() - started:.1f} s; metrics: "
                          f"{metrics_log.path}; checkpoint: {state.last_checkpoint}"
@@ -143,41 +143,53 @@ class MetricsLog:
 
 
 def evaluate(state: TrainState, metrics_log: MetricsLog) -> dict | None:
-    """Run the eval hook on the main process (model in eval mode, no grad) and return its metrics there; the
-    others wait at a barrier."""
+    """Run the eval hook on the main process (the whole model, in eval mode, no grad; under FSDP an unsharded
+    copy) and return its metrics there. Collective: the others wait on the long-timeout group."""
     if state.eval_hook is None:
         return None
     result = None
-    if state.world.is_main:
-        state.model.eval()
-        with torch.no_grad():
-            result = state.eval_hook(state.model, state.predictors, state.step)
-        state.model.train()
-        metrics_log.write({"step": state.step, "kind": "eval", **result})
-        state.print_main(f"eval step {state.step}: " + ", ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))  # fmt: skip
-    barrier(state.world)
+    with state.parallel.gathered(state) as whole:
+        if whole is not None:
+            model, predictors = whole
+            model.eval()
+            with torch.no_grad():
+                result = state.eval_hook(model, predictors, state.step)
+            model.train()
+            metrics_log.write({"step": state.step, "kind": "eval", **result})
+            state.print_main(f"eval step {state.step}: " + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))  # fmt: skip
+    wait_for_main(state.world)
     return result
 
 
 def export_final(state: TrainState) -> Path | None:
-    """runs/NAME/final, written like a checkpoint (a temporary directory renamed into place): an HF directory
-    (LoRA merged, in the run's working dtype) or the adapter, + predictors and the data source's files
-    (tokenizer or vocabulary)."""
+    """runs/NAME/final, written like a checkpoint (a temporary directory renamed into place) by rank 0: an HF
+    directory (LoRA merged, in the run's working dtype) or the adapter, + predictors and the data source's files
+    (tokenizer or vocabulary). Collective (FSDP gathers the model); None on the other ranks."""
     cfg = state.cfg
     if cfg.checkpoint.export == "none":
         return None
+    final = None
+    with state.parallel.gathered(state) as whole:
+        if whole is not None:
+            final = write_export(state, *whole)
+    wait_for_main(state.world)
+    return final
+
+
+def write_export(state: TrainState, model: torch.nn.Module, predictors: torch.nn.Module | None) -> Path:
+    cfg = state.cfg
     final, tmp = cfg.run_dir / "final", cfg.run_dir / ".final.tmp"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         if cfg.lora.enabled and cfg.checkpoint.export == "adapter":
-            save_adapter(state.model, tmp)
+            save_adapter(model, tmp)
         elif cfg.lora.enabled:
-            save_merged(state.model, tmp, dtype=WORKING_DTYPES[cfg.precision.mode])
+            save_merged(model, tmp, dtype=WORKING_DTYPES[cfg.precision.mode])
         else:
-            save_pretrained(state.model, tmp)
-        if state.predictors is not None:
-            save_predictors(state.predictors, tmp)
+            save_pretrained(model, tmp)
+        if predictors is not None:
+            save_predictors(predictors, tmp)
         state.dataset.export_files(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

@@ -16,6 +16,7 @@ from jepa.train.config import TrainConfig
 from jepa.train.data import EpochSampler
 from jepa.train.distributed import WorldInfo
 from jepa.train.flops import FlopCounter
+from jepa.train.parallel import DDP
 
 
 class TrainingStopped(RuntimeError):
@@ -42,8 +43,9 @@ class Interrupted(TrainingStopped):
 class TrainState:
     """`build` makes it, `train_step` advances it, `save_checkpoint` / `load_checkpoint` write and restore it.
 
-    `objective` is the module the step calls: the `Objective` over `model` and `predictors`, wrapped in
-    DistributedDataParallel when there are several processes. `step` counts finished optimizer steps.
+    `objective` is the module the step calls: the `Objective` over `model` and `predictors`, as `parallel`
+    wrapped it (DistributedDataParallel for several processes, or FSDP2-sharded). `step` counts finished
+    optimizer steps.
     """
 
     cfg: TrainConfig
@@ -59,6 +61,7 @@ class TrainState:
     flops: FlopCounter
     peak_tflops: float | None  # for MFU; None when unknown (CPU)
     total_steps: int
+    parallel: DDP  # distributed.strategy: DDP or FSDP (jepa/train/parallel.py)
     step: int = 0
     last_checkpoint: Path | None = None
     eval_hook: EvalHook | None = None

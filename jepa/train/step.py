@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from jepa.data.collator import to_device
 from jepa.train.data import rank_micro_batches
 from jepa.train.distributed import all_reduce_sum
 from jepa.train.optim import autocast_context
+from jepa.train.parallel import full_value
 from jepa.train.state import TrainingDiverged, TrainState
 
 Batch = dict  # see jepa.data.collator.collate
@@ -81,9 +80,7 @@ def forward_backward(state: TrainState, micro_batches: list[Batch]) -> torch.Ten
     for i, batch in enumerate(micro_batches):
         batch = to_device(batch, world.device)
         last = i == len(micro_batches) - 1
-        # DDP all-reduces gradients on the last micro-batch only.
-        sync = nullcontext() if last or not isinstance(objective, DistributedDataParallel) else objective.no_sync()
-        with sync:
+        with state.parallel.accumulating(objective, last):  # gradients are reduced on the last micro-batch only
             with autocast_context(cfg.precision.mode, world.device):
                 terms = objective(batch)
             loss = gamma * terms.lm_sum / n_tokens + lam * terms.jepa_sum / n_rows
@@ -121,7 +118,8 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     totals = forward_backward(state, micro_batches)
     state.scaler.unscale_(state.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(state.trainable_parameters, state.cfg.optim.clip or math.inf)
-    *values, grad_norm = torch.cat([totals, grad_norm.detach().double().reshape(1).to(totals.device)]).tolist()
+    grad_norm = full_value(grad_norm.detach()).double().reshape(1).to(totals.device)  # FSDP: a DTensor
+    *values, grad_norm = torch.cat([totals, grad_norm]).tolist()
     metrics = step_metrics(values, state.cfg.jepa.gamma, state.cfg.jepa.lam)
     where = (
         f"at step {state.step + 1}; training stopped, the step was not applied; last good checkpoint: "
