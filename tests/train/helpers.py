@@ -110,6 +110,27 @@ def assert_same_weights(ta: dict, tb: dict, atol: float = 1e-6) -> None:
         torch.testing.assert_close(a, b, rtol=0, atol=atol, msg=key)
 
 
+def slow_weight_eval(cfg: TrainConfig):
+    """An `eval.fn` factory: the hook takes 3 s (longer than the tests' 2 s collective timeout) and reports
+    sums of the whole model's and predictors' weights, and whether it got a plain (unsharded) model."""
+    import time
+
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    def hook(model, predictors, step):
+        time.sleep(3.0)
+        params = list(model.parameters())
+        return {
+            "weight_sum": sum(float(p.double().sum()) for p in params),
+            "predictor_sum": float(predictors.weight.double().sum()) if predictors is not None else 0.0,
+            "plain": not any(isinstance(p, DTensor) for p in params),
+            "grad_enabled": torch.is_grad_enabled(),
+        }
+
+    return hook
+
+
 def _free_port() -> int:
     import socket
 
@@ -118,8 +139,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_worker(rank: int, world_size: int, port: int, configs: list[dict]) -> None:
+def _train_worker(rank: int, world_size: int, port: int, configs: list[dict], timeout_s: float | None) -> None:
     import os
+    from datetime import timedelta
 
     import torch
     import torch.distributed as dist
@@ -130,6 +152,8 @@ def _train_worker(rank: int, world_size: int, port: int, configs: list[dict]) ->
         RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
+    if timeout_s is not None:  # a short collective timeout, to show who would wait past it
+        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
     try:
         for raw in configs:  # several runs per spawn: starting processes is the slow part
             train(config_from_dict(raw), progress=False)
@@ -139,8 +163,9 @@ def _train_worker(rank: int, world_size: int, port: int, configs: list[dict]) ->
             dist.destroy_process_group()
 
 
-def spawn_training(configs: list[dict], nprocs: int) -> None:
-    """Train each raw config in turn in `nprocs` gloo processes, with torchrun's environment."""
+def spawn_training(configs: list[dict], nprocs: int, timeout_s: float | None = None) -> None:
+    """Train each raw config in turn in `nprocs` gloo processes, with torchrun's environment; `timeout_s`: the
+    process group's collective timeout (torch's default otherwise)."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_train_worker, args=(nprocs, _free_port(), configs), nprocs=nprocs, join=True)
+    mp.spawn(_train_worker, args=(nprocs, _free_port(), configs, timeout_s), nprocs=nprocs, join=True)

@@ -39,6 +39,11 @@ def runs(tmp_path_factory):
     )
     # Resumed in new processes from the sharded step_2 checkpoints.
     spawn_training([_config(root, "fsdp_cut"), _config(root, "fsdp_lora_cut", lora=LORA)], nprocs=2)
+    # Evaluation (3 s on rank 0) under a 2 s collective timeout: the other rank waits on the long-timeout group.
+    evaluated = {"every": 2, "fn": "tests.train.helpers:slow_weight_eval"}
+    train(config_from_dict(_config(root, "single_eval", "ddp", schedule={"grad_accum": 2}, eval=evaluated)),
+          progress=False)  # fmt: skip
+    spawn_training([_config(root, f"{s}_eval", s, eval=evaluated) for s in ("ddp", "fsdp")], nprocs=2, timeout_s=2)
     return root / "runs"
 
 
@@ -126,3 +131,18 @@ def test_fsdp_needs_torchrun_and_refuses_fp16_with_one_line(tmp_path, monkeypatc
         build(config_from_dict(_config(tmp_path, "one")), verbose=False)
     with pytest.raises(ValueError, match=r"^precision.mode: fp16 is not supported with distributed.strategy=fsdp"):
         config_from_dict(_config(tmp_path, "fp16", precision={"mode": "fp16"}))
+
+
+@pytest.mark.slow
+def test_evaluation_sees_the_whole_model_and_the_others_wait_past_the_collective_timeout(runs):
+    def evals(name):
+        lines = [json.loads(ln) for ln in (runs / name / "metrics.jsonl").read_text().splitlines()]
+        return [e for e in lines if e["kind"] == "eval"]
+
+    one, ddp, fsdp = evals("single_eval"), evals("ddp_eval"), evals("fsdp_eval")
+    assert [e["step"] for e in fsdp] == [e["step"] for e in one] == [2, 4]  # every 2 steps, the end once
+    for a, b, c in zip(one, ddp, fsdp):
+        assert b["plain"] and c["plain"] and not c["grad_enabled"]  # FSDP: an unsharded copy, no grad
+        assert c["weight_sum"] == pytest.approx(a["weight_sum"], rel=1e-6)
+        assert c["predictor_sum"] == pytest.approx(a["predictor_sum"], rel=1e-6)
+        assert b["weight_sum"] == pytest.approx(a["weight_sum"], rel=1e-6)
