@@ -57,6 +57,7 @@ bench: install-test prepare
 	$(PYTHON) bench/models_vs_transformers.py
 	$(PYTHON) bench/step_packing.py
 	$(PYTHON) bench/train_throughput.py
+	$(PYTHON) bench/distributed_memory.py
 
 # The README's tables: the reversal curse (GPT2-JEPA, 3 settings x 3 seeds) and Step-JEPA on SmolLM2.
 experiments: prepare
