@@ -10,6 +10,7 @@
      flex attention, padded vs packed rows (data.pack_length 1024), flex packed compiled (model.compile);
    * LLM-JEPA (jepa mode) at the paper's shapes on the same model: full FT, pure bf16, batch 8, max length 512,
      K=4, gradient checkpointing, with its accumulation cut to 2 (a step of 128 rows says nothing more);
+   * Step-JEPA packed under distributed.strategy=fsdp in one process (the FSDP2 CUDA path vs ddp);
    * the GPT-2 reversal paper config (gpt2_reversal.yaml): steps/s, padded vs packed.
    The chat rows are GSM8K (`data/gsm8k_steps/train.jsonl`, `python prepare.py gsm8k`) tokenized with the
    SmolLM2 tokenizer (`data/models/smollm2-135m-instruct`, its tokenizer files are enough): the row lengths of
@@ -94,6 +95,9 @@ def settings(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     if cuda:
         out.append(("step flex packed compiled", "llama1b_step.yaml",
                     [*chat, "model.attention=flex", "data.pack_length=1024", "model.compile=true"]))  # fmt: skip
+    # FSDP2 on one process (bf16 mixed-precision policy): the CUDA code path, and its cost against ddp.
+    out.append(("step sdpa packed fsdp", "llama1b_step.yaml",
+                [*chat, *step, "data.pack_length=1024", "distributed.strategy=fsdp"]))  # fmt: skip
     for pack in (0, 1024):
         name = f"jepa sdpa {'packed' if pack else 'padded'}"
         out.append((name, "llama1b_jepa.yaml", [*chat, *jepa, "schedule.grad_accum=2", f"data.pack_length={pack}"]))
@@ -164,6 +168,7 @@ def main() -> None:
         "step flex / sdpa tokens/s (packed)": ratio(runs, "step flex packed", "step sdpa packed"),
         "step compiled / eager tokens/s (flex packed)": ratio(runs, "step flex packed compiled", "step flex packed"),
         "jepa packed / padded tokens/s": ratio(runs, "jepa sdpa packed", "jepa sdpa padded"),
+        "step fsdp / ddp tokens/s (one process)": ratio(runs, "step sdpa packed fsdp", "step sdpa packed"),
         "reversal packed / padded steps/s": ratio(runs, "reversal packed", "reversal padded", "steps_s"),
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")

@@ -35,6 +35,14 @@ from jepa.train.step import next_micro_batches, train_step  # noqa: E402
 
 def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -> None:
     """Child process: time `steps` optimizer steps after `warmup` ones; put a result dict on `queue`."""
+    if "distributed.strategy=fsdp" in overrides:  # FSDP runs under torchrun: its environment, for one process
+        import os
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     with tempfile.TemporaryDirectory() as runs:  # build() resumes from run.dir: a fresh, empty one
         cfg = load_config(config, [*overrides, f"run.dir={runs}", "checkpoint.resume=none"])
         state = build(cfg, verbose=False)

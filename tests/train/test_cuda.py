@@ -123,3 +123,23 @@ def test_prefetched_batches_are_pinned(tmp_path):
     with Prefetcher(state, steps=1, depth=1) as batches:
         batch = batches.next()[0]
     assert all(v.is_pinned() for v in batch.values() if torch.is_tensor(v))
+
+
+def test_fsdp_runs_on_cuda_in_one_process_like_ddp(tmp_path):
+    """The FSDP2 CUDA path (NCCL, bf16 mixed-precision policy) in one torchrun-like process: the losses of a
+    single-process ddp run with bf16 autocast, to bf16 rounding."""
+    from jepa.train.config import config_from_dict
+    from jepa.train.loop import train
+    from tests.train.helpers import spawn_training
+
+    def losses(name):
+        lines = (tmp_path / "runs" / name / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(ln)["loss"] for ln in lines]
+
+    common = {"precision": {"mode": "bf16"}, "checkpoint": {"every": 2, "export": "hf"}}
+    train(config_from_dict(reversal_config(tmp_path, run={"name": "ddp", "device": "cuda"}, **common)), progress=False)
+    fsdp = reversal_config(tmp_path, run={"name": "fsdp", "device": "cuda"}, distributed={"strategy": "fsdp"}, **common)
+    spawn_training([fsdp], nprocs=1)
+    assert losses("fsdp") == pytest.approx(losses("ddp"), rel=2e-2)
+    assert (tmp_path / "runs" / "fsdp" / "step_2" / "sharded").is_dir()
+    assert (tmp_path / "runs" / "fsdp" / "final" / "model.safetensors").is_file()
