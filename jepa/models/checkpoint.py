@@ -16,10 +16,10 @@ from torch import nn
 
 from jepa.io import read_json_object
 from jepa.models.gpt2 import GPT2, GPT2Config
-from jepa.models.llama import Llama, LlamaConfig
+from jepa.models.llama import VARIANTS, Llama, LlamaConfig
 
-# config.json `model_type` -> (module, config class)
-ARCHITECTURES = {"llama": (Llama, LlamaConfig), "gpt2": (GPT2, GPT2Config)}
+# model_type -> (module, config); the Llama variants (jepa.models.llama.VARIANTS) share one module.
+ARCHITECTURES = {**{name: (Llama, LlamaConfig) for name in VARIANTS}, "gpt2": (GPT2, GPT2Config)}
 
 
 def read_config(path: str | Path) -> dict:

@@ -1,7 +1,15 @@
-"""Llama (Llama-2/3, SmolLM2, ...) in one file, with Hugging Face's parameter names.
+"""Llama (Llama-2/3, SmolLM2, ...) and the decoders shaped like it, in one file, with Hugging Face's names.
 
-Parameter names equal the keys of an HF `LlamaForCausalLM` state dict, so loading and saving a checkpoint
-is a plain copy. `forward` returns the final hidden states *after* the final norm; `lm_head(h)` gives logits.
+`LlamaConfig.model_type` picks the block's variant (VARIANTS), as transformers' config.json names it:
+
+    llama   Llama-2/3, SmolLM2: pre-norm, optional biases on every attention projection
+    qwen2   Qwen2 / Qwen2.5, DeepSeek-R1-Distill-Qwen: biases on q, k, v (not o); rope_theta usually 1e6
+    qwen3   Qwen3: RMSNorm over each head of q and of k (q_norm, k_norm [head_dim]) before RoPE
+    olmo2   OLMo-2: RMSNorm over the whole q and k projections (q_norm, k_norm); the block's norms come after
+            attention and after the MLP (post_attention_layernorm, post_feedforward_layernorm), not before
+
+Parameter names equal the keys of the HF `...ForCausalLM` state dict, so loading and saving a checkpoint is a
+plain copy. `forward` returns the final hidden states *after* the final norm; `lm_head(h)` gives logits.
 """
 
 from __future__ import annotations
@@ -17,9 +25,18 @@ from jepa.models.attention import KVCache, attend
 from jepa.models.hf_config import known_fields
 from jepa.models.init import normal_init
 
+# model_type -> (the HF class name, q/k/v bias, o bias, q/k norm: None | "head" | "full", norms after)
+VARIANTS = {
+    "llama": ("LlamaForCausalLM", None, None, None, False),  # None: config.attention_bias decides
+    "qwen2": ("Qwen2ForCausalLM", True, False, None, False),
+    "qwen3": ("Qwen3ForCausalLM", None, None, "head", False),
+    "olmo2": ("Olmo2ForCausalLM", None, None, "full", True),
+}
+
 
 @dataclass
 class LlamaConfig:
+    model_type: str = "llama"  # a key of VARIANTS
     vocab_size: int = 32000
     hidden_size: int = 576
     intermediate_size: int = 1536
@@ -39,6 +56,8 @@ class LlamaConfig:
     extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, written back on save
 
     def __post_init__(self) -> None:
+        if self.model_type not in VARIANTS:
+            raise ValueError(f"model_type {self.model_type!r} is not a Llama variant ({', '.join(VARIANTS)})")
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
@@ -59,13 +78,33 @@ class LlamaConfig:
                 cfg.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
         if cfg.get("num_key_value_heads") is None:
             cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
+        if cfg.get("use_sliding_window") or "sliding_attention" in (cfg.get("layer_types") or []):
+            raise ValueError("use_sliding_window: sliding-window attention layers are not supported")
+        if cfg.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"hidden_act: {cfg['hidden_act']!r} is not supported (silu only)")
         known, extra = known_fields(cls, cfg)
         return cls(**known, extra=extra)
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.attention_bias if VARIANTS[self.model_type][1] is None else VARIANTS[self.model_type][1]
+
+    @property
+    def o_bias(self) -> bool:
+        return self.attention_bias if VARIANTS[self.model_type][2] is None else VARIANTS[self.model_type][2]
+
+    @property
+    def qk_norm(self) -> str | None:
+        return VARIANTS[self.model_type][3]
+
+    @property
+    def norms_after(self) -> bool:
+        return VARIANTS[self.model_type][4]
 
     def to_hf(self) -> dict:
         out = dict(self.extra)
         out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
-        out.update(model_type="llama", architectures=["LlamaForCausalLM"], hidden_act="silu")
+        out.update(architectures=[VARIANTS[self.model_type][0]], hidden_act="silu")
         if out["rope_scaling"] is None:
             del out["rope_scaling"]
         return out
@@ -100,32 +139,48 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float) -> None:
+    """x / rms(x) * weight over the last dimension, computed in fp32. Llama casts back before the weight; OLMo-2
+    (`weight_in_fp32`) after it, as each reference does (they differ below fp32)."""
+
+    def __init__(self, dim: int, eps: float, weight_in_fp32: bool = False) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps, self.weight_in_fp32 = eps, weight_in_fp32
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return (self.weight * x).to(dtype) if self.weight_in_fp32 else self.weight * x.to(dtype)
 
 
 class LlamaAttention(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.n_head, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        d, b = cfg.hidden_size, cfg.attention_bias
+        d, b = cfg.hidden_size, cfg.qkv_bias
         self.q_proj = nn.Linear(d, self.n_head * self.head_dim, bias=b)
         self.k_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=b)
         self.v_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=b)
-        self.o_proj = nn.Linear(self.n_head * self.head_dim, d, bias=b)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, d, bias=cfg.o_bias)
+        self.qk_norm = cfg.qk_norm
+        if cfg.qk_norm == "head":  # Qwen3: each head of q and k
+            self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        elif cfg.qk_norm == "full":  # OLMo-2: the whole projections
+            self.q_norm = RMSNorm(self.n_head * self.head_dim, cfg.rms_norm_eps, weight_in_fp32=True)
+            self.k_norm = RMSNorm(self.n_kv * self.head_dim, cfg.rms_norm_eps, weight_in_fp32=True)
 
     def forward(self, x, cos, sin, attn_mask, cache: KVCache | None, layer: int) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
+        q, k = self.q_proj(x), self.k_proj(x)
+        if self.qk_norm == "full":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, self.n_head, self.head_dim)
+        k = k.view(B, T, self.n_kv, self.head_dim)
+        if self.qk_norm == "head":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
@@ -146,14 +201,24 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaBlock(nn.Module):
+    """Pre-norm (input_layernorm before attention, post_attention_layernorm before the MLP) or, for OLMo-2,
+    norms after (post_attention_layernorm on the attention output, post_feedforward_layernorm on the MLP's)."""
+
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norms_after = cfg.norms_after
+        if not cfg.norms_after:
+            self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.self_attn = LlamaAttention(cfg)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, weight_in_fp32=cfg.norms_after)
+        if cfg.norms_after:
+            self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, weight_in_fp32=True)
         self.mlp = LlamaMLP(cfg)
 
     def forward(self, x, cos, sin, attn_mask, cache, layer):
+        if self.norms_after:
+            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, attn_mask, cache, layer))
+            return x + self.post_feedforward_layernorm(self.mlp(x))
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -165,7 +230,7 @@ class LlamaBody(nn.Module):
         super().__init__()
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(LlamaBlock(cfg) for _ in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, weight_in_fp32=cfg.norms_after)
 
 
 class Llama(nn.Module):

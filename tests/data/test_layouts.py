@@ -72,9 +72,15 @@ def objective_for(model, k: int) -> Objective:
     return Objective(model, PredictorEmbeddings(max(k, 1), model.embed_tokens, seed=1))
 
 
-@pytest.mark.parametrize("mode,k", [("regular", 0), ("step", 2), ("step", 0), ("jepa", 2), ("jepa", 0)])
-def test_chat_modes_packed_equals_separate(tok, mode, k):
-    model = tiny_llama(vocab_size=tok.vocab_size).train()
+@pytest.mark.parametrize(
+    "mode,k,variant",
+    [("regular", 0, ""), ("step", 2, ""), ("step", 0, ""), ("jepa", 2, ""), ("jepa", 0, ""),
+     ("jepa", 2, "qwen2"), ("step", 2, "qwen3"), ("jepa", 2, "olmo2")],
+)  # fmt: skip
+def test_chat_modes_packed_equals_separate(tok, mode, k, variant):
+    from tests.models.tiny import LLAMA_VARIANTS
+
+    model = tiny_llama(vocab_size=tok.vocab_size, **LLAMA_VARIANTS.get(variant, {})).train()
     cfg = LayoutConfig(mode=mode, predictors=k, max_length=512)
     rows = [build_chat_row(m, tok, cfg) for m in CHATS]
     assert all(r.has_jepa == (mode != "regular") for r in rows)

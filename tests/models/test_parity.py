@@ -20,10 +20,23 @@ def ours_logits(model, ids, **kw):
         return model.lm_head(model(ids, **kw))
 
 
+def perturb_norms(model: torch.nn.Module) -> None:
+    """Norm weights and biases away from their initial ones and zeros, so a norm on the wrong tensor or axis, or
+    a bias left out, shows in the logits."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.mul_(1 + 0.3 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+
+
 @pytest.mark.parametrize("name", sorted(LLAMA_VARIANTS))
 def test_llama_matches_transformers(tmp_path, name):
     overrides = LLAMA_VARIANTS[name]
     model = tiny_llama(**overrides)
+    perturb_norms(model)
     save_pretrained(model, tmp_path)
     ids = torch.randint(0, 97, (2, 40))  # 40 > original_max_position_embeddings=16: scaled RoPE matters
     expected = hf_logits(tmp_path, ids)
@@ -52,9 +65,18 @@ def test_loads_what_transformers_saves(tmp_path):
         num_key_value_heads=2,
         tie_word_embeddings=False,
     )
+    small = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2)  # fmt: skip
+    qwen2 = transformers.Qwen2Config(**small, tie_word_embeddings=True)
+    qwen3 = transformers.Qwen3Config(**small, head_dim=16, tie_word_embeddings=False)
+    olmo2 = transformers.Olmo2Config(**small)
     ids = torch.randint(0, 97, (1, 20))
-    for cfg, cls in ((gcfg, transformers.GPT2LMHeadModel), (lcfg, transformers.LlamaForCausalLM)):
+    pairs = [(gcfg, transformers.GPT2LMHeadModel), (lcfg, transformers.LlamaForCausalLM),
+             (qwen2, transformers.Qwen2ForCausalLM), (qwen3, transformers.Qwen3ForCausalLM),
+             (olmo2, transformers.Olmo2ForCausalLM)]  # fmt: skip
+    for cfg, cls in pairs:
         ref = cls(cfg).eval()
+        perturb_norms(ref)
         ref.save_pretrained(tmp_path / cfg.model_type)
         with torch.no_grad():
             expected = ref(ids).logits

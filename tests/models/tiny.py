@@ -18,6 +18,12 @@ LLAMA_VARIANTS = {
         },
     ),
     "head_dim_bias": dict(num_attention_heads=4, num_key_value_heads=2, head_dim=24, attention_bias=True),
+    # The Llama-shaped decoders (jepa.models.llama.VARIANTS).
+    "qwen2": dict(
+        model_type="qwen2", num_attention_heads=4, num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True
+    ),  # fmt: skip
+    "qwen3": dict(model_type="qwen3", num_attention_heads=4, num_key_value_heads=2, head_dim=24, rope_theta=1e6),
+    "olmo2": dict(model_type="olmo2", num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6),
 }
 
 
