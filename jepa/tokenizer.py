@@ -11,9 +11,22 @@ Two templates, reproducing the official Jinja templates for plain text messages 
 
   The system block is always present (empty content without a system message). The date is fixed by
   ``date_string`` instead of today's date so runs are reproducible.
-- ``chatml`` (SmolLM2): ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, content untrimmed; a
-  default system message (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by Hugging Face")
-  when the first message is not a system message; generation prompt ``<|im_start|>assistant\\n``.
+- ``chatml`` (SmolLM2, Qwen2 / Qwen2.5): ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, content
+  untrimmed; the template's default system message when the first message is not a system message (SmolLM2:
+  "You are a helpful AI assistant named SmolLM, trained by Hugging Face"; Qwen2.5: "You are Qwen, created by
+  Alibaba Cloud. You are a helpful assistant."), read from tokenizer_config.json's Jinja template; generation
+  prompt ``<|im_start|>assistant\\n``.
+- ``qwen3`` (Qwen3): ChatML without a default system message. An assistant turn after the last user message
+  carries its thinking block: ``<|im_start|>assistant\\n<think>\\n{reasoning}\\n</think>\\n\\n{content}`` where the
+  reasoning is what a ``<think>...</think>`` inside the content held (empty for plain answers, as in training
+  data without reasoning); earlier assistant turns drop it. The think block is template glue, outside the
+  content and the assistant mask, and the generation prompt is the non-thinking one,
+  ``<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n`` (Qwen3's ``enable_thinking=False``), so a model trained on
+  plain answers is asked for plain answers.
+- ``olmo2`` (OLMo-2 Instruct, the Tulu 3 format): ``{bos}`` then ``<|system|>\\n{content}\\n``,
+  ``<|user|>\\n{content}\\n``, ``<|assistant|>\\n{content}{eos}`` (+ ``\\n`` unless it is the last message);
+  generation prompt ``<|assistant|>\\n``. The role markers are single tokens where the vocabulary has them, else
+  text.
 
 `encode_chat` builds ids piece by piece (special tokens by id, header text and each content encoded on their
 own), so token boundaries never cross a message boundary and content offsets are exact. Decoding its ids gives
@@ -35,7 +48,7 @@ from tokenizers import Tokenizer as _BackendTokenizer
 
 from jepa.io import read_json_object
 
-CHAT_TEMPLATES = ("llama3", "chatml")
+CHAT_TEMPLATES = ("llama3", "chatml", "qwen3", "olmo2")
 LLAMA3_KNOWLEDGE_CUTOFF = "December 2023"
 
 
@@ -105,7 +118,7 @@ class Tokenizer:
         date_string: str = "26 Jul 2024",
         default_system_message: str | None = None,
     ) -> None:
-        """`chat_template` is "llama3", "chatml" or None (no template: render_chat raises).
+        """`chat_template` is one of CHAT_TEMPLATES or None (no template: render_chat raises).
 
         `default_system_message` is used by chatml only, when the first message is not a system message.
         """
@@ -124,12 +137,8 @@ class Tokenizer:
         if pad_id is None:
             raise ValueError("tokenizer has neither a pad_token nor an eos_token to pad with")
         self.pad_id: int = pad_id
-        if chat_template == "llama3":
-            stop_tokens = ["<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"]
-        elif chat_template == "chatml":
-            stop_tokens = ["<|im_end|>"]
-        else:
-            stop_tokens = []
+        stop_tokens = {"llama3": ["<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"], "chatml": ["<|im_end|>"],
+                       "qwen3": ["<|im_end|>"]}.get(chat_template, [])  # fmt: skip
         stop_ids = [i for i in (self.token_to_id(t) for t in stop_tokens) if i is not None]
         if self.eos_id is not None:
             stop_ids.append(self.eos_id)
@@ -149,9 +158,11 @@ class Tokenizer:
     ) -> Tokenizer:
         """Load `path`/tokenizer.json, with bos/eos/pad from tokenizer_config.json or special_tokens_map.json.
 
-        `chat_template` None picks "llama3" when <|start_header_id|> is in the vocabulary, else "chatml" when
-        <|im_start|> is, else no template. Without config files, bos/eos default to the template's usual
-        tokens (<|begin_of_text|>/<|eot_id|>, -/<|im_end|>) or <|endoftext|>. Missing files: FileNotFoundError.
+        `chat_template` None picks from the vocabulary and tokenizer_config.json's Jinja template: "llama3" with
+        <|start_header_id|>, "olmo2" when the template writes <|assistant|>, "qwen3" with <|im_start|> and
+        <think>, "chatml" with <|im_start|>, else no template. Without config files, bos/eos default to the
+        template's usual tokens (<|begin_of_text|>/<|eot_id|>, -/<|im_end|>, <|endoftext|>). Missing files:
+        FileNotFoundError.
         """
         path = Path(path)
         tokenizer_file = path / "tokenizer.json"
@@ -170,19 +181,25 @@ class Tokenizer:
                 config.update({k: v for k, v in read_json_object(path / name).items() if v is not None})
         vocab = backend.get_vocab(with_added_tokens=True)
 
+        template_source = config.get("chat_template")
+        template_source = template_source if isinstance(template_source, str) else ""
         if chat_template is None:
             if "<|start_header_id|>" in vocab:
                 chat_template = "llama3"
+            elif "<|assistant|>" in template_source or "<|assistant|>" in vocab:
+                chat_template = "olmo2"
             elif "<|im_start|>" in vocab:
-                chat_template = "chatml"
+                chat_template = "qwen3" if "<think>" in vocab else "chatml"
 
         def present(*tokens: str) -> str | None:
             return next((t for t in tokens if t in vocab), None)
 
         if chat_template == "llama3":
             default_bos, default_eos = present("<|begin_of_text|>"), present("<|eot_id|>", "<|end_of_text|>")
-        elif chat_template == "chatml":
+        elif chat_template in ("chatml", "qwen3"):
             default_bos, default_eos = None, present("<|im_end|>")
+        elif chat_template == "olmo2":
+            default_bos, default_eos = present("<|endoftext|>"), present("<|endoftext|>")
         else:
             default_bos, default_eos = None, None
         default_eos = default_eos or present("<|endoftext|>", "</s>")
@@ -191,10 +208,11 @@ class Tokenizer:
         pad = _token_content(config.get("pad_token"))
 
         default_system = None
-        template_source = config.get("chat_template")
-        if chat_template == "chatml" and isinstance(template_source, str):
-            # SmolLM2's Jinja template inserts "<|im_start|>system\n...<|im_end|>" when no system message is given.
-            match = re.search(r"<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", template_source, flags=re.DOTALL)
+        if chat_template == "chatml":
+            # SmolLM2's and Qwen2.5's Jinja templates insert "<|im_start|>system\n...<|im_end|>" (a literal, no
+            # Jinja inside) when no system message is given.
+            literal = r"<\|im_start\|>system(?:\n|\\n)([^'\"{}%<]*?)<\|im_end\|>"
+            match = re.search(literal, template_source)
             if match:
                 default_system = match.group(1)
         return cls(
@@ -287,9 +305,9 @@ class Tokenizer:
                 raise ValueError(f"messages[{index}]: expected a dict with a string 'role'")
             if not isinstance(message.get("content"), str):
                 raise ValueError(f"messages[{index}] (role {message['role']!r}): 'content' must be a string")
-        if self.chat_template == "llama3":
-            return self._llama3_pieces(messages, add_generation_prompt)
-        return self._chatml_pieces(messages, add_generation_prompt)
+        pieces = {"llama3": self._llama3_pieces, "chatml": self._chatml_pieces, "qwen3": self._qwen3_pieces,
+                  "olmo2": self._olmo2_pieces}[self.chat_template]  # fmt: skip
+        return pieces(messages, add_generation_prompt)
 
     def _llama3_pieces(
         self, messages: list[dict], add_generation_prompt: bool
@@ -346,4 +364,65 @@ class Tokenizer:
             pieces.append(_Piece("\n"))  # glue between turns: outside the span and the assistant mask
         if add_generation_prompt:
             pieces += [_Piece("<|im_start|>", special=True), _Piece("assistant\n")]
+        return pieces, spans
+
+    def _qwen3_pieces(
+        self, messages: list[dict], add_generation_prompt: bool
+    ) -> tuple[list[_Piece], list[tuple[str, str]]]:
+        pieces: list[_Piece] = []
+        spans: list[tuple[str, str]] = []
+        last_query = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
+        for index, message in enumerate(messages):
+            role, content = message["role"], message["content"]
+            think = None
+            if role == "assistant":
+                reasoning = ""
+                if "</think>" in content:
+                    head, content = content.split("</think>")[0], content.split("</think>")[-1].lstrip("\n")
+                    reasoning = head.rstrip("\n").split("<think>")[-1].lstrip("\n")
+                if index > last_query and (index == len(messages) - 1 or reasoning):
+                    think, content = reasoning.strip("\n"), content.lstrip("\n")
+            span = len(spans)
+            spans.append((role, content))
+            pieces.append(_Piece("<|im_start|>", special=True, span=span))
+            pieces.append(_Piece(role + "\n", span=span))
+            if think is not None:  # template glue: neither content nor trained on
+                pieces += [_Piece("<think>", special=True, span=span), _Piece("\n" + think + "\n", span=span),
+                           _Piece("</think>", special=True, span=span), _Piece("\n\n", span=span)]  # fmt: skip
+            pieces.append(_Piece(content, span=span, is_content=True))
+            pieces.append(_Piece("<|im_end|>", special=True, span=span, is_end_of_turn=True))
+            pieces.append(_Piece("\n"))
+        if add_generation_prompt:  # non-thinking, like enable_thinking=False
+            pieces += [_Piece("<|im_start|>", special=True), _Piece("assistant\n"), _Piece("<think>", special=True),
+                       _Piece("\n\n"), _Piece("</think>", special=True), _Piece("\n\n")]  # fmt: skip
+        return pieces, spans
+
+    def _olmo2_pieces(
+        self, messages: list[dict], add_generation_prompt: bool
+    ) -> tuple[list[_Piece], list[tuple[str, str]]]:
+        if self.bos_id is None or self.eos_id is None:
+            raise ValueError("olmo2 template: the tokenizer needs a bos_token and an eos_token")
+        bos, eos = self.decode([self.bos_id]), self.decode([self.eos_id])
+        pieces: list[_Piece] = [_Piece(bos, special=True)]
+        spans: list[tuple[str, str]] = []
+
+        def marker(role: str, span: int | None) -> _Piece:  # one token where the vocabulary has it
+            text = f"<|{role}|>"
+            return _Piece(text, special=self.token_to_id(text) is not None, span=span)
+
+        for index, message in enumerate(messages):
+            role, content = message["role"], message["content"]
+            if role not in ("system", "user", "assistant"):
+                raise ValueError(f"olmo2 template: role {role!r} is not supported (system, user, assistant)")
+            span = len(spans)
+            spans.append((role, content))
+            pieces += [marker(role, span), _Piece("\n", span=span), _Piece(content, span=span, is_content=True)]
+            if role == "assistant":
+                pieces.append(_Piece(eos, special=True, span=span, is_end_of_turn=True))
+                if index < len(messages) - 1:
+                    pieces.append(_Piece("\n"))
+            else:
+                pieces.append(_Piece("\n", span=span))
+        if add_generation_prompt:
+            pieces += [marker("assistant", None), _Piece("\n")]
         return pieces, spans

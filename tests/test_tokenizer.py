@@ -249,3 +249,119 @@ def test_bad_messages_and_template(llama3_tok, tmp_path):
     assert plain.chat_template is None and plain.eos_id == plain.pad_id == 0
     with pytest.raises(ValueError, match="no chat template"):
         plain.render_chat([{"role": "user", "content": "a"}])
+
+
+# ----------------------------------------------------------------------------------------- Qwen2.5, Qwen3, OLMo-2
+# Their chat templates as documented, in Jinja (plain messages, no tools), rendered by transformers as the
+# independent reference; the golden strings are written out from the same documented formats.
+QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+QWEN25_JINJA = (
+    r"{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+    r"{%- else %}{{- '<|im_start|>system\n" + QWEN_DEFAULT_SYSTEM + r"<|im_end|>\n' }}{%- endif %}"
+    r"{%- for message in messages %}{%- if not (message.role == 'system' and loop.first) %}"
+    r"{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}{%- endif %}{%- endfor %}"
+    r"{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+QWEN3_JINJA = (
+    r"{%- if messages[0].role == 'system' %}{{- '<|im_start|>system\n' + messages[0].content + '<|im_end|>\n' }}"
+    r"{%- endif %}{%- set ns = namespace(last_query_index=-1) %}{%- for message in messages %}"
+    r"{%- if message.role == 'user' %}{%- set ns.last_query_index = loop.index0 %}{%- endif %}{%- endfor %}"
+    r"{%- for message in messages %}{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}"
+    r"{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' }}"
+    r"{%- elif message.role == 'assistant' %}{%- set content = message.content %}{%- set reasoning_content = '' %}"
+    r"{%- if '</think>' in content %}"
+    r"{%- set reasoning_content = content.split('</think>')[0].rstrip('\n').split('<think>')[-1].lstrip('\n') %}"
+    r"{%- set content = content.split('</think>')[-1].lstrip('\n') %}{%- endif %}"
+    r"{%- if loop.index0 > ns.last_query_index and (loop.last or reasoning_content) %}"
+    r"{{- '<|im_start|>' + message.role + '\n<think>\n' + reasoning_content.strip('\n') + '\n</think>\n\n'"
+    r" + content.lstrip('\n') }}{%- else %}{{- '<|im_start|>' + message.role + '\n' + content }}{%- endif %}"
+    r"{{- '<|im_end|>\n' }}{%- endif %}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}"
+    r"{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\n\n</think>\n\n' }}{%- endif %}"
+    r"{%- endif %}"
+)
+OLMO2_JINJA = (
+    r"{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}"
+    r"{{ '<|system|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'user' %}"
+    r"{{ '<|user|>\n' + message['content'] + '\n' }}{% elif message['role'] == 'assistant' %}"
+    r"{% if not loop.last %}{{ '<|assistant|>\n' + message['content'] + eos_token + '\n' }}"
+    r"{% else %}{{ '<|assistant|>\n' + message['content'] + eos_token }}{% endif %}{% endif %}"
+    r"{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}{% endfor %}"
+)
+TEMPLATES = {  # name -> (special tokens, tokenizer_config.json)
+    "qwen2.5": (["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                {"chat_template": QWEN25_JINJA, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}),
+    "qwen3": (["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"],
+              {"chat_template": QWEN3_JINJA, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}),
+    "olmo2": (["<|endoftext|>", "<|pad|>", "<|system|>", "<|user|>", "<|assistant|>"],
+              {"chat_template": OLMO2_JINJA, "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+               "pad_token": "<|pad|>"}),
+}  # fmt: skip
+MULTI_TURN = [
+    {"role": "user", "content": "What is 2+2?"},
+    {"role": "assistant", "content": "<think>\nadd\n</think>\n\nIt is 4."},
+    {"role": "user", "content": "Hello there!"},
+    {"role": "assistant", "content": "Paris."},
+]
+GOLDEN = {
+    ("qwen2.5", "without_system", True): f"<|im_start|>system\n{QWEN_DEFAULT_SYSTEM}<|im_end|>\n"
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\nParis.<|im_end|>\n"
+    "<|im_start|>assistant\n",
+    ("qwen2.5", "with_system", False): "<|im_start|>system\n  You are terse.\n<|im_end|>\n"
+    "<|im_start|>user\nWhat is 2+2?\n<|im_end|>\n<|im_start|>assistant\n It is 4. <|im_end|>\n",
+    ("qwen3", "without_system", True): "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\n\n</think>\n\nParis.<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+    ("qwen3", "with_system", False): "<|im_start|>system\n  You are terse.\n<|im_end|>\n"
+    "<|im_start|>user\nWhat is 2+2?\n<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n It is 4. <|im_end|>\n",
+    ("qwen3", "multi_turn", False): "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+    "<|im_start|>assistant\nIt is 4.<|im_end|>\n<|im_start|>user\nHello there!<|im_end|>\n"
+    "<|im_start|>assistant\n<think>\n\n</think>\n\nParis.<|im_end|>\n",
+    ("olmo2", "without_system", True): "<|endoftext|><|user|>\nWhat is the capital of France?\n"
+    "<|assistant|>\nParis.<|endoftext|><|assistant|>\n",
+    ("olmo2", "with_system", False): "<|endoftext|><|system|>\n  You are terse.\n\n<|user|>\nWhat is 2+2?\n\n"
+    "<|assistant|>\n It is 4. <|endoftext|>",
+    ("olmo2", "multi_turn", False): "<|endoftext|><|user|>\nWhat is 2+2?\n<|assistant|>\n<think>\nadd\n</think>\n\n"
+    "It is 4.<|endoftext|>\n<|user|>\nHello there!\n<|assistant|>\nParis.<|endoftext|>",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def template_dirs(tmp_path_factory) -> dict[str, Path]:
+    dirs = {}
+    for name, (specials, config) in TEMPLATES.items():
+        path = build_byte_level_dir(tmp_path_factory.mktemp(name), specials)
+        (path / "tokenizer_config.json").write_text(
+            json.dumps({**config, "tokenizer_class": "PreTrainedTokenizerFast"})
+        )
+        dirs[name] = path
+    return dirs
+
+
+@pytest.mark.parametrize("name,case,gen_prompt", list(GOLDEN))
+def test_qwen_and_olmo2_golden_strings_match_their_jinja_templates(template_dirs, name, case, gen_prompt):
+    from transformers import AutoTokenizer
+
+    messages = {**CONVERSATIONS, "multi_turn": MULTI_TURN}[case]
+    tok = Tokenizer.from_dir(template_dirs[name])
+    assert tok.chat_template == {"qwen2.5": "chatml"}.get(name, name)
+    rendered = tok.render_chat(messages, add_generation_prompt=gen_prompt)
+    assert rendered == GOLDEN[(name, case, gen_prompt)]
+    reference = AutoTokenizer.from_pretrained(template_dirs[name])
+    assert reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen_prompt,
+                                         enable_thinking=False) == rendered  # fmt: skip
+    enc = tok.encode_chat(messages, add_generation_prompt=gen_prompt)
+    assert tok.decode(enc.ids) == rendered
+    for span in enc.spans:
+        assert tok.decode(enc.ids[span.content_start : span.content_end]) == span.content
+    trained = tok.decode([i for i, m in zip(enc.ids, enc.assistant_mask, strict=True) if m])
+    end_of_turn = "<|endoftext|>" if name == "olmo2" else "<|im_end|>"
+    assistant = [s.content for s in enc.spans if s.role == "assistant"]
+    assert trained == "".join(c + end_of_turn for c in assistant)  # content + end of turn, never the think glue
+
+
+def test_qwen3_and_olmo2_special_tokens_and_stops(template_dirs):
+    qwen3, olmo2 = Tokenizer.from_dir(template_dirs["qwen3"]), Tokenizer.from_dir(template_dirs["olmo2"])
+    assert qwen3.stop_ids == [qwen3.token_to_id("<|im_end|>")] and qwen3.pad_id == qwen3.token_to_id("<|endoftext|>")
+    assert olmo2.bos_id == olmo2.eos_id == olmo2.token_to_id("<|endoftext|>")
+    assert olmo2.stop_ids == [olmo2.eos_id] and olmo2.pad_id == olmo2.token_to_id("<|pad|>")
+    with pytest.raises(ValueError, match="olmo2 template: role 'tool' is not supported"):
+        olmo2.render_chat([{"role": "tool", "content": "x"}])
