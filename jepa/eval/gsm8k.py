@@ -13,13 +13,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
-from tqdm import tqdm
 
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SkippedLines, iter_jsonl
 from jepa.eval.answers import gold_answer, score_default, score_paper
-from jepa.models import generate
+from jepa.eval.generation import generate_and_score, prompt_messages
 from jepa.tokenizer import Tokenizer
 
 PROTOCOLS = {"default": 512, "paper": 128}  # protocol -> default max_new_tokens
@@ -58,15 +56,6 @@ def load_gsm8k_records(path: str | Path, system_prompt: str = GSM8K_SYSTEM_PROMP
     return records
 
 
-def prompt_messages(record: dict) -> list[dict]:
-    """The record's system message (if any) and its first user message: what the model is prompted with."""
-    messages = record["messages"]
-    system = [m for m in messages[:1] if m.get("role") == "system"]
-    user = next(m for m in messages if m.get("role") == "user")
-    return system + [user]
-
-
-@torch.no_grad()
 def evaluate_gsm8k(
     model: nn.Module,
     tokenizer: Tokenizer,
@@ -79,51 +68,25 @@ def evaluate_gsm8k(
     done: dict[int, dict] | None = None,
     on_example: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], dict]:
-    """Generate an answer for the first ``limit`` records and score them.
+    """Generate an answer for the first ``limit`` records and score them (`jepa.eval.generation`).
 
     Returns (examples, summary). Each example: index, question, generation, predicted, gold, correct (chosen
     protocol), correct_default, correct_paper, source (boxed/hash/number/none), parsed, n_tokens, truncated
     (hit ``max_new_tokens``). Summary: n, accuracy, accuracy_default, accuracy_paper, unparseable (examples
     not parsed under the chosen protocol), truncated, mean_tokens, protocol, max_new_tokens, seconds.
-
-    Prompts are sorted by token length (longest first) before batching so a batch pads little and memory
-    peaks in the first batch; results come back in record order and do not depend on the batching.
-    ``done`` (index -> example, e.g. read back from an interrupted evaluation) are not generated again;
-    ``on_example`` is called with each new example as soon as its batch finishes. ``progress`` shows problems
-    done and tokens generated on stderr.
+    ``done`` / ``on_example``: see `generate_and_score`.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     max_new_tokens = PROTOCOLS[protocol] if max_new_tokens is None else max_new_tokens
     records = records[:limit] if limit is not None else records
-    examples = {i: e for i, e in (done or {}).items() if i < len(records)}
     start = time.perf_counter()
-    prompts = [tokenizer.encode_chat(prompt_messages(r), add_generation_prompt=True).ids for r in records]
-    order = sorted((i for i in range(len(prompts)) if i not in examples), key=lambda i: -len(prompts[i]))
-    bar = tqdm(total=len(records), initial=len(examples), desc="gsm8k", unit="problem", disable=not progress)
-    generated = 0
-    was_training = model.training
-    model.eval()
-    try:
-        for first in range(0, len(order), batch_size):
-            chunk = order[first : first + batch_size]
-            outputs = generate(
-                model, [prompts[i] for i in chunk], max_new_tokens, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id
-            )
-            for i, ids in zip(chunk, outputs):
-                examples[i] = score_example(i, records[i], tokenizer.decode(ids, skip_special_tokens=True), len(ids),
-                                            max_new_tokens, protocol)  # fmt: skip
-                if on_example is not None:
-                    on_example(examples[i])
-            generated += sum(len(ids) for ids in outputs)
-            bar.update(len(chunk))
-            bar.set_postfix(tokens=generated, tok_s=f"{generated / (time.perf_counter() - start):.0f}")
-    finally:
-        model.train(was_training)
-        bar.close()
-    examples = [examples[i] for i in range(len(records))]
+
+    def score(index: int, record: dict, generation: str, n_tokens: int) -> dict:
+        return score_example(index, record, generation, n_tokens, max_new_tokens, protocol)
+
+    examples = generate_and_score(model, tokenizer, records, score, max_new_tokens, batch_size, progress, "gsm8k",
+                                  "problem", done, on_example)  # fmt: skip
     return examples, summarise_gsm8k(examples, protocol, max_new_tokens, time.perf_counter() - start)
 
 

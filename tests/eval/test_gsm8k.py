@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-import jepa.eval.gsm8k as gsm8k_module
+import jepa.eval.generation as generation_module
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT
-from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records, prompt_messages
+from jepa.eval.generation import prompt_messages
+from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
 from tests.eval.helpers import tiny_chatml_tokenizer, tiny_model_for
 
 QUESTIONS = [
@@ -114,7 +115,7 @@ def canned_generate(monkeypatch, tokenizer):
             out.append(tokenizer.encode(CANNED[question][0])[:max_new_tokens])
         return out
 
-    monkeypatch.setattr(gsm8k_module, "generate", fake_generate)
+    monkeypatch.setattr(generation_module, "generate", fake_generate)
     return calls
 
 

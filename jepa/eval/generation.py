@@ -1,0 +1,75 @@
+"""Batched greedy generation over chat records, the loop every generation task shares (GSM8K, NL-RX, NQ-Open).
+
+Prompt = the record's system message (if any) + its first user message through the chat template with the
+generation prompt; greedy decoding with the KV cache, stopping at the template's end-of-turn; the response is
+decoded without special tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from jepa.models import generate
+from jepa.tokenizer import Tokenizer
+
+
+def prompt_messages(record: dict) -> list[dict]:
+    """The record's system message (if any) and its first user message: what the model is prompted with."""
+    messages = record["messages"]
+    system = [m for m in messages[:1] if m.get("role") == "system"]
+    user = next(m for m in messages if m.get("role") == "user")
+    return system + [user]
+
+
+@torch.no_grad()
+def generate_and_score(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    records: list[dict],
+    score: Callable[[int, dict, str, int], dict],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    progress: bool = False,
+    desc: str = "generate",
+    unit: str = "example",
+    done: dict[int, dict] | None = None,
+    on_example: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """`score(index, record, response, n_tokens)` for every record, in record order.
+
+    Prompts are sorted by token length (longest first) before batching, so a batch pads little and memory peaks
+    in the first batch; the results do not depend on the batching. `done` (index -> example, read back from an
+    interrupted evaluation) is not generated again; `on_example` gets each new example as its batch finishes.
+    `progress` shows examples done (counted in `unit`s) and tokens generated on stderr.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    examples = {i: e for i, e in (done or {}).items() if i < len(records)}
+    prompts = [tokenizer.encode_chat(prompt_messages(r), add_generation_prompt=True).ids for r in records]
+    order = sorted((i for i in range(len(prompts)) if i not in examples), key=lambda i: -len(prompts[i]))
+    bar = tqdm(total=len(records), initial=len(examples), desc=desc, unit=unit, disable=not progress)
+    start, generated = time.perf_counter(), 0
+    was_training = model.training
+    model.eval()
+    try:
+        for first in range(0, len(order), batch_size):
+            chunk = order[first : first + batch_size]
+            outputs = generate(
+                model, [prompts[i] for i in chunk], max_new_tokens, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id
+            )
+            for i, ids in zip(chunk, outputs):
+                examples[i] = score(i, records[i], tokenizer.decode(ids, skip_special_tokens=True), len(ids))
+                if on_example is not None:
+                    on_example(examples[i])
+            generated += sum(len(ids) for ids in outputs)
+            bar.update(len(chunk))
+            bar.set_postfix(tokens=generated, tok_s=f"{generated / (time.perf_counter() - start):.0f}")
+    finally:
+        model.train(was_training)
+        bar.close()
+    return [examples[i] for i in range(len(records))]
