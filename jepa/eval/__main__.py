@@ -1,5 +1,7 @@
 """Evaluation command line.
 
+    python -m jepa.eval generate --task synth|turk|nq_open|gsm8k --model DIR --data FILE [--limit N]
+                                 [--batch-size B] [--max-new-tokens T] [--out DIR]
     python -m jepa.eval gsm8k    --model DIR --data FILE [--limit N] [--batch-size B] [--protocol default|paper]
                                  [--max-new-tokens T] [--system gsm8k|seed] [--out DIR]
     python -m jepa.eval reversal --model DIR --valid FILE --vocab FILE [--batch-size B] [--out DIR]
@@ -7,8 +9,9 @@
     python -m jepa.eval views    --model DIR --mode reversal --valid FILE --vocab FILE [--limit N] [--out DIR]
 
 The summary JSON goes to stdout; with ``--out DIR`` also ``DIR/<command>_summary.json`` and the per-example
-``DIR/<command>.jsonl``. gsm8k shows progress in problems and tokens and, with ``--out``, writes each problem's
-result to ``DIR/gsm8k.partial.jsonl`` as it finishes: the same command after an interruption scores only the rest.
+``DIR/<command>.jsonl``. generate and gsm8k show progress in examples and tokens and, with ``--out``, write each
+example's result to ``DIR/<name>.partial.jsonl`` as it finishes: the same command after an interruption scores
+only the rest. generate's scorers and protocols: jepa/eval/tasks.py.
 Bad input: one ``error: ...`` line on stderr, exit status 2.
 """
 
@@ -29,6 +32,7 @@ from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
 from jepa.eval.loading import DTYPES, EvalModel, load_for_eval
 from jepa.eval.report import PartialResults, write_results
 from jepa.eval.reversal import evaluate_reversal
+from jepa.eval.tasks import TASKS, evaluate_task, load_task_records
 from jepa.tokenizer import Tokenizer
 
 
@@ -64,6 +68,21 @@ def run_gsm8k(args: argparse.Namespace) -> None:
     )  # fmt: skip
     summary = {"model": str(args.model), "data": str(args.data), **summary}
     print(write_results(args.out, "gsm8k", examples, summary))
+    partial.finish()
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    records = load_task_records(args.data, TASKS[args.task], limit=args.limit)
+    loaded = _load(args)
+    settings = {k: str(getattr(args, k)) for k in ("model", "data", "limit", "task", "max_new_tokens")}
+    partial = PartialResults(args.out, args.task, settings)
+    done = partial.load()
+    if done:
+        print(f"resuming: {len(done)} examples already scored in {partial.path}", file=sys.stderr)
+    examples, summary = evaluate_task(loaded.model, _tokenizer(loaded), args.task, records, batch_size=args.batch_size,
+                                      max_new_tokens=args.max_new_tokens, progress=True, done=done,
+                                      on_example=partial.add)  # fmt: skip
+    print(write_results(args.out, args.task, examples, {"model": str(args.model), "data": str(args.data), **summary}))
     partial.finish()
 
 
@@ -141,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
         p.add_argument("--dtype", choices=sorted(DTYPES), help="default: bfloat16 on CUDA, float32 on CPU")
         p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+    task = commands.add_parser("generate", help="a generation task's accuracy (NL-RX, NQ-Open, GSM8K), 95 % interval")
+    common(task, 16)
+    task.add_argument("--task", required=True, choices=sorted(TASKS))
+    task.add_argument("--data", required=True, type=Path, help='chat jsonl ({"messages": [...]}; gsm8k: + "answer")')
+    task.add_argument("--limit", type=int, help="score the first N records")
+    task.add_argument("--max-new-tokens", type=int, help="default: the task's (128; gsm8k 512)")
+    task.set_defaults(run=run_generate)
 
     gsm8k = commands.add_parser("gsm8k", help="GSM8K accuracy by greedy generation")
     common(gsm8k, 16)

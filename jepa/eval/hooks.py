@@ -1,9 +1,10 @@
 """Evaluation during training: factories for the trainer's `eval.fn` hook.
 
-`eval.fn: jepa.eval.hooks:reversal` (or `:gsm8k`, `:views`); each factory takes the TrainConfig and returns
+`eval.fn: jepa.eval.hooks:reversal` (or `:gsm8k`, `:views`, `:synth`, `:turk`, `:nq_open`); each factory takes
+the TrainConfig and returns
 `hook(model, predictors, step) -> dict` whose flat keys (`eval/test/mrr`, `eval/gsm8k/accuracy`,
 `eval/views/cosine` ...) land in metrics.jsonl. Held-out data: `eval.data` (reversal: the directory holding
-valid.json, default the training directory; gsm8k / views: a chat jsonl), `eval.limit` examples.
+valid.json, default the training directory; the others: a chat jsonl), `eval.limit` examples.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from jepa.eval.diagnostics import evaluate_views
 from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
 from jepa.eval.report import flat_metrics
 from jepa.eval.reversal import evaluate_reversal
+from jepa.eval.tasks import TASKS, evaluate_task, load_task_records
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.tokenizer import Tokenizer
 
@@ -97,3 +99,30 @@ def views(cfg) -> EvalHook:
         return flat_metrics(evaluate_views(model, predictors, rows, tokenizer.pad_id), prefix="eval/views/")
 
     return hook
+
+
+def generation_task(name: str) -> Callable:
+    """The hook factory of a generation task in jepa.eval.tasks.TASKS: its accuracy (paper's criterion and the
+    normalised one, with 95 % intervals) on the first `eval.limit` records of `eval.data`."""
+
+    def factory(cfg) -> EvalHook:
+        tokenizer = _tokenizer(cfg)
+        records = load_task_records(_eval_path(cfg), TASKS[name], limit=cfg.eval.limit)
+
+        def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
+            _, summary = evaluate_task(model, tokenizer, name, records, max_new_tokens=cfg.eval.max_new_tokens)
+            return flat_metrics(summary, prefix=f"eval/{name}/")
+
+        def headline(result: dict) -> str:
+            key = f"eval/{name}/accuracy"
+            return (f"{name} accuracy {result[key]:.1%} (95 % CI {result[key + '_ci_low']:.1%} to "
+                    f"{result[key + '_ci_high']:.1%}); normalised {result[key + '_normalised']:.1%}")  # fmt: skip
+
+        hook.headline = headline
+        return hook
+
+    factory.__doc__ = f"{name}: accuracy by greedy generation (jepa/eval/tasks.py)."
+    return factory
+
+
+synth, turk, nq_open = (generation_task(name) for name in ("synth", "turk", "nq_open"))

@@ -67,8 +67,22 @@ def test_shipped_configs_load_and_base_merges():
         "gpt2_reversal",
         "gpt2_reversal_small",
         "smollm2_step",
+        "smollm2_synth",
+        "llama1b_synth",
+        "llama1b_turk",
+        "llama1b_nq_open",
     ):
         load_config(f"{name}.yaml")
+    for task in ("synth", "turk", "nq_open"):  # the paper's NL-RX / NQ-Open settings
+        cfg = load_config(f"llama1b_{task}.yaml")
+        assert (cfg.layout.mode, cfg.layout.predictors, cfg.jepa.lam, cfg.optim.lr, cfg.schedule.epochs) == (
+            "jepa",
+            1,
+            1.0,
+            2e-5,
+            4,
+        )
+        assert not cfg.lora.enabled and cfg.eval.fn == f"jepa.eval.hooks:{task}"
     regular = load_config("llama1b_regular.yaml")
     assert regular.layout.mode == "regular" and regular.jepa.lam == 0.0
     assert regular.optim.lr == 2e-5 and regular.schedule.grad_accum == 16  # inherited from llama1b_jepa.yaml

@@ -1,0 +1,162 @@
+"""Generation tasks and their scorers: the LLM-JEPA paper's NL-RX-SYNTH, NL-RX-TURK and NQ-Open, and GSM8K.
+
+A task is data: where its reference comes from, its scorer (a name in SCORERS) and its default number of new
+tokens. `evaluate_task` prompts with each chat record's system + user message (`jepa.eval.generation`), decodes
+the response without special tokens and strips it (the official protocol: greedy, 128 new tokens), and scores it.
+
+Scorers return {"correct": the paper's criterion, "normalised": a looser one reported beside it, never instead}:
+
+    exact     NL-RX: correct iff the response equals the reference regex; normalised: equal once all
+              whitespace is removed (no NL-RX reference contains whitespace: none of the 12,000 published
+              lines, so a space in a response is formatting, never part of a right answer)
+    nq_open   NQ-Open: correct iff any "; "-separated part of the response is a substring of the reference (the
+              official code's check; an empty part is no answer, though "" is a substring of everything, so an
+              empty response is wrong and counted in the summary's `empty`); normalised: the usual open-QA
+              exact match, any "; "-part of the response equal to any "; "-part of the reference after
+              lower-casing and removing punctuation, articles and extra whitespace (SQuAD's normalisation)
+    gsm8k     the final answer (boxed / #### / last number) numerically equal to the reference's; normalised:
+              the paper's strict "#### X" string match
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from jepa.data.sources import BadRecord, SkippedLines, chat_record, iter_jsonl
+from jepa.eval.answers import gold_answer, score_default, score_paper
+from jepa.eval.generation import generate_and_score, prompt_messages
+from jepa.tokenizer import Tokenizer
+
+
+def score_exact(response: str, reference: str) -> dict:
+    squeeze = lambda s: re.sub(r"\s+", "", s)  # noqa: E731
+    return {"correct": response == reference, "normalised": squeeze(response) == squeeze(reference)}
+
+
+def normalise_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(c for c in text.lower() if c not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def score_nq_open(response: str, reference: str) -> dict:
+    parts = [p for p in response.split("; ") if p]
+    references = {normalise_answer(r) for r in reference.split("; ")}
+    return {
+        "correct": any(p in reference for p in parts),
+        "normalised": any(normalise_answer(p) in references for p in parts),
+    }
+
+
+def score_gsm8k(response: str, reference: str) -> dict:
+    return {"correct": score_default(response, reference)["correct"],
+            "normalised": score_paper(response, reference)["correct"]}  # fmt: skip
+
+
+SCORERS: dict[str, Callable[[str, str], dict]] = {"exact": score_exact, "nq_open": score_nq_open,
+                                                  "gsm8k": score_gsm8k}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Task:
+    scorer: str  # a name in SCORERS
+    max_new_tokens: int
+    reference: str = "assistant"  # the first assistant message's content, or a record key ("answer")
+
+
+TASKS = {
+    "synth": Task("exact", 128),
+    "turk": Task("exact", 128),
+    "nq_open": Task("nq_open", 128),
+    "gsm8k": Task("gsm8k", 512, reference="answer"),
+}
+
+
+def load_task_records(path: str | Path, task: Task, limit: int | None = None) -> list[dict]:
+    """Chat records (checked like `prepare.py chat`: a user message and an assistant answer after it; gsm8k also
+    needs "answer") with their reference as "reference". A bad line: ValueError("path:LINE: reason")."""
+    path, records = Path(path), []
+    required = () if task.reference == "assistant" else (task.reference,)
+    for number, obj in iter_jsonl(path, required, skip_bad=False, bad=SkippedLines()):
+        try:
+            messages = chat_record(obj)["messages"]
+        except BadRecord as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
+        if task.reference == "assistant":
+            roles = [m["role"] for m in messages]
+            reference = messages[roles.index("assistant", roles.index("user") + 1)]["content"]
+        else:
+            reference = gold_answer(obj[task.reference])
+        records.append({"messages": messages, "reference": reference})
+        if limit is not None and len(records) == limit:
+            break
+    if not records:
+        raise ValueError(f"{path}: no records")
+    return records
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion k / n (sensible at 0 and n, unlike the normal one)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p, z2 = k / n, z * z
+    centre, half = (p + z2 / (2 * n)) / (1 + z2 / n), z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate_task(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    task_name: str,
+    records: list[dict],
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    progress: bool = False,
+    done: dict[int, dict] | None = None,
+    on_example: Callable[[dict], None] | None = None,
+) -> tuple[list[dict], dict]:
+    """(examples, summary). Example: index, prompt, reference, response, correct, normalised, n_tokens,
+    truncated. Summary: task, scorer, n, accuracy and its 95 % Wilson interval (accuracy_ci_low / _high), the
+    same for accuracy_normalised, truncated, empty (responses), mean_tokens, max_new_tokens, seconds."""
+    task = TASKS[task_name]
+    scorer = SCORERS[task.scorer]
+    max_new_tokens = max_new_tokens or task.max_new_tokens
+    started = time.perf_counter()
+
+    def score(index: int, record: dict, generation: str, n_tokens: int) -> dict:
+        response = generation.strip()
+        return {"index": index, "prompt": prompt_messages(record)[-1]["content"], "reference": record["reference"],
+                "response": response, **scorer(response, record["reference"]), "n_tokens": n_tokens,
+                "truncated": n_tokens >= max_new_tokens}  # fmt: skip
+
+    examples = generate_and_score(model, tokenizer, records, score, max_new_tokens, batch_size, progress, task_name,
+                                  "example", done, on_example)  # fmt: skip
+    n = len(examples)
+    correct, loose = sum(e["correct"] for e in examples), sum(e["normalised"] for e in examples)
+    (low, high), (loose_low, loose_high) = wilson_interval(correct, n), wilson_interval(loose, n)
+    summary = {
+        "task": task_name,
+        "scorer": task.scorer,
+        "n": n,
+        "accuracy": correct / n,
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "accuracy_normalised": loose / n,
+        "accuracy_normalised_ci_low": loose_low,
+        "accuracy_normalised_ci_high": loose_high,
+        "truncated": sum(e["truncated"] for e in examples),
+        "empty": sum(not e["response"] for e in examples),
+        "mean_tokens": sum(e["n_tokens"] for e in examples) / n,
+        "max_new_tokens": max_new_tokens,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return examples, summary
