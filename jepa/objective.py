@@ -110,8 +110,9 @@ class Objective(nn.Module):
     def two_pass(self, rows: list[Row], pad_id: int) -> LossTerms:
         """Reference path: every segment group runs as its own sequence (the published designs' extra passes).
 
-        For each row: the LM sequence alone (plain causal), the prediction view (the segments the predictor sees,
-        in order) and the target view (the isolated segment) each as separate sequences. The tests check the
+        For each row (one example): the LM sequence alone (plain causal) and, per JEPA pair, the prediction view
+        (the segments the predictor sees, in order) and the target view (the isolated segment), each as separate
+        sequences. The tests check the
         packed single pass against it; users may run it to see the unpacked computation.
         """
         device = self.model.embed_tokens.weight.device
@@ -122,9 +123,8 @@ class Objective(nn.Module):
                 forward_hidden(self.model, self.predictors, lm_batch), lm_batch["labels"], self.model.lm_head
             )
             lm_sum, lm_tokens = lm_sum + s, lm_tokens + n
-            if not row.has_jepa:
-                continue
-            for index, out in ((row.pred_index, preds), (row.target_index, targets)):  # one example per row
+            views = [(index, out) for pair in row.jepa_pairs for index, out in zip(pair, (preds, targets))]
+            for index, out in views:
                 seg = row.segment_ids[index]
                 keep = [i for i in range(index + 1) if row.segment_ids[i] in row.visible[seg]]
                 view = Row(

@@ -23,6 +23,7 @@ from jepa.tokenizer import ChatEncoding, Tokenizer
 
 MODES = ("regular", "jepa", "step", "reversal")
 LM_LABELS = ("assistant", "all", "paper")
+STEP_PAIRS = ("first", "all")
 
 
 @dataclass
@@ -37,6 +38,9 @@ class LayoutConfig:
     last_token: int | None = None  # jepa mode: None = last content token; k < 0 = official `real_length + k`
     max_length: int = 1024  # truncates the LM sequence; JEPA segments come on top of it
     step_separator: str = STEP_SEPARATOR
+    # step mode: "first" = the pair (step 1 -> step 2), the seed's Step-JEPA; "all" = every consecutive pair
+    # (step k -> step k+1), each with its own K predictor tokens and isolated copy of step k+1, in the same row
+    step_pairs: str = "first"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -45,6 +49,8 @@ class LayoutConfig:
             raise ValueError(
                 f"layout.isolated_positions must be 'restart' or 'continue', got {self.isolated_positions!r}"
             )
+        if self.step_pairs not in STEP_PAIRS:
+            raise ValueError(f"layout.step_pairs must be one of {', '.join(STEP_PAIRS)}, got {self.step_pairs!r}")
         if self.lm_labels not in LM_LABELS:
             raise ValueError(f"layout.lm_labels must be one of {', '.join(LM_LABELS)}, got {self.lm_labels!r}")
         if self.predictors < 0:
@@ -178,7 +184,14 @@ def build_regular_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None =
 
 
 def build_step_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = None) -> Row:
-    """Step-JEPA: prediction = K predictors after system+user+step 1, target = step 2 encoded alone."""
+    """Step-JEPA: prediction = K predictors after system+user+step k, target = step k+1 encoded alone; for the
+    pair (1 -> 2) with `step_pairs: first`, for every consecutive pair with `all`.
+
+    Segments: the LM sequence cut after each step k that predicts ("A", then "A2", "A3" ... ; the rest "B"), each
+    seeing every earlier one; per pair k a predictor segment ("P", "P2" ...) seeing the LM sequence up to the end
+    of step k, at positions continuing from there; and the isolated step k+1 ("C", "C2" ...). A pair whose step
+    k+1 does not fit in max_length is left out; with none left the row is the plain LM row.
+    """
     ids, labels = main_sequence(enc, cfg, pad_id)
     steps = step_token_ranges(enc, cfg.step_separator)
     if len(steps) < 2:
@@ -186,18 +199,25 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = No
             "fewer than 2 steps",
             f"step mode needs at least 2 assistant steps separated by {cfg.step_separator!r}, found {len(steps)}",
         )
-    (_, s1), (s2_start, s2_end) = steps[0], steps[1]
-    if s2_end >= len(ids):  # max_length cut into step 1 or step 2: the plain LM row, LM loss only
+    pairs = [k for k in range(len(steps) - 1) if steps[k + 1][1] < len(ids)]  # step k+1 within max_length
+    pairs = pairs if cfg.step_pairs == "all" else [k for k in pairs[:1] if k == 0]
+    if not pairs:  # max_length cut into step 1 or step 2: the plain LM row, LM loss only
         return build_regular_row(enc, cfg, pad_id)
-    row = Row()
-    row.add_segment("A", ids[: s1 + 1], list(range(s1 + 1)), (), labels[: s1 + 1])
-    row.add_segment("B", ids[s1 + 1 :], list(range(s1 + 1, len(ids))), ("A",), labels[s1 + 1 :])
+    suffix = lambda n: "" if n == 0 else str(n + 1)  # noqa: E731 - A, A2, A3 ...
+    cuts = [steps[k][1] + 1 for k in pairs]
+    row, main = Row(), []
+    for n, (start, stop) in enumerate(zip([0, *cuts], [*cuts, len(ids)])):
+        name = f"A{suffix(n)}" if n < len(cuts) else "B"
+        row.add_segment(name, ids[start:stop], list(range(start, stop)), tuple(main), labels[start:stop])
+        main.append(name)
     row.main_length = len(ids)
     k = cfg.predictors
-    p_start = row.add_segment("P", predictor_ids(k), list(range(s1 + 1, s1 + 1 + k)), ("A",))
-    step2 = enc.ids[s2_start : s2_end + 1]
-    c_start = row.add_segment("C", step2, isolated_positions(len(step2), s1 + 1 + k, cfg), ())
-    row.jepa_pairs.append((p_start + k - 1 if k else s1, c_start + len(step2) - 1))
+    for n, (pair, cut) in enumerate(zip(pairs, cuts)):
+        p_start = row.add_segment(f"P{suffix(n)}", predictor_ids(k), list(range(cut, cut + k)), tuple(main[: n + 1]))
+        target_start, target_end = steps[pair + 1]
+        target = enc.ids[target_start : target_end + 1]
+        c_start = row.add_segment(f"C{suffix(n)}", target, isolated_positions(len(target), cut + k, cfg), ())
+        row.jepa_pairs.append((p_start + k - 1 if k else cut - 1, c_start + len(target) - 1))
     return row
 
 

@@ -262,8 +262,8 @@ def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
     return x[torch.argsort(x[:, 0])]
 
 
-PACKING_CASES = [("regular", "cosine"), ("step", "cosine"), ("jepa", "cosine"), ("jepa", "infonce"),
-                 ("reversal", "cosine"), ("reversal", "infonce")]  # fmt: skip
+PACKING_CASES = [("regular", "cosine"), ("step", "cosine"), ("step_all", "cosine"), ("jepa", "cosine"),
+                 ("jepa", "infonce"), ("reversal", "cosine"), ("reversal", "infonce")]  # fmt: skip
 
 
 @pytest.mark.parametrize("mode, loss", PACKING_CASES)
@@ -277,7 +277,9 @@ def test_packed_examples_give_the_loss_views_and_gradients_of_the_unpacked_ones(
         pad_id = 11
     else:
         model = tiny_llama(vocab_size=tok.vocab_size).train()
-        rows = [build_chat_row(m, tok, LayoutConfig(mode=mode, predictors=2, max_length=512)) for m in CHATS * 2]
+        cfg = LayoutConfig(mode=mode.removesuffix("_all"), predictors=2, max_length=512,
+                           step_pairs="all" if mode == "step_all" else "first")  # fmt: skip
+        rows = [build_chat_row(m, tok, cfg) for m in CHATS * 2]
         pad_id = tok.pad_id
     objective = Objective(model, PredictorEmbeddings(2, model.embed_tokens, seed=1), jepa_loss=loss)
     packed = pack_rows(rows, pack_length=2 * max(len(r.input_ids) for r in rows))
@@ -357,3 +359,68 @@ def test_the_flex_objective_forward_equals_the_sdpa_one(tok, arch):
     torch.testing.assert_close(flex.lm_sum, dense.lm_sum, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(flex.pred, dense.pred, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(flex.target, dense.target, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------- multi-step JEPA (step_pairs)
+FOUR_STEPS = [
+    {"role": "system", "content": "Solve step by step."},
+    {"role": "user", "content": "Tom has 3 apples and buys 4 more, then eats 2. How many are left?"},
+    {"role": "assistant", "content": "He buys 4: 3+4 = 7.\n\nHe eats 2: 7-2 = 5.\n\nSo 5 are left.\n\n#### 5"},
+]
+
+
+def test_all_step_pairs_layout(tok):
+    row = build_chat_row(FOUR_STEPS, tok, LayoutConfig(mode="step", predictors=2, step_pairs="all"))
+    names = [row.segment_names[s] for s in row.segment_ids]
+    assert row.segment_names == ["A", "A2", "A3", "B", "P", "C", "P2", "C2", "P3", "C3"]
+    # The LM sequence sees all of itself; predictor k sees the LM sequence up to the end of step k; targets alone.
+    assert row.visible == [(0,), (0, 1), (0, 1, 2), (0, 1, 2, 3), (0, 4), (5,), (0, 1, 6), (7,), (0, 1, 2, 8), (9,)]
+    steps = ["He eats 2: 7-2 = 5.\n\n", "So 5 are left.\n\n", "#### 5"]
+    for n, name in enumerate(("C", "C2", "C3")):
+        target = [row.input_ids[i] for i, s in enumerate(names) if s == name]
+        assert tok.decode(target) == steps[n]
+        cut = sum(names.count(a) for a in ["A", "A2", "A3"][: n + 1])  # where step n+1 ends in the LM sequence
+        p = [i for i, s in enumerate(names) if s == ("P", "P2", "P3")[n]]
+        assert [row.position_ids[i] for i in p] == [cut, cut + 1]  # predictors continue after step n+1
+        assert row.jepa_pairs[n] == (p[-1], [i for i, s in enumerate(names) if s == name][-1])
+    assert len(row.jepa_pairs) == 3 and row.main_length == names.count("A") + names.count("A2") + names.count(
+        "A3") + names.count("B")  # fmt: skip
+
+
+def test_first_step_pair_is_the_seed_layout_and_all_equals_it_for_two_steps(tok):
+    two_steps = [*CHATS[0][:2], {"role": "assistant", "content": "Half of 48 is 24.\n\n48+24 = 72."}]
+    first = build_chat_row(two_steps, tok, LayoutConfig(mode="step", predictors=2))
+    assert build_chat_row(two_steps, tok, LayoutConfig(mode="step", predictors=2, step_pairs="all")) == first
+    many = build_chat_row(FOUR_STEPS, tok, LayoutConfig(mode="step", predictors=2))
+    assert many.segment_names == ["A", "B", "P", "C"] and len(many.jepa_pairs) == 1
+
+
+def test_pairs_whose_target_is_cut_by_max_length_are_left_out(tok):
+    full = build_chat_row(FOUR_STEPS, tok, LayoutConfig(mode="step", predictors=1, step_pairs="all"))
+    c3 = [i for i, s in enumerate(full.segment_ids) if full.segment_names[s] == "C3"]
+    cut = build_chat_row(FOUR_STEPS, tok, LayoutConfig(mode="step", predictors=1, step_pairs="all",
+                                                       max_length=full.main_length - 1))  # fmt: skip
+    assert len(cut.jepa_pairs) == 2 and len(c3) == len(tok.encode("#### 5"))  # "#### 5" no longer fits
+    with pytest.raises(ValueError, match="layout.step_pairs must be one of first, all, got 'some'"):
+        LayoutConfig(mode="step", step_pairs="some")
+
+
+@pytest.mark.parametrize("k", [2, 0])
+def test_all_step_pairs_packed_equals_each_pair_run_separately(tok, k):
+    """Loss, every view (all pairs) and all gradients of the single packed pass == two_pass, which runs each
+    pair's prediction view and target view as sequences of their own."""
+    model = tiny_llama(vocab_size=tok.vocab_size).train()
+    cfg = LayoutConfig(mode="step", predictors=k, step_pairs="all", max_length=512)
+    rows = [build_chat_row(m, tok, cfg) for m in [*CHATS, FOUR_STEPS]]
+    assert [len(r.jepa_pairs) for r in rows] == [2, 2, 3]
+    objective = objective_for(model, k)
+    packed, separate = objective(collate(rows, tok.pad_id)), objective.two_pass(rows, tok.pad_id)
+    assert packed.jepa_rows == separate.jepa_rows == 7  # every pair is one JEPA row of the step's mean
+    torch.testing.assert_close(packed.pred, separate.pred, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed.target, separate.target, rtol=1e-5, atol=1e-5)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    g_packed = torch.autograd.grad(total_loss(packed), params, allow_unused=True)
+    g_sep = torch.autograd.grad(total_loss(separate), params, allow_unused=True)
+    for p, a, b in zip(params, g_packed, g_sep):
+        a, b = (torch.zeros_like(p) if g is None else g for g in (a, b))
+        assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
