@@ -183,6 +183,11 @@ class Tokenizer:
 
         template_source = config.get("chat_template")
         template_source = template_source if isinstance(template_source, str) else ""
+        if chat_template is None and "<｜Assistant｜>" in template_source:  # DeepSeek-R1(-Distill)
+            raise ValueError(
+                f"{path / 'tokenizer_config.json'}: the DeepSeek-R1 chat template (<｜User｜> / <｜Assistant｜>) is "
+                f"not implemented here; supported templates: {', '.join(CHAT_TEMPLATES)}"
+            )
         if chat_template is None:
             if "<|start_header_id|>" in vocab:
                 chat_template = "llama3"
