@@ -193,7 +193,7 @@ def main() -> None:
         ]
         if Path("data/reversal/train.json").is_file():
             groups.append(
-                ("reversal", "gpt2_reversal.yaml", ["data.train=data/reversal", "schedule.batch_size=64"], 64)
+                ("reversal", "gpt2_reversal.yaml", ["data.train=data/reversal", "schedule.batch_size=64"], 128)
             )
         for name, config, overrides, pack in groups:
             overrides = overrides + ["schedule.grad_accum=1", "run.threads=null"]

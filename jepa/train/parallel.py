@@ -189,8 +189,13 @@ def unsharded_copy(state, full: dict[str, torch.Tensor]) -> tuple[nn.Module, nn.
         model = build_model(state.model.config.to_hf())
         if cfg.lora.enabled:
             apply_lora(model, cfg.lora.targets or list(model.lora_targets), cfg.lora.rank, cfg.lora.alpha)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")},
-                          strict=False, assign=True)  # fmt: skip
+    result = model.load_state_dict({k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")},
+                                   strict=False, assign=True)  # fmt: skip
+    tied_head = getattr(model.config, "tie_word_embeddings", True)  # GPT-2 always ties
+    missing = [k for k in result.missing_keys if not (k == "lm_head.weight" and tied_head)]
+    if missing or result.unexpected_keys:  # a bug, not bad input: the copy must be the trained model, whole
+        raise RuntimeError(f"gathered state does not fit the model: missing {missing[:3]}, "
+                           f"unexpected {result.unexpected_keys[:3]}")  # fmt: skip
     model.materialize(device)
     model = model.to(device)
     predictors = None
