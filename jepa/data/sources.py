@@ -354,17 +354,8 @@ def prepare_gsm8k(src: Path | None, out_dir: Path, keep_calculator: bool = False
 
 
 def prepare_steps(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = False) -> dict:
-    """Seed-format jsonl files (``question``, ``answer``, ``deepseek_response``) → chat records.
-
-    Each input ``NAME.jsonl`` becomes ``out_dir/NAME.jsonl`` (so a train/test pair keeps its split names);
-    two inputs with the same name are an error. Records with fewer than 2 steps are bad records.
-    """
-    out_dir = Path(out_dir)
-    src_files = [Path(f) for f in src_files]
-    names = [f.stem + ".jsonl" for f in src_files]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"two input files would both be written to {out_dir / duplicates[0]}; rename one")
+    """Seed-format jsonl files (``question``, ``answer``, ``deepseek_response``) → chat records, each input
+    ``NAME.jsonl`` to ``out_dir/NAME.jsonl``. Records with fewer than 2 steps are bad records."""
 
     def build(obj: dict) -> tuple[dict, int]:
         record = steps_record(obj["question"], obj["answer"], obj["deepseek_response"])
@@ -372,10 +363,20 @@ def prepare_steps(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = Fal
             raise BadRecord("fewer than 2 steps")
         return record, len(assistant_steps(record))
 
-    required = ("question", "answer", "deepseek_response")
+    return _convert_files(src_files, out_dir, ("question", "answer", "deepseek_response"), build, skip_bad)
+
+
+def _convert_files(src_files: Iterable[Path], out_dir: Path, required: tuple[str, ...], build, skip_bad: bool) -> dict:
+    """`_convert_file` for each input ``NAME.jsonl`` into ``out_dir/NAME.jsonl`` (so a train/test pair keeps its
+    split names); two inputs with the same name are an error."""
+    out_dir = Path(out_dir)
+    src_files = [Path(f) for f in src_files]
+    names = [f.stem + ".jsonl" for f in src_files]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"two input files would both be written to {out_dir / duplicates[0]}; rename one")
     splits = {
-        Path(name).stem: _convert_file(src, out_dir / name, required, build, skip_bad)
-        for src, name in zip(src_files, names)
+        Path(n).stem: _convert_file(src, out_dir / n, required, build, skip_bad) for src, n in zip(src_files, names)
     }
     return {"out_dir": str(out_dir), "splits": splits}
 
@@ -405,18 +406,11 @@ def chat_record(obj: dict) -> dict:
 
 def prepare_chat(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = False) -> dict:
     """Chat jsonl files (``{"messages": [...]}`` per line, e.g. the LLM-JEPA paper's NL-RX and NQ-Open files) →
-    checked chat records: each ``NAME.jsonl`` becomes ``out_dir/NAME.jsonl``. The histogram counts the
-    assistant answer's steps (paragraphs), what step mode would see."""
-    out_dir = Path(out_dir)
-    src_files = [Path(f) for f in src_files]
-    names = [f.stem + ".jsonl" for f in src_files]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"two input files would both be written to {out_dir / duplicates[0]}; rename one")
+    checked chat records (`chat_record`), each input ``NAME.jsonl`` to ``out_dir/NAME.jsonl``. The histogram
+    counts the assistant answer's steps (paragraphs), what step mode would see."""
 
     def build(obj: dict) -> tuple[dict, int]:
         record = chat_record(obj)
         return record, len(assistant_steps(record))
 
-    splits = {Path(n).stem: _convert_file(src, out_dir / n, (), build, skip_bad) for src, n in zip(src_files, names)}
-    return {"out_dir": str(out_dir), "splits": splits}
+    return _convert_files(src_files, out_dir, (), build, skip_bad)

@@ -10,18 +10,7 @@ import pytest
 from jepa.data.reversal import generate_reversal
 from jepa.eval.__main__ import main
 from jepa.models import save_pretrained
-from tests.eval.helpers import tiny_chatml_tokenizer, tiny_model_for
 from tests.models.tiny import tiny_gpt2
-
-
-@pytest.fixture(scope="module")
-def chat_model_dir(tmp_path_factory):
-    """A tiny Llama saved in HF format next to its tokenizer.json."""
-    tok_dir = tmp_path_factory.mktemp("tok")
-    tokenizer = tiny_chatml_tokenizer(tok_dir)
-    model_dir = save_pretrained(tiny_model_for(tokenizer), tmp_path_factory.mktemp("llama"))
-    shutil.copy(tok_dir / "tokenizer.json", model_dir / "tokenizer.json")
-    return model_dir
 
 
 @pytest.fixture(scope="module")

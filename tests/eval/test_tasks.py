@@ -3,14 +3,12 @@ and training on the three paper tasks' record shapes."""
 
 import json
 import math
-import shutil
 
 import pytest
 
 import jepa.eval.generation as generation_module
 from jepa.eval.__main__ import main
 from jepa.eval.tasks import TASKS, evaluate_task, load_task_records, score_exact, score_nq_open, wilson_interval
-from jepa.models import save_pretrained
 from tests.eval.helpers import tiny_chatml_tokenizer, tiny_model_for
 
 SYNTH = [("lines with a vowel", "([AEIOUaeiou]).*"), ("lines with the string 'dog'", ".*dog.*"),
@@ -91,15 +89,6 @@ def test_evaluate_task_scores_the_stripped_responses(tokenizer, monkeypatch, tmp
     assert summary["accuracy"] == sum(e["correct"] for e in examples) / n and summary["n"] == n
     assert summary["accuracy_ci_low"] <= summary["accuracy"] <= summary["accuracy_ci_high"]
     assert examples[0]["response"] == examples[0]["response"].strip()
-
-
-@pytest.fixture(scope="module")
-def chat_model_dir(tmp_path_factory):
-    tok_dir = tmp_path_factory.mktemp("tok2")
-    tokenizer = tiny_chatml_tokenizer(tok_dir)
-    model_dir = save_pretrained(tiny_model_for(tokenizer), tmp_path_factory.mktemp("llama"))
-    shutil.copy(tok_dir / "tokenizer.json", model_dir / "tokenizer.json")
-    return model_dir
 
 
 @pytest.mark.parametrize("task", ["synth", "turk", "nq_open"])
