@@ -352,6 +352,8 @@ def test_qwen_and_olmo2_golden_strings_match_their_jinja_templates(template_dirs
     assert tok.decode(enc.ids) == rendered
     for span in enc.spans:
         assert tok.decode(enc.ids[span.content_start : span.content_end]) == span.content
+        assert len(span.offsets) == span.content_end - span.content_start  # what step detection reads
+        assert "".join(span.content[a:b] for a, b in span.offsets) == span.content
     trained = tok.decode([i for i, m in zip(enc.ids, enc.assistant_mask, strict=True) if m])
     end_of_turn = "<|endoftext|>" if name == "olmo2" else "<|im_end|>"
     assistant = [s.content for s in enc.spans if s.role == "assistant"]

@@ -100,3 +100,14 @@ def test_padding_does_not_change_real_tokens(tmp_path):
     alone = ours_logits(model, short)
     assert (padded - alone).abs().max() < 1e-5
     assert (hf_logits(tmp_path, ids, valid.long())[:, pad:] - alone).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["qwen2", "qwen3", "olmo2"])
+def test_lora_default_targets_wrap_every_projection_of_each_variant(name):
+    from jepa.models.lora import apply_lora
+
+    model = tiny_llama(**LLAMA_VARIANTS[name])
+    wrapped = apply_lora(model, list(model.lora_targets), rank=4, alpha=8)
+    assert len(wrapped) == 7 * model.config.num_hidden_layers
+    trainable = {n.rsplit(".", 2)[-2] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
