@@ -1,0 +1,275 @@
+"""A grid of training runs (config overrides x seeds) and the table a researcher reads.
+
+    python -m jepa.sweep SPEC.yaml [--jobs N] [--dry-run]
+
+SPEC.yaml::
+
+    config: gpt2_reversal_tiny.yaml          # the base config: a name in configs/ or a path
+    overrides: [schedule.max_steps=200]      # for every run (optional)
+    seeds: [82, 23, 37, 84, 4]               # the LLM-JEPA paper's
+    cells:                                   # cell name -> its overrides; the first is the baseline
+      regular: [jepa.lambda=0]
+      jepa: [jepa.lambda=1]
+    baseline: regular                        # optional: another cell to compare with
+    metrics: [eval/test/mrr, eval/atomic/mrr]  # final-evaluation keys of metrics.jsonl to tabulate
+    runs_dir: runs/sweep_reversal            # optional; default runs/sweep_<SPEC file stem>
+
+Each run is `train.py --config CONFIG OVERRIDES CELL run.seed=S run.name=CELL_sS run.dir=RUNS_DIR`. A run that
+finished (its `sweep_done.json` holds the final evaluation, written after train.py succeeded with the same
+command) is skipped; an interrupted one resumes from its checkpoint (train.py's checkpoint.resume=auto).
+
+Results in RUNS_DIR: `results.json` (every run's final metrics, and per cell and metric mean, sample std and n)
+and `results.md`: mean ± std per cell, and for every other cell the paired difference against the baseline over
+the seeds both have, with its 95 % t interval and the two-sided p-value of the paired t-test (the runs of one
+seed share the data order and initialisation, so the difference is taken seed by seed), and `curves.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from jepa.eval.report import json_safe
+from jepa.plot import plot_runs
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class SweepSpec:
+    config: str
+    seeds: list[int]
+    cells: dict[str, list[str]]
+    metrics: list[str]
+    overrides: list[str] = field(default_factory=list)
+    baseline: str = ""
+    runs_dir: str = ""
+
+    @classmethod
+    def read(cls, path: str | Path) -> SweepSpec:
+        """The spec in `path`; ValueError naming the file and key when something is missing or mistyped."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: cannot read the sweep spec ({' '.join(str(exc).split())[:160]})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a sweep spec is a mapping (config, seeds, cells, metrics)")
+        unknown = sorted(set(raw) - {f for f in cls.__dataclass_fields__})
+        if unknown:
+            raise ValueError(f"{path}: unknown key {unknown[0]!r}")
+        checks = {
+            "config": lambda v: isinstance(v, str) and v,
+            "seeds": lambda v: isinstance(v, list) and v and all(isinstance(s, int) for s in v),
+            "cells": lambda v: isinstance(v, dict) and v and all(
+                isinstance(o, list) and all(isinstance(x, str) for x in o) for o in v.values()),
+            "metrics": lambda v: isinstance(v, list) and v and all(isinstance(m, str) for m in v),
+        }  # fmt: skip
+        for key, ok in checks.items():
+            if key not in raw or not ok(raw[key]):
+                raise ValueError(f"{path}: {key}: missing or not the right type (see python -m jepa.sweep --help)")
+        spec = cls(**raw)
+        spec.baseline = spec.baseline or next(iter(spec.cells))
+        if spec.baseline not in spec.cells:
+            raise ValueError(f"{path}: baseline {spec.baseline!r} is not one of the cells ({', '.join(spec.cells)})")
+        spec.runs_dir = spec.runs_dir or f"runs/sweep_{path.stem}"
+        return spec
+
+    def runs(self) -> list[tuple[str, int, list[str]]]:
+        """(cell, seed, train.py arguments) of every run, seed-major so early results cover every cell."""
+        out = []
+        for seed in self.seeds:
+            for cell, cell_overrides in self.cells.items():
+                args = ["--config", self.config, *self.overrides, *cell_overrides, f"run.seed={seed}",
+                        f"run.name={cell}_s{seed}", f"run.dir={self.runs_dir}"]  # fmt: skip
+                out.append((cell, seed, args))
+        return out
+
+
+def final_evaluation(run_dir: Path) -> dict:
+    """The last `kind: eval` line of a run's metrics.jsonl ({} when it has none)."""
+    path, last = run_dir / "metrics.jsonl", {}
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("kind") == "eval":
+            last = record
+    return last
+
+
+def run_one(spec: SweepSpec, cell: str, seed: int, args: list[str], quiet: bool) -> dict:
+    """Train one run (or skip it when done with the same command); returns its final evaluation."""
+    run_dir = Path(spec.runs_dir) / f"{cell}_s{seed}"
+    done = run_dir / "sweep_done.json"
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        if saved.get("args") == args:
+            return saved["evaluation"]
+    command = [sys.executable, str(REPO / "train.py"), *args, "--quiet"]
+    result = subprocess.run(command, capture_output=quiet, text=True)
+    if result.returncode != 0:
+        tail = (result.stderr or "").strip().splitlines()[-1:] if quiet else []
+        raise RuntimeError(f"run {cell}_s{seed} failed (exit {result.returncode}){': ' + tail[0] if tail else ''}")
+    evaluation = final_evaluation(run_dir)
+    done.write_text(json.dumps({"args": args, "evaluation": evaluation}, indent=2) + "\n")
+    return evaluation
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t with `df` degrees of freedom: I_{df/(df+t^2)}(df/2, 1/2)."""
+    if math.isnan(t) or df < 1:
+        return float("nan")
+    if math.isinf(t):
+        return 0.0
+    return regularized_beta(df / (df + t * t), df / 2.0, 0.5)
+
+
+def t_quantile_975(df: int) -> float:
+    """t such that the two-sided p-value is 0.05 (bisection on t_two_sided_p)."""
+    low, high = 0.0, 1000.0
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_two_sided_p(mid, df) > 0.05 else (low, mid)
+    return (low + high) / 2
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b) by its continued fraction (modified Lentz), accurate to ~1e-12 here."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast below this point: use the symmetry
+        return 1.0 - regularized_beta(1.0 - x, b, a)
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)) / a
+    tiny, f, c, d = 1e-300, 1.0, 1.0, 0.0
+    for i in range(400):
+        m = i // 2
+        if i == 0:
+            numerator = 1.0
+        elif i % 2 == 0:
+            numerator = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            numerator = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + numerator * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + numerator / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-14:
+            break
+    return front * (f - 1.0)
+
+
+def paired_difference(cell: dict[int, float], baseline: dict[int, float]) -> dict:
+    """cell - baseline over the seeds both have: mean, 95 % t interval, paired t-test p-value, n."""
+    seeds = sorted(set(cell) & set(baseline))
+    diffs = [cell[s] - baseline[s] for s in seeds]
+    n = len(diffs)
+    if n < 2:
+        return {"mean": diffs[0] if diffs else float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                "p": float("nan"), "n": n}  # fmt: skip
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    se = sd / math.sqrt(n)
+    t = mean / se if se > 0 else (0.0 if mean == 0 else math.copysign(math.inf, mean))
+    half = t_quantile_975(n - 1) * se
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "p": t_two_sided_p(t, n - 1), "n": n}
+
+
+def summarise(spec: SweepSpec, evaluations: dict[tuple[str, int], dict]) -> dict:
+    """Per cell and metric: the values by seed, mean, sample std, n; per non-baseline cell the paired difference."""
+    table: dict = {}
+    for cell in spec.cells:
+        table[cell] = {}
+        for metric in spec.metrics:
+            by_seed = {seed: evaluations[(cell, seed)][metric] for seed in spec.seeds
+                       if isinstance(evaluations.get((cell, seed), {}).get(metric), (int, float))}  # fmt: skip
+            values = list(by_seed.values())
+            table[cell][metric] = {
+                "by_seed": by_seed,
+                "mean": statistics.fmean(values) if values else float("nan"),
+                "std": statistics.stdev(values) if len(values) > 1 else float("nan"),
+                "n": len(values),
+            }
+    for cell in spec.cells:
+        if cell != spec.baseline:
+            for metric in spec.metrics:
+                table[cell][metric]["vs_baseline"] = paired_difference(
+                    table[cell][metric]["by_seed"], table[spec.baseline][metric]["by_seed"]
+                )
+    return table
+
+
+def markdown(spec: SweepSpec, table: dict) -> str:
+    """mean ± std (n) per cell and metric; then the paired differences against the baseline."""
+    head = "| cell | " + " | ".join(spec.metrics) + " |\n|---|" + "---|" * len(spec.metrics) + "\n"
+    cell_text = lambda t: f"{t['mean']:.4g} ± {t['std']:.2g} (n={t['n']})"  # noqa: E731
+    rows = "".join(f"| {cell} | " + " | ".join(cell_text(table[cell][m]) for m in spec.metrics) + " |\n"
+                   for cell in spec.cells)  # fmt: skip
+    diffs = ""
+    for cell in spec.cells:
+        if cell == spec.baseline:
+            continue
+        for metric in spec.metrics:
+            d = table[cell][metric]["vs_baseline"]
+            diffs += (f"| {cell} − {spec.baseline} | {metric} | {d['mean']:+.4g} | [{d['ci_low']:+.4g}, "
+                      f"{d['ci_high']:+.4g}] | {d['p']:.3g} | {d['n']} |\n")  # fmt: skip
+    return (
+        head + rows + "\nPaired over seeds (same seed = same data order and initialisation); 95 % t interval, "
+        "two-sided paired t-test:\n\n| difference | metric | mean | 95 % CI | p | seeds |\n|---|---|---|---|---|---|\n"
+        + diffs
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jepa.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("spec", help="the sweep spec (YAML)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
+    parser.add_argument("--dry-run", action="store_true", help="print the train.py commands and stop")
+    parser.add_argument("--verbose", action="store_true", help="the runs' own output")
+    args = parser.parse_args(argv)
+    try:
+        spec = SweepSpec.read(args.spec)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    runs = spec.runs()
+    if args.dry_run:
+        for _, _, run_args in runs:
+            print("python train.py " + " ".join(run_args))
+        return 0
+    Path(spec.runs_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            futures = {(c, s): pool.submit(run_one, spec, c, s, a, not args.verbose) for c, s, a in runs}
+            evaluations = {key: future.result() for key, future in futures.items()}
+    except RuntimeError as exc:
+        print(f"error: {exc}; the finished runs are kept, the same command goes on", file=sys.stderr)
+        return 1
+    table = summarise(spec, evaluations)
+    out = Path(spec.runs_dir)
+    results = json_safe({"spec": spec.__dict__, "cells": table})
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = markdown(spec, table)
+    (out / "results.md").write_text(text)
+    print(text)
+    try:
+        plot_runs([out / f"{c}_s{s}" for c, s, _ in runs], out / "curves.png")
+    except ValueError as exc:  # matplotlib is optional: the table is the result
+        print(f"no curves.png: {exc}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""python -m jepa.sweep: the statistics against known values, spec errors, and a tiny sweep end to end."""
+
+import json
+import math
+
+import pytest
+import yaml
+
+from jepa.sweep import SweepSpec, main, paired_difference, t_quantile_975, t_two_sided_p
+from tests.train.helpers import reversal_config
+
+
+def test_student_t_against_table_values():
+    # Two-sided 5 % critical values from any t table.
+    for df, t in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423)):
+        assert t_quantile_975(df) == pytest.approx(t, abs=1e-4)
+    assert t_two_sided_p(1.0, 10) == pytest.approx(0.3409, abs=1e-4)
+    assert t_two_sided_p(0.0, 5) == pytest.approx(1.0)
+
+
+def test_paired_difference_is_taken_seed_by_seed():
+    baseline = {1: 0.5, 2: 0.6, 3: 0.7, 4: 0.9}
+    cell = {1: 1.5, 2: 2.6, 3: 3.7}  # seed 4 missing: left out of the pairing
+    d = paired_difference(cell, baseline)
+    assert d["n"] == 3 and d["mean"] == pytest.approx(2.0)
+    half = 4.3027 * 1.0 / math.sqrt(3)  # t(0.975, 2) x sd / sqrt(n), sd of (1, 2, 3) = 1
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((2.0 - half, 2.0 + half), abs=1e-3)
+    assert d["p"] == pytest.approx(0.0742, abs=1e-3)  # t = 2 / (1 / sqrt 3) = 3.464, df 2
+    assert math.isnan(paired_difference({1: 1.0}, {1: 0.0})["p"])
+
+
+def test_a_bad_spec_is_one_line(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"config": "x.yaml", "seeds": [1], "cells": {"a": []}}))
+    assert main([str(spec)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: {spec}: metrics: missing or not the right type (see python -m jepa.sweep --help)\n"
+    )
+    spec.write_text(yaml.safe_dump({"config": "x.yaml", "seeds": [1], "cells": {"a": []}, "metrics": ["m"],
+                                    "baseline": "b"}))  # fmt: skip
+    assert main([str(spec)]) == 2
+    assert "baseline 'b' is not one of the cells (a)" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # 4 tiny training runs in their own processes
+def test_a_tiny_sweep_tabulates_cells_and_skips_finished_runs(tmp_path, capsys):
+    base = reversal_config(tmp_path, schedule={"max_steps": 3}, checkpoint={"every": 0, "export": "none"},
+                           eval={"fn": "jepa.eval.hooks:reversal"})  # fmt: skip
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    spec = {
+        "config": str(tmp_path / "base.yaml"),
+        "seeds": [1, 2],
+        "metrics": ["eval/test/mrr", "eval/atomic/mrr"],
+        "cells": {"lm": ["jepa.lambda=0"], "cosine": ["jepa.lambda=1"]},
+        "runs_dir": str(tmp_path / "sweep"),
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))  # cells in order: lm first
+    assert main([str(tmp_path / "spec.yaml")]) == 0
+    table = capsys.readouterr().out
+    assert "| lm | " in table and "| cosine − lm | eval/test/mrr |" in table
+    results = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    for cell in ("lm", "cosine"):
+        mrr = results["cells"][cell]["eval/test/mrr"]
+        assert mrr["n"] == 2 and 0 < mrr["mean"] <= 1
+        finals = [
+            json.loads(ln) for ln in (tmp_path / "sweep" / f"{cell}_s1" / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert finals[-1]["kind"] == "eval" and finals[-1]["step"] == 3
+    assert results["cells"]["cosine"]["eval/test/mrr"]["vs_baseline"]["n"] == 2
+    mtime = (tmp_path / "sweep" / "lm_s1" / "metrics.jsonl").stat().st_mtime_ns
+    assert main([str(tmp_path / "spec.yaml")]) == 0  # everything done: nothing is trained again
+    assert (tmp_path / "sweep" / "lm_s1" / "metrics.jsonl").stat().st_mtime_ns == mtime
+    assert SweepSpec.read(tmp_path / "spec.yaml").baseline == "lm"  # the first cell by default
