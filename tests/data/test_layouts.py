@@ -396,11 +396,10 @@ def test_first_step_pair_is_the_seed_layout_and_all_equals_it_for_two_steps(tok)
 
 
 def test_pairs_whose_target_is_cut_by_max_length_are_left_out(tok):
-    full = build_chat_row(FOUR_STEPS, tok, LayoutConfig(mode="step", predictors=1, step_pairs="all"))
-    c3 = [i for i, s in enumerate(full.segment_ids) if full.segment_names[s] == "C3"]
-    cut = build_chat_row(FOUR_STEPS, tok, LayoutConfig(mode="step", predictors=1, step_pairs="all",
-                                                       max_length=full.main_length - 1))  # fmt: skip
-    assert len(cut.jepa_pairs) == 2 and len(c3) == len(tok.encode("#### 5"))  # "#### 5" no longer fits
+    last_step_end = step_token_ranges(tok.encode_chat(FOUR_STEPS))[-1][1]  # "#### 5" ends at this token
+    cfg = LayoutConfig(mode="step", predictors=1, step_pairs="all", max_length=last_step_end)
+    cut = build_chat_row(FOUR_STEPS, tok, cfg)
+    assert len(cut.jepa_pairs) == 2 and cut.segment_names[-1] == "C2" and cut.main_length == last_step_end
     with pytest.raises(ValueError, match="layout.step_pairs must be one of first, all, got 'some'"):
         LayoutConfig(mode="step", step_pairs="some")
 
