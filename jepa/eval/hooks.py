@@ -54,7 +54,7 @@ def reversal(cfg) -> EvalHook:
     def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
         _, summary = evaluate_reversal(model, valid)
         out = flat_metrics(summary, prefix="eval/")
-        if view_rows and predictors is not None:
+        if view_rows and (predictors is not None or cfg.layout.predictors == 0):  # K = 0: no predictor tokens
             out.update(flat_metrics(evaluate_views(model, predictors, view_rows, pad_id), prefix="eval/views/"))
         return out
 

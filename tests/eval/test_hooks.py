@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from jepa.eval.hooks import views
 from jepa.models import load_pretrained, save_pretrained
 from jepa.models.predictors import PredictorEmbeddings
@@ -12,9 +14,12 @@ from tests.models.tiny import tiny_llama
 from tests.train.helpers import reversal_config
 
 
-def test_reversal_hook_logs_probe_metrics_and_views(tmp_path):
-    cfg = config_from_dict(reversal_config(tmp_path, eval={"fn": "jepa.eval.hooks:reversal", "every": 5, "limit": 4}))
-    train(cfg, progress=False)
+@pytest.mark.parametrize("k", [1, 0])
+def test_reversal_hook_logs_probe_metrics_and_views(tmp_path, k):
+    """With K = 0 the prediction is the forward fact's own last token: the views exist without predictor tokens."""
+    raw = reversal_config(tmp_path, eval={"fn": "jepa.eval.hooks:reversal", "every": 5, "limit": 4},
+                          layout={"mode": "reversal", "predictors": k})  # fmt: skip
+    train(config_from_dict(raw), progress=False)
     lines = [json.loads(line) for line in open(tmp_path / "runs" / "tiny" / "metrics.jsonl")]
     evals = [line for line in lines if line.get("kind") == "eval"]
     assert [e["step"] for e in evals] == [5, 10]
