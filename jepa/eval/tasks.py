@@ -4,11 +4,13 @@ A task is data: where its reference comes from, its scorer (a name in SCORERS) a
 tokens. `evaluate_task` prompts with each chat record's system + user message (`jepa.eval.generation`), decodes
 the response without special tokens and strips it (the official protocol: greedy, 128 new tokens), and scores it.
 
-Scorers return {"correct": the paper's criterion, "normalised": a looser one reported beside it, never instead}:
+Scorers return {"correct": the paper's criterion, then looser ones reported beside it, never instead}; the
+summary gives each as accuracy (correct) or accuracy_<name>, with its 95 % interval:
 
     exact     NL-RX: correct iff the response equals the reference regex; normalised: equal once all
               whitespace is removed (no NL-RX reference contains whitespace: none of the 12,000 published
-              lines, so a space in a response is formatting, never part of a right answer)
+              lines, so a space in a response is formatting, never part of a right answer); startswith: the
+              response starts with the reference (the paper's Table 2 metric for its from-scratch model)
     nq_open   NQ-Open: correct iff any "; "-separated part of the response is a substring of the reference (the
               official code's check; an empty part is no answer, though "" is a substring of everything, so an
               empty response is wrong and counted in the summary's `empty`); normalised: the usual open-QA
@@ -38,7 +40,8 @@ from jepa.tokenizer import Tokenizer
 
 def score_exact(response: str, reference: str) -> dict:
     squeeze = lambda s: re.sub(r"\s+", "", s)  # noqa: E731
-    return {"correct": response == reference, "normalised": squeeze(response) == squeeze(reference)}
+    return {"correct": response == reference, "normalised": squeeze(response) == squeeze(reference),
+            "startswith": response.startswith(reference)}  # fmt: skip
 
 
 def normalise_answer(text: str) -> str:
@@ -124,9 +127,10 @@ def evaluate_task(
     done: dict[int, dict] | None = None,
     on_example: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], dict]:
-    """(examples, summary). Example: index, prompt, reference, response, correct, normalised, n_tokens,
-    truncated. Summary: task, scorer, n, accuracy and its 95 % Wilson interval (accuracy_ci_low / _high), the
-    same for accuracy_normalised, truncated, empty (responses), mean_tokens, max_new_tokens, seconds."""
+    """(examples, summary). Example: index, prompt, reference, response, the scorer's criteria (correct,
+    normalised, ...), n_tokens, truncated. Summary: task, scorer, n, accuracy and its 95 % Wilson interval
+    (accuracy_ci_low / _high), the same for every other criterion (accuracy_normalised ...), truncated, empty
+    (responses), mean_tokens, max_new_tokens, seconds."""
     task = TASKS[task_name]
     scorer = SCORERS[task.scorer]
     max_new_tokens = max_new_tokens or task.max_new_tokens
@@ -141,22 +145,17 @@ def evaluate_task(
     examples = generate_and_score(model, tokenizer, records, score, max_new_tokens, batch_size, progress, task_name,
                                   "example", done, on_example)  # fmt: skip
     n = len(examples)
-    correct, loose = sum(e["correct"] for e in examples), sum(e["normalised"] for e in examples)
-    (low, high), (loose_low, loose_high) = wilson_interval(correct, n), wilson_interval(loose, n)
-    summary = {
-        "task": task_name,
-        "scorer": task.scorer,
-        "n": n,
-        "accuracy": correct / n,
-        "accuracy_ci_low": low,
-        "accuracy_ci_high": high,
-        "accuracy_normalised": loose / n,
-        "accuracy_normalised_ci_low": loose_low,
-        "accuracy_normalised_ci_high": loose_high,
+    summary = {"task": task_name, "scorer": task.scorer, "n": n}
+    for criterion in scorer("", ""):
+        name = "accuracy" if criterion == "correct" else f"accuracy_{criterion}"
+        hits = sum(e[criterion] for e in examples)
+        summary[name] = hits / n
+        summary[f"{name}_ci_low"], summary[f"{name}_ci_high"] = wilson_interval(hits, n)
+    summary.update({
         "truncated": sum(e["truncated"] for e in examples),
         "empty": sum(not e["response"] for e in examples),
         "mean_tokens": sum(e["n_tokens"] for e in examples) / n,
         "max_new_tokens": max_new_tokens,
         "seconds": round(time.perf_counter() - started, 2),
-    }
+    })  # fmt: skip
     return examples, summary

@@ -25,10 +25,11 @@ def chat_lines(pairs, system):
     )  # fmt: skip
 
 
-def test_nl_rx_is_exact_match_and_whitespace_is_the_normalised_extra():
-    assert score_exact("(a)|(b)", "(a)|(b)") == {"correct": True, "normalised": True}
-    assert score_exact("(a) | (b)", "(a)|(b)") == {"correct": False, "normalised": True}
-    assert score_exact("(a)|(c)", "(a)|(b)") == {"correct": False, "normalised": False}
+def test_nl_rx_is_exact_match_and_whitespace_and_startswith_are_the_extras():
+    assert score_exact("(a)|(b)", "(a)|(b)") == {"correct": True, "normalised": True, "startswith": True}
+    assert score_exact("(a) | (b)", "(a)|(b)") == {"correct": False, "normalised": True, "startswith": False}
+    assert score_exact("(a)|(c)", "(a)|(b)") == {"correct": False, "normalised": False, "startswith": False}
+    assert score_exact("(a)|(b)) extra", "(a)|(b)") == {"correct": False, "normalised": False, "startswith": True}
 
 
 def test_nq_open_is_a_substring_of_the_reference_and_the_normalised_extra_is_exact_match():
@@ -88,6 +89,10 @@ def test_evaluate_task_scores_the_stripped_responses(tokenizer, monkeypatch, tmp
     n = len(pairs)
     assert summary["accuracy"] == sum(e["correct"] for e in examples) / n and summary["n"] == n
     assert summary["accuracy_ci_low"] <= summary["accuracy"] <= summary["accuracy_ci_high"]
+    assert summary["accuracy_normalised"] == sum(e["normalised"] for e in examples) / n
+    if task == "synth":  # every criterion of the scorer is summarised, with its interval
+        assert summary["accuracy_startswith"] == sum(e["startswith"] for e in examples) / n
+        assert summary["accuracy_startswith_ci_low"] <= summary["accuracy_startswith"]
     assert examples[0]["response"] == examples[0]["response"].strip()
 
 
