@@ -1,4 +1,4 @@
-"""Prepare data and model assets: ``python prepare.py {all,gsm8k,steps,chat,reversal,smollm2} --help``.
+"""Prepare data and model assets: ``python prepare.py {all,gsm8k,steps,chat,split,reversal,smollm2} --help``.
 
 ``all`` (what ``make prepare`` runs) prepares every asset independently -- one that cannot be made (GSM8K
 offline, say) does not stop the others -- and ends with what is ready, what is missing and how to provide it.
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from jepa.data.reversal import REVERSAL_FILES, REVERSAL_PRESETS, generate_reversal
-from jepa.data.sources import prepare_chat, prepare_gsm8k, prepare_steps
+from jepa.data.sources import prepare_chat, prepare_gsm8k, prepare_steps, split_jsonl
 
 SIZE_FLAGS = ("n_learning", "n_test", "n_first", "n_last", "comb", "n_relations", "n_valid")
 
@@ -71,6 +71,12 @@ def cmd_llm_jepa(args: argparse.Namespace) -> None:
     if missing:
         raise FileNotFoundError(f"{src / missing[0]}: no such file ({len(missing)} of {len(LLM_JEPA_FILES)} missing)")
     cmd_chat(argparse.Namespace(src=[src / n for n in LLM_JEPA_FILES], out=args.out, skip_bad=False, force=False))
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    result = split_jsonl(Path(args.src), Path(args.out), args.valid, args.seed)
+    for split, (path, n) in result.items():
+        print(f"{split}: {n} records -> {path}")
 
 
 def cmd_reversal(args: argparse.Namespace) -> None:
@@ -185,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of failing")
     p.add_argument("--force", action="store_true", help="rewrite outputs that already exist")
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("split", help="cut a validation split from a training jsonl (hyper-parameters never see test)")
+    p.add_argument("--src", required=True, help="NAME_train.jsonl (or NAME.jsonl)")
+    p.add_argument("--out", required=True, help="writes OUT/NAME_train.jsonl and OUT/NAME_valid.jsonl")
+    p.add_argument("--valid", type=int, required=True, help="records in the validation split")
+    p.add_argument("--seed", type=int, default=0, help="the draw (default: %(default)s)")
+    p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("reversal", help="generate the reversal-curse data set (seed format)")
     p.add_argument(

@@ -50,3 +50,24 @@ def test_the_llm_jepa_asset_takes_the_six_task_files(tmp_path, capsys):
     assert prepare.main(args) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"ready under {tmp_path / 'data'}: llm_jepa"
     assert sorted(p.name for p in (tmp_path / "data" / "llm_jepa").iterdir()) == sorted(prepare.LLM_JEPA_FILES)
+
+
+def test_a_validation_split_is_cut_from_train_seeded_and_disjoint(tmp_path, capsys):
+    src = tmp_path / "synth_train.jsonl"
+    lines = [_chat(f"q{i}", f"a{i}").strip() for i in range(20)]
+    src.write_text("\n".join(lines) + "\n\n")  # a blank line is not a record
+    out = tmp_path / "split"
+    assert prepare.main(["split", "--src", str(src), "--out", str(out), "--valid", "5", "--seed", "3"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"train: 15 records -> {out / 'synth_train.jsonl'}",
+                                                    f"valid: 5 records -> {out / 'synth_valid.jsonl'}"]  # fmt: skip
+    train = (out / "synth_train.jsonl").read_text().splitlines()
+    valid = (out / "synth_valid.jsonl").read_text().splitlines()
+    assert sorted(train + valid) == sorted(lines) and not set(train) & set(valid)
+    assert train == [line for line in lines if line in train]  # the rest keeps its order
+    again = tmp_path / "again"
+    prepare.main(["split", "--src", str(src), "--out", str(again), "--valid", "5", "--seed", "3"])
+    assert (again / "synth_valid.jsonl").read_text().splitlines() == valid  # the seed fixes the draw
+    assert prepare.main(["split", "--src", str(src), "--out", str(tmp_path), "--valid", "5"]) == 2
+    assert "would overwrite its source" in capsys.readouterr().err
+    assert prepare.main(["split", "--src", str(src), "--out", str(out), "--valid", "20"]) == 2
+    assert "--valid must be between 1 and 19 (the file has 20 records)" in capsys.readouterr().err

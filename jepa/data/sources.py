@@ -414,3 +414,32 @@ def prepare_chat(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = Fals
         return record, len(assistant_steps(record))
 
     return _convert_files(src_files, out_dir, (), build, skip_bad)
+
+
+def split_jsonl(src: Path, out_dir: Path, n_valid: int, seed: int = 0) -> dict:
+    """A validation split cut from a training file, for choosing hyper-parameters without the test set:
+    ``n_valid`` records drawn with a seeded permutation -> ``out_dir/NAME_valid.jsonl``, the rest (in their
+    original order) -> ``out_dir/NAME_train.jsonl``. Blank lines are not records; lines are copied verbatim."""
+    import numpy as np
+
+    src, out_dir = Path(src), Path(out_dir)
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such file")
+    lines = [line for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not 0 < n_valid < len(lines):
+        raise ValueError(f"{src}: --valid must be between 1 and {len(lines) - 1} (the file has {len(lines)} records)")
+    chosen = set(np.random.default_rng(seed).permutation(len(lines))[:n_valid].tolist())
+    stem = src.stem.removesuffix("_train")
+    paths = {"train": out_dir / f"{stem}_train.jsonl", "valid": out_dir / f"{stem}_valid.jsonl"}
+    if paths["train"].resolve() == src.resolve():
+        raise ValueError(f"{src}: the split would overwrite its source; choose another --out")
+    for split, keep in (("train", False), ("valid", True)):
+        _write_lines(paths[split], [line for i, line in enumerate(lines) if (i in chosen) == keep])
+    return {"train": (str(paths["train"]), len(lines) - n_valid), "valid": (str(paths["valid"]), n_valid)}
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    os.replace(tmp, path)
