@@ -64,7 +64,7 @@ bench: install-test prepare
 
 # The README's tables: the reversal curse (GPT2-JEPA, 3 settings x 3 seeds) and Step-JEPA on SmolLM2.
 experiments: prepare
-	$(PYTHON) experiments/reversal_curse.py
+	$(PYTHON) -m jepa.sweep experiments/sweeps/reversal_tiny.yaml --jobs 2
 	$(PYTHON) experiments/step_jepa_smollm2.py
 
 # On a CUDA machine: `pytest -m cuda` and the GPU benchmarks (bench/gpu_check.py), one JSON file of figures
