@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from jepa.models import load_pretrained, save_pretrained
-from tests.models.tiny import LLAMA_VARIANTS, tiny_gpt2, tiny_llama
+from tests.models.tiny import LLAMA_VARIANTS, scramble_weights, tiny_gpt2, tiny_llama
 
 transformers = pytest.importorskip("transformers")
 
@@ -20,23 +20,10 @@ def ours_logits(model, ids, **kw):
         return model.lm_head(model(ids, **kw))
 
 
-def perturb_norms(model: torch.nn.Module) -> None:
-    """Norm weights and biases away from their initial ones and zeros, so a norm on the wrong tensor or axis, or
-    a bias left out, shows in the logits."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name:
-                p.mul_(1 + 0.3 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.add_(0.1 * torch.randn_like(p))
-
-
 @pytest.mark.parametrize("name", sorted(LLAMA_VARIANTS))
 def test_llama_matches_transformers(tmp_path, name):
     overrides = LLAMA_VARIANTS[name]
     model = tiny_llama(**overrides)
-    perturb_norms(model)
     save_pretrained(model, tmp_path)
     ids = torch.randint(0, 97, (2, 40))  # 40 > original_max_position_embeddings=16: scaled RoPE matters
     expected = hf_logits(tmp_path, ids)
@@ -75,8 +62,7 @@ def test_loads_what_transformers_saves(tmp_path):
              (qwen2, transformers.Qwen2ForCausalLM), (qwen3, transformers.Qwen3ForCausalLM),
              (olmo2, transformers.Olmo2ForCausalLM)]  # fmt: skip
     for cfg, cls in pairs:
-        ref = cls(cfg).eval()
-        perturb_norms(ref)
+        ref = scramble_weights(cls(cfg)).eval()  # transformers' init: norms 1, biases 0
         ref.save_pretrained(tmp_path / cfg.model_type)
         with torch.no_grad():
             expected = ref(ids).logits

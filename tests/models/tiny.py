@@ -40,14 +40,19 @@ def tiny_llama(seed: int = 0, **overrides) -> Llama:
         rms_norm_eps=1e-6,
     )
     cfg.update(overrides)
-    model = Llama(LlamaConfig(**cfg))
-    with torch.no_grad():  # norms away from 1 so a mis-applied norm shows up
+    return scramble_weights(Llama(LlamaConfig(**cfg))).eval()
+
+
+def scramble_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Norm weights in [0.5, 1.5], everything else (biases too) N(0, 0.1): a norm on the wrong tensor or axis,
+    or a bias left out, shows in the logits. Works on our modules and on transformers' alike."""
+    with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
             else:
                 p.normal_(0, 0.1)
-    return model.eval()
+    return model
 
 
 def tiny_gpt2(seed: int = 0, **overrides) -> GPT2:
