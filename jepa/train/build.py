@@ -26,7 +26,7 @@ from jepa.train.data import EpochSampler
 from jepa.train.distributed import init_world, seed_everything
 from jepa.train.flops import FlopCounter, peak_tflops
 from jepa.train.optim import AUTOCAST_DTYPES, LRSchedule, make_optimizer
-from jepa.train.parallel import strategy
+from jepa.train.parallel import DDP, strategy
 from jepa.train.state import TrainState
 
 # The backend of `model.compile` (the tests swap in "aot_eager": the same graph capture without a C++ build).
@@ -40,7 +40,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     check_paths(cfg)
     eval_hook = eval_hook or load_eval_hook(cfg)
     parallel = strategy(cfg.distributed.strategy)
-    world = init_world(cfg.run.device, parallel.name == "fsdp", cfg.distributed.wait_minutes)
+    world = init_world(cfg.run.device, parallel.needs_process_group, cfg.distributed.wait_minutes)
     if cfg.model.attention == "flex" and world.device.type != "cuda":  # refused before any global state changes
         raise ValueError("model.attention: flex has no backward on CPU (torch 2.13); use sdpa or run on a GPU")
     if cfg.run.threads and world.device.type == "cpu":
@@ -54,7 +54,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     )
     total_steps = s.max_steps or s.epochs * sampler.steps_per_epoch
 
-    model = build_train_model(cfg, dataset, world.device)
+    model = build_train_model(cfg, dataset, world.device, parallel)
     predictors = make_predictors(cfg, model)
     attention = attention_kind(cfg, model, world.device)
     objective: nn.Module = Objective(
@@ -118,7 +118,7 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
     return dataset
 
 
-def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> nn.Module:
+def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device, parallel: DDP) -> nn.Module:
     """Pretrained weights from model.path, or model.arch from scratch (vocab_size from the data if absent);
     then LoRA (default targets: the architecture's `lora_targets`), activation checkpointing and `model.compile`."""
     dtype = torch.bfloat16 if cfg.precision.mode == "pure_bf16" else torch.float32
@@ -135,8 +135,8 @@ def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) 
         model = build_model(arch, source="model.arch").to(device=device, dtype=dtype)
     if cfg.lora.enabled:
         apply_lora(model, cfg.lora.targets or list(model.lora_targets), cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
-        # Frozen bases in the compute dtype: no re-cast every forward (FSDP's mixed-precision policy casts them).
-        if cfg.precision.mode in AUTOCAST_DTYPES and cfg.distributed.strategy == "ddp":
+        # Frozen bases in the compute dtype: no re-cast every forward (unless the strategy casts for compute).
+        if cfg.precision.mode in AUTOCAST_DTYPES and not parallel.casts_for_compute:
             cast_frozen_bases(model, AUTOCAST_DTYPES[cfg.precision.mode])
     model.gradient_checkpointing = cfg.model.gradient_checkpointing
     if cfg.model.compile:

@@ -242,7 +242,7 @@ def read_checkpoint(state: TrainState, path: Path) -> CheckpointContents:
     trainer_state = _read(path / STATE_FILE, lambda f: json.loads(f.read_text()))
     config_file = path / "config.yaml"
     config = _read(config_file, lambda f: yaml.safe_load(f.read_text())) if config_file.is_file() else None
-    if (path / SHARDED_DIR).is_dir() != (state.parallel.name == "fsdp"):
+    if (path / SHARDED_DIR).is_dir() != state.parallel.shards_checkpoints:
         raise CheckpointMismatch(
             f"{path}: written with distributed.strategy="
             f"{'fsdp' if (path / SHARDED_DIR).is_dir() else 'ddp'}, this run uses {state.parallel.name}"

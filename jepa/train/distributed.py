@@ -33,7 +33,7 @@ class WorldInfo:
 
 def init_world(device_pref: str, group_always: bool = False, wait_minutes: float = 120.0) -> WorldInfo:
     """`device_pref` auto | cpu | cuda; joins torchrun's process group when WORLD_SIZE > 1, or for one process too
-    with `group_always` (FSDP), which then needs torchrun's environment."""
+    with `group_always` (a strategy that needs one: FSDP), which then needs torchrun's environment."""
     use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
     if device_pref == "cuda" and not torch.cuda.is_available():
         raise ValueError("run.device: cuda requested but torch sees no GPU (use run.device=cpu)")

@@ -48,6 +48,9 @@ class DDP:
     """One process, or DistributedDataParallel (gradients all-reduced on the last micro-batch)."""
 
     name = "ddp"
+    needs_process_group = False  # one process runs without torch.distributed
+    shards_checkpoints = False  # rank 0 writes whole files (SHARDED_DIR only under FSDP)
+    casts_for_compute = False  # the module computes in the stored dtype (autocast and frozen bases do the rest)
 
     def wrap(self, objective: nn.Module, world: WorldInfo, precision: str) -> nn.Module:
         if not world.is_distributed:
@@ -121,6 +124,9 @@ class FSDP(DDP):
     """FSDP2 (see the module docstring)."""
 
     name = "fsdp"
+    needs_process_group = True
+    shards_checkpoints = True
+    casts_for_compute = True  # MixedPrecisionPolicy casts each block's parameters for its forward
 
     def wrap(self, objective: nn.Module, world: WorldInfo, precision: str) -> nn.Module:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
