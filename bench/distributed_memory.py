@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -25,6 +23,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_throughput import free_port, torchrun_env  # noqa: E402
 
 from jepa.train.build import build  # noqa: E402
 from jepa.train.config import load_config  # noqa: E402
@@ -42,8 +43,7 @@ def state_bytes(state) -> int:
 
 
 def worker(rank: int, world: int, port: int, config: str, overrides: list[str], steps: int, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))  # fmt: skip
+    torchrun_env(rank, world, port)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as runs:
         cfg = load_config(config, [*overrides, f"run.dir={runs}", "checkpoint.resume=none"])
@@ -64,12 +64,6 @@ def worker(rank: int, world: int, port: int, config: str, overrides: list[str], 
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
     dist.barrier()
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
+import socket
 import sys
 import tempfile
 import time
@@ -36,13 +38,7 @@ from jepa.train.step import next_micro_batches, train_step  # noqa: E402
 def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -> None:
     """Child process: time `steps` optimizer steps after `warmup` ones; put a result dict on `queue`."""
     if "distributed.strategy=fsdp" in overrides:  # FSDP runs under torchrun: its environment, for one process
-        import os
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        torchrun_env(rank=0, world_size=1, port=free_port())
     with tempfile.TemporaryDirectory() as runs:  # build() resumes from run.dir: a fresh, empty one
         cfg = load_config(config, [*overrides, f"run.dir={runs}", "checkpoint.resume=none"])
         state = build(cfg, verbose=False)
@@ -87,6 +83,18 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
             "threads": torch.get_num_threads(),
         }
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_env(rank: int, world_size: int, port: int) -> None:
+    """The environment torchrun gives process `rank` of `world_size` on this machine."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
 
 
 def run_once(config: str, overrides: list[str], warmup: int, steps: int) -> dict:
