@@ -36,6 +36,7 @@ import yaml
 from torch.distributed.checkpoint.api import CheckpointException
 
 from jepa.train.config import changed_on_resume, dump_config
+from jepa.train.distributed import any_rank
 from jepa.train.parallel import SHARDED_DIR, local_shard
 from jepa.train.state import CheckpointNotWritten, TrainingDiverged, TrainState
 
@@ -110,15 +111,6 @@ def non_finite_tensors(state: TrainState) -> list[str]:
     if any_rank(bool(bad), state.world) and not bad:
         bad = ["a parameter or optimizer state on another rank"]
     return bad[:3]
-
-
-def any_rank(flag: bool, world) -> bool:
-    """Whether `flag` holds on any process (collective under torch.distributed)."""
-    if not world.is_distributed:
-        return flag
-    t = torch.tensor([float(flag)], device=world.device)
-    dist.all_reduce(t)
-    return bool(t.item())
 
 
 def save_checkpoint(state: TrainState) -> Path:

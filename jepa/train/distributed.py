@@ -62,6 +62,13 @@ def all_reduce_sum(t: torch.Tensor, world: WorldInfo) -> torch.Tensor:
     return t
 
 
+def any_rank(flag: bool, world: WorldInfo) -> bool:
+    """Whether `flag` holds on any process (a collective for several processes)."""
+    if not world.is_distributed:
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=world.device), world).item())
+
+
 def barrier(world: WorldInfo) -> None:
     if world.is_distributed:
         dist.barrier()
