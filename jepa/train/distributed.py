@@ -69,11 +69,6 @@ def any_rank(flag: bool, world: WorldInfo) -> bool:
     return bool(all_reduce_sum(torch.tensor([float(flag)], device=world.device), world).item())
 
 
-def barrier(world: WorldInfo) -> None:
-    if world.is_distributed:
-        dist.barrier()
-
-
 def wait_for_main(world: WorldInfo) -> None:
     """Where rank 0 may take long (evaluation, export): every rank meets here, on the gloo group with the long
     timeout (distributed.wait_minutes), so the others wait past NCCL's 10-minute collective timeout."""
