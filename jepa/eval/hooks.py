@@ -9,6 +9,7 @@ valid.json, default the training directory; the others: a chat jsonl), `eval.lim
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,29 +77,42 @@ def reversal_headline(result: dict) -> str:
 
 
 def gsm8k(cfg) -> EvalHook:
-    """GSM8K accuracy by greedy generation on the first `eval.limit` records of `eval.data`."""
+    """GSM8K accuracy by greedy generation on the first `eval.limit` records of `eval.data` (+ `eval.views`)."""
     tokenizer = _tokenizer(cfg)
     records = load_gsm8k_records(_eval_path(cfg))
+    view_metrics = _view_metrics(cfg, cfg.eval.views)
 
     def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
         _, summary = evaluate_gsm8k(
             model, tokenizer, records, limit=cfg.eval.limit, max_new_tokens=cfg.eval.max_new_tokens
         )
-        return flat_metrics(summary, prefix="eval/gsm8k/")
+        return flat_metrics(summary, prefix="eval/gsm8k/") | view_metrics(model, predictors)
 
     return hook
 
 
 def views(cfg) -> EvalHook:
-    """Representation diagnostics (cosine, effective ranks, linear-map error) on held-out chat records."""
+    """Representation diagnostics (cosine, effective ranks, linear-map error) on held-out chat records, the views
+    cut as `eval.views` (default: layout.mode, as training reads them)."""
+    view_metrics = _view_metrics(cfg, cfg.eval.views or cfg.layout.mode)
+    return lambda model, predictors, step: view_metrics(model, predictors)
+
+
+def _view_metrics(cfg, mode: str | None) -> Callable[[nn.Module, PredictorEmbeddings | None], dict]:
+    """(model, predictors) -> `eval/views/*` of the first `eval.limit` chat records of `eval.data`, laid out in
+    `mode` (jepa | step; None: no diagnostics, {}). A run without trained predictors (regular, lambda 0, K 0) is
+    measured with K = 0: its "prediction" is the last token of the first view itself."""
+    if mode is None:
+        return lambda model, predictors: {}
     tokenizer = _tokenizer(cfg)
-    rows, *_ = tokenize_chats(_eval_path(cfg), tokenizer, cfg.layout, limit=cfg.eval.limit)  # as training reads it
+    layout = dataclasses.replace(cfg.layout, mode=mode, predictors=cfg.trained_predictors)
+    rows, *_ = tokenize_chats(_eval_path(cfg), tokenizer, layout, limit=cfg.eval.limit)
 
     @torch.no_grad()
-    def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
+    def view_metrics(model: nn.Module, predictors: PredictorEmbeddings | None) -> dict:
         return flat_metrics(evaluate_views(model, predictors, rows, tokenizer.pad_id), prefix="eval/views/")
 
-    return hook
+    return view_metrics
 
 
 def generation_task(name: str) -> Callable:
@@ -108,10 +122,11 @@ def generation_task(name: str) -> Callable:
     def factory(cfg) -> EvalHook:
         tokenizer = _tokenizer(cfg)
         records = load_task_records(_eval_path(cfg), TASKS[name], limit=cfg.eval.limit)
+        view_metrics = _view_metrics(cfg, cfg.eval.views)
 
         def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
             _, summary = evaluate_task(model, tokenizer, name, records, max_new_tokens=cfg.eval.max_new_tokens)
-            return flat_metrics(summary, prefix=f"eval/{name}/")
+            return flat_metrics(summary, prefix=f"eval/{name}/") | view_metrics(model, predictors)
 
         def headline(result: dict) -> str:
             key = f"eval/{name}/accuracy"

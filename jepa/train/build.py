@@ -148,9 +148,9 @@ def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device, 
 def make_predictors(cfg: TrainConfig, model: nn.Module) -> PredictorEmbeddings | None:
     """K trainable predictor tokens on the model's device and dtype, only when the run has a JEPA term with
     predictors."""
-    if cfg.layout.mode == "regular" or cfg.jepa.lam == 0 or cfg.layout.predictors == 0:
+    if cfg.trained_predictors == 0:
         return None
-    predictors = PredictorEmbeddings(cfg.layout.predictors, model.embed_tokens, seed=cfg.jepa.predictor_seed)
+    predictors = PredictorEmbeddings(cfg.trained_predictors, model.embed_tokens, seed=cfg.jepa.predictor_seed)
     return predictors.to(device=model.embed_tokens.weight.device, dtype=model.embed_tokens.weight.dtype)
 
 

@@ -125,6 +125,9 @@ class EvalConfig:
     data: str | None = None  # held-out data: reversal dir with valid.json / chat jsonl; default data.train
     limit: int | None = None  # evaluate the first N examples (per probe split for reversal)
     max_new_tokens: int | None = None  # gsm8k: None = the protocol's default (512)
+    # gsm8k and the generation tasks: also the view diagnostics (cosine, effective ranks) of the same records with
+    # the views this layout mode cuts (jepa | step), whatever layout.mode trains, so a regular run is measured too
+    views: str | None = None
 
 
 @dataclass
@@ -158,6 +161,11 @@ class TrainConfig:
     @property
     def tokenizer_dir(self) -> str | None:
         return self.model.tokenizer or self.model.path
+
+    @property
+    def trained_predictors(self) -> int:
+        """K of the predictor tokens this run trains: 0 without a JEPA term (mode regular or lambda 0)."""
+        return 0 if self.layout.mode == "regular" or self.jepa.lam == 0 else self.layout.predictors
 
     def to_dict(self) -> dict:
         return _to_dict(self)
@@ -434,6 +442,7 @@ def validate(cfg: TrainConfig) -> None:
         cfg.precision.mode,
     )
     _check(cfg.eval.fn is None or ":" in cfg.eval.fn, "eval.fn", "must look like package.module:factory", cfg.eval.fn)
+    _check(cfg.eval.views in (None, "jepa", "step"), "eval.views", "must be jepa, step or null", cfg.eval.views)
 
 
 # Keys that may differ between a checkpoint's config and the config that resumes it: where the run lives and

@@ -3,8 +3,9 @@
 import json
 
 import pytest
+import torch
 
-from jepa.eval.hooks import views
+from jepa.eval.hooks import synth, views
 from jepa.models import load_pretrained, save_pretrained
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.train.config import config_from_dict
@@ -64,3 +65,39 @@ def test_a_run_with_the_reversal_hook_ends_with_a_readable_result_line(tmp_path,
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("result: forward facts (atomic) MRR 0.") and "| their reverse (test) MRR 0." in last
     assert "exact match" in last and len(last) < 200
+
+
+def test_generation_hook_adds_the_views_eval_views_names_for_regular_and_jepa_runs(tmp_path):
+    """eval.views: jepa measures a regular run on the same views (K = 0: the user view's own last token) and a
+    jepa run through its trained predictor tokens; without eval.views no view metrics are computed."""
+    model_dir = tmp_path / "model"
+    write_tiny_llama3_tokenizer(model_dir)
+    save_pretrained(tiny_llama(vocab_size=300), model_dir)
+    data = tmp_path / "synth.jsonl"
+    records = [{"messages": [{"role": "user", "content": f"lines with {w}"}, {"role": "assistant", "content": w}]}
+               for w in ("dog", "a vowel", "truck", "two numbers")]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def hook_output(mode: str, views_mode: str | None, predictors: PredictorEmbeddings | None) -> dict:
+        cfg = config_from_dict(
+            {
+                "model": {"path": str(model_dir)},
+                "data": {"train": str(data)},
+                "layout": {"mode": mode, "predictors": 1},
+                "jepa": {"lambda": 0.0 if mode == "regular" else 1.0},
+                "eval": {"fn": "jepa.eval.hooks:synth", "views": views_mode, "limit": 3, "max_new_tokens": 3},
+            }
+        )
+        return synth(cfg)(load_pretrained(model_dir), predictors, 0)
+
+    plain = hook_output("regular", None, None)
+    assert "eval/synth/accuracy" in plain and not any(key.startswith("eval/views/") for key in plain)
+    regular = hook_output("regular", "jepa", None)
+    assert regular["eval/synth/accuracy"] == plain["eval/synth/accuracy"] and "eval/views/cosine" in regular
+    torch.manual_seed(0)
+    predictors = PredictorEmbeddings(1, load_pretrained(model_dir).embed_tokens)
+    with torch.no_grad():
+        predictors.weight.normal_()  # a trained token differs from the untouched init; K = 1 must use it
+    jepa = hook_output("jepa", "jepa", predictors)
+    assert abs(jepa["eval/views/cosine"] - regular["eval/views/cosine"]) > 1e-4
+    assert jepa["eval/views/erank_target"] == pytest.approx(regular["eval/views/erank_target"], rel=1e-5)
