@@ -1,6 +1,6 @@
 """A grid of training runs (config overrides x seeds) and the table a researcher reads.
 
-    python -m jepa.sweep SPEC.yaml [--jobs N] [--dry-run]
+    python -m jepa.sweep SPEC.yaml [--protocol NAME] [--jobs N] [--dry-run]
 
 SPEC.yaml::
 
@@ -13,6 +13,8 @@ SPEC.yaml::
     baseline: regular                        # optional: another cell to compare with
     metrics: [eval/test/mrr, eval/atomic/mrr]  # final-evaluation keys of metrics.jsonl to tabulate
     runs_dir: runs/sweep_reversal            # optional; default runs/sweep_<SPEC file stem>
+    protocols:                               # optional: named overrides on top of all the above, for another
+      gpu: [schedule.epochs=4]               # machine (--protocol gpu: runs in RUNS_DIR_gpu)
 
 Each run is `train.py --config CONFIG OVERRIDES CELL run.seed=S run.name=CELL_sS run.dir=RUNS_DIR`. A run that
 finished (its `sweep_done.json` holds the final evaluation, written after train.py succeeded with the same
@@ -53,10 +55,12 @@ class SweepSpec:
     overrides: list[str] = field(default_factory=list)
     baseline: str = ""
     runs_dir: str = ""
+    protocols: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def read(cls, path: str | Path) -> SweepSpec:
-        """The spec in `path`; ValueError naming the file and key when something is missing or mistyped."""
+    def read(cls, path: str | Path, protocol: str | None = None) -> SweepSpec:
+        """The spec in `path` (with `protocol`'s overrides appended and `_PROTOCOL` after its runs_dir); ValueError
+        naming the file and key when something is missing or mistyped."""
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -73,7 +77,10 @@ class SweepSpec:
             "cells": lambda v: isinstance(v, dict) and v and all(
                 isinstance(o, list) and all(isinstance(x, str) for x in o) for o in v.values()),
             "metrics": lambda v: isinstance(v, list) and v and all(isinstance(m, str) for m in v),
+            "protocols": lambda v: isinstance(v, dict) and all(
+                isinstance(o, list) and all(isinstance(x, str) for x in o) for o in v.values()),
         }  # fmt: skip
+        raw.setdefault("protocols", {})
         for key, ok in checks.items():
             if key not in raw or not ok(raw[key]):
                 raise ValueError(f"{path}: {key}: missing or not the right type (see python -m jepa.sweep --help)")
@@ -82,6 +89,12 @@ class SweepSpec:
         if spec.baseline not in spec.cells:
             raise ValueError(f"{path}: baseline {spec.baseline!r} is not one of the cells ({', '.join(spec.cells)})")
         spec.runs_dir = spec.runs_dir or f"runs/sweep_{path.stem}"
+        if protocol is not None:
+            if protocol not in spec.protocols:
+                known = ", ".join(spec.protocols) or "none"
+                raise ValueError(f"{path}: protocols: no protocol {protocol!r} (the spec has: {known})")
+            spec.overrides = [*spec.overrides, *spec.protocols[protocol]]
+            spec.runs_dir = f"{spec.runs_dir}_{protocol}"
         return spec
 
     def runs(self) -> list[tuple[str, int, list[str]]]:
@@ -235,12 +248,13 @@ def markdown(spec: SweepSpec, table: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", help="the sweep spec (YAML)")
+    parser.add_argument("--protocol", help="one of the spec's protocols (its overrides on top of the spec's)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands and stop")
     parser.add_argument("--verbose", action="store_true", help="the runs' own output")
     args = parser.parse_args(argv)
     try:
-        spec = SweepSpec.read(args.spec)
+        spec = SweepSpec.read(args.spec, args.protocol)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

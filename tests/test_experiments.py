@@ -1,4 +1,5 @@
-"""Every shipped sweep spec reads, and every run it would start has a valid config (no training here)."""
+"""Every shipped sweep spec reads, and every run it would start, under every protocol, has a valid config (no
+training here)."""
 
 from pathlib import Path
 
@@ -12,7 +13,9 @@ SPECS = sorted((Path(__file__).resolve().parent.parent / "experiments" / "sweeps
 
 @pytest.mark.parametrize("spec_path", SPECS, ids=[p.stem for p in SPECS])
 def test_sweep_specs_give_valid_configs(spec_path):
-    spec = SweepSpec.read(spec_path)
-    for _, seed, args in spec.runs():
-        cfg = load_config(args[1], args[2:])  # ["--config", CONFIG, overrides...]
-        assert cfg.run.seed == seed and cfg.run.dir == spec.runs_dir
+    """The spec as written and under each of its protocols (the GPU ones included)."""
+    for protocol in [None, *SweepSpec.read(spec_path).protocols]:
+        spec = SweepSpec.read(spec_path, protocol)
+        for _, seed, args in spec.runs():
+            cfg = load_config(args[1], args[2:])  # ["--config", CONFIG, overrides...]
+            assert cfg.run.seed == seed and cfg.run.dir == spec.runs_dir

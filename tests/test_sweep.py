@@ -43,6 +43,18 @@ def test_a_bad_spec_is_one_line(tmp_path, capsys):
     assert "baseline 'b' is not one of the cells (a)" in capsys.readouterr().err
 
 
+def test_a_protocol_appends_its_overrides_and_runs_apart(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"config": "c.yaml", "seeds": [7], "cells": {"a": ["x.y=1"]}, "metrics": ["m"],
+                                    "overrides": ["o.p=2"], "protocols": {"gpu": ["schedule.epochs=4"]}}))  # fmt: skip
+    ((cell, seed, args),) = SweepSpec.read(spec, "gpu").runs()
+    assert args == ["--config", "c.yaml", "o.p=2", "schedule.epochs=4", "x.y=1", "run.seed=7", "run.name=a_s7",
+                    "run.dir=runs/sweep_s_gpu"]  # fmt: skip
+    assert SweepSpec.read(spec).runs()[0][2][2:4] == ["o.p=2", "x.y=1"]  # no protocol: the spec as written
+    assert main([str(spec), "--protocol", "tpu", "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"error: {spec}: protocols: no protocol 'tpu' (the spec has: gpu)\n"
+
+
 @pytest.mark.slow  # 4 tiny training runs in their own processes
 def test_a_tiny_sweep_tabulates_cells_and_skips_finished_runs(tmp_path, capsys):
     base = reversal_config(tmp_path, schedule={"max_steps": 3}, checkpoint={"every": 0, "export": "none"},
