@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.md").write_text(text)
     print(text)
     try:
-        plot_runs([out / f"{c}_s{s}" for c, s, _ in runs], out / "curves.png")
+        plot_runs([out / f"{c}_s{s}" for c, s, _ in runs], out / "curves.png", eval_patterns=spec.metrics)
     except ValueError as exc:  # matplotlib is optional: the table is the result
         print(f"no curves.png: {exc}", file=sys.stderr)
     return 0
