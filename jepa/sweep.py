@@ -97,6 +97,13 @@ class SweepSpec:
             spec.runs_dir = f"{spec.runs_dir}_{protocol}"
         return spec
 
+    def select_cells(self, names: list[str]) -> None:
+        """Keep only the cells `names` and the baseline (a grid run in parts: a finished part is skipped later)."""
+        unknown = [n for n in names if n not in self.cells]
+        if unknown:
+            raise ValueError(f"--cells: no cell {unknown[0]!r} (the spec has: {', '.join(self.cells)})")
+        self.cells = {n: o for n, o in self.cells.items() if n in names or n == self.baseline}
+
     def runs(self) -> list[tuple[str, int, list[str]]]:
         """(cell, seed, train.py arguments) of every run, seed-major so early results cover every cell."""
         out = []
@@ -249,12 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", help="the sweep spec (YAML)")
     parser.add_argument("--protocol", help="one of the spec's protocols (its overrides on top of the spec's)")
+    parser.add_argument("--cells", help="comma-separated cells to run and tabulate (the baseline is always kept)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands and stop")
     parser.add_argument("--verbose", action="store_true", help="the runs' own output")
     args = parser.parse_args(argv)
     try:
         spec = SweepSpec.read(args.spec, args.protocol)
+        if args.cells:
+            spec.select_cells(args.cells.split(","))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -55,6 +55,17 @@ def test_a_protocol_appends_its_overrides_and_runs_apart(tmp_path, capsys):
     assert capsys.readouterr().err == f"error: {spec}: protocols: no protocol 'tpu' (the spec has: gpu)\n"
 
 
+def test_cells_selects_a_part_of_the_grid_and_keeps_the_baseline(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"config": "c.yaml", "seeds": [1, 2], "metrics": ["m"], "baseline": "lm",
+                                    "cells": {"lm": [], "a": ["x=1"], "b": ["x=2"]}}, sort_keys=False))  # fmt: skip
+    assert main([str(spec), "--cells", "b", "--dry-run"]) == 0
+    names = [line.split("run.name=")[1].split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == ["lm_s1", "b_s1", "lm_s2", "b_s2"]
+    assert main([str(spec), "--cells", "b,c", "--dry-run"]) == 2
+    assert capsys.readouterr().err == "error: --cells: no cell 'c' (the spec has: lm, a, b)\n"
+
+
 @pytest.mark.slow  # 4 tiny training runs in their own processes
 def test_a_tiny_sweep_tabulates_cells_and_skips_finished_runs(tmp_path, capsys):
     base = reversal_config(tmp_path, schedule={"max_steps": 3}, checkpoint={"every": 0, "export": "none"},
