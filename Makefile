@@ -62,10 +62,12 @@ bench: install-test prepare
 	$(PYTHON) bench/train_throughput.py
 	$(PYTHON) bench/distributed_memory.py
 
-# The README's tables: the reversal curse (GPT2-JEPA, 3 settings x 3 seeds) and Step-JEPA on SmolLM2.
-# The README's results on a CPU (about 2.5 h + the Step-JEPA script's generation); each sweep resumes.
+# The README's tables: the reversal curse (toy and small preset), NL-RX-SYNTH from scratch, Step-JEPA on SmolLM2.
+# The README's results on a CPU (about 5.5 h + the Step-JEPA script's generation); each sweep resumes.
 experiments: prepare
 	$(PYTHON) -m jepa.sweep experiments/sweeps/reversal_tiny.yaml --jobs 2
+	@test -f data/reversal_small/train.json || $(PYTHON) prepare.py reversal --preset small
+	$(PYTHON) -m jepa.sweep experiments/sweeps/reversal_small.yaml --jobs 2
 	$(PYTHON) -m jepa.sweep experiments/sweeps/nlrx_synth_scratch.yaml --jobs 2
 	$(PYTHON) experiments/step_jepa_smollm2.py
 

@@ -111,8 +111,11 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, eval_patterns: list[s
             if label not in labels:
                 handles.append(handle)
                 labels.append(label)
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.4 * rows)))
+    legend_columns = min(len(labels), 2 * columns)
+    legend_rows = -(-len(labels) // legend_columns)
+    fig.legend(handles, labels, loc="upper center", ncol=legend_columns, frameon=False)
+    # keep ~0.22 in per legend row free above the panels so the legend never covers a title
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.12 + 0.22 * legend_rows) / (3.4 * rows)))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
