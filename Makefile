@@ -66,7 +66,6 @@ bench: install-test prepare
 # The README's results on a CPU (about 5.5 h + the Step-JEPA script's generation); each sweep resumes.
 experiments: prepare
 	$(PYTHON) -m jepa.sweep experiments/sweeps/reversal_tiny.yaml --jobs 2
-	@test -f data/reversal_small/train.json || $(PYTHON) prepare.py reversal --preset small
 	$(PYTHON) -m jepa.sweep experiments/sweeps/reversal_small.yaml --jobs 2
 	$(PYTHON) -m jepa.sweep experiments/sweeps/nlrx_synth_scratch.yaml --jobs 2
 	$(PYTHON) experiments/step_jepa_smollm2.py
