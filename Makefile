@@ -68,7 +68,8 @@ experiments: prepare
 	$(PYTHON) -m jepa.sweep experiments/sweeps/reversal_tiny.yaml --jobs 2
 	$(PYTHON) -m jepa.sweep experiments/sweeps/reversal_small.yaml --jobs 2
 	$(PYTHON) -m jepa.sweep experiments/sweeps/nlrx_synth_scratch.yaml --jobs 2
-	$(PYTHON) experiments/step_jepa_smollm2.py
+	$(PYTHON) -m jepa.sweep experiments/sweeps/nlrx_synth_smollm2.yaml --jobs 2
+	$(PYTHON) -m jepa.sweep experiments/sweeps/step_gsm8k_smollm2.yaml --jobs 2
 
 # On a CUDA machine: `pytest -m cuda` and the GPU benchmarks (bench/gpu_check.py), one JSON file of figures
 # (GPU_CHECK_OUT). Needs data/gsm8k_steps and the SmolLM2 tokenizer files (make prepare, or copy them over); the
