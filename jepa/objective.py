@@ -86,13 +86,21 @@ class Objective(nn.Module):
         BlockMask."""
         return {**batch, "attn_mask": (flex_block_mask if self.attention == "flex" else dense_mask)(batch)}
 
+    def hidden(self, batch: dict) -> torch.Tensor:
+        """Final-norm hidden states [B, T, D] of the batch under this objective's attention mask."""
+        return forward_hidden(self.model, self.predictors, self.masked(batch))
+
+    def lm_sum_at(self, h: torch.Tensor, label_index: torch.Tensor, label_target: torch.Tensor) -> torch.Tensor:
+        """The LM term: CE summed (fp32 scalar) over the label positions `label_index` (flat b * T + t) of h."""
+        return lm_loss_at(h, label_index, label_target, self.model.lm_head)
+
     def views(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(pred, target) [N, D] of the batch's JEPA rows: what the JEPA loss aligns."""
-        return view_embeddings(forward_hidden(self.model, self.predictors, self.masked(batch)), batch)
+        return view_embeddings(self.hidden(batch), batch)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> LossTerms:
-        h = forward_hidden(self.model, self.predictors, self.masked(batch))
-        lm_sum = lm_loss_at(h, batch["label_index"], batch["label_target"], self.model.lm_head)
+        h = self.hidden(batch)
+        lm_sum = self.lm_sum_at(h, batch["label_index"], batch["label_target"])
         pred, target = view_embeddings(h, batch)
         jepa_sum = self.jepa_sum(pred, target) if batch["num_jepa"] else h.sum() * 0.0
         if self.predictors is not None:

@@ -7,6 +7,7 @@
     python -m jepa.eval reversal --model DIR --valid FILE --vocab FILE [--batch-size B] [--out DIR]
     python -m jepa.eval views    --model DIR --mode step|jepa --data FILE [--limit N] [--predictors K] [--out DIR]
     python -m jepa.eval views    --model DIR --mode reversal --valid FILE --vocab FILE [--limit N] [--out DIR]
+    python -m jepa.eval loss     --model DIR --data FILE [--limit N] [--max-length T] [--out DIR]
 
 The summary JSON goes to stdout; with ``--out DIR`` also ``DIR/<command>_summary.json`` and the per-example
 ``DIR/<command>.jsonl``. generate and gsm8k show progress in examples and tokens and, with ``--out``, write each
@@ -29,6 +30,7 @@ from jepa.data.reversal import load_probes, relation_inverses
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SEED_SYSTEM_PROMPT
 from jepa.eval.diagnostics import collect_views, view_diagnostics
 from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
+from jepa.eval.heldout import heldout_lm_loss
 from jepa.eval.loading import DTYPES, EvalModel, load_for_eval
 from jepa.eval.report import PartialResults, write_results
 from jepa.eval.reversal import evaluate_reversal
@@ -137,6 +139,15 @@ def run_views(args: argparse.Namespace) -> None:
     print(write_results(args.out, "views", examples, {**summary, **view_diagnostics(pred, target)}))
 
 
+def run_loss(args: argparse.Namespace) -> None:
+    loaded = _load(args)
+    cfg = LayoutConfig(mode="regular", predictors=0, max_length=args.max_length)
+    rows, pad_id, *_ = tokenize_chats(args.data, _tokenizer(loaded), cfg, limit=args.limit)
+    examples, summary = heldout_lm_loss(loaded.model, rows, pad_id, batch_size=args.batch_size)
+    settings = {"model": str(args.model), "data": str(args.data), "max_length": args.max_length}
+    print(write_results(args.out, "loss", examples, {**settings, **summary}))
+
+
 def _predictors(args: argparse.Namespace, loaded: EvalModel) -> int:
     """K: the checkpoint's trained predictor count; without trained predictors only K = 0 is meaningful."""
     if loaded.predictors is not None:
@@ -200,12 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     views.add_argument("--predictors", type=int, help="K (default: the checkpoint's, else 0)")
     views.add_argument("--isolated-positions", choices=("restart", "continue"), default="restart")
     views.set_defaults(run=run_views)
+
+    loss = commands.add_parser("loss", help="held-out LM loss: teacher-forced CE per answer token of chat records")
+    common(loss, 16)
+    loss.add_argument("--data", required=True, type=Path, help='chat jsonl ({"messages": [...]})')
+    loss.add_argument("--limit", type=int, help="score the first N records")
+    loss.add_argument("--max-length", type=int, default=LayoutConfig.max_length, help="truncate as training did")
+    loss.set_defaults(run=run_loss)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("limit", "batch_size", "max_new_tokens", "threads"):
+    for name in ("limit", "batch_size", "max_new_tokens", "threads", "max_length"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1, got {value}", file=sys.stderr)

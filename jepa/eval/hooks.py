@@ -3,8 +3,8 @@
 `eval.fn: jepa.eval.hooks:reversal` (or `:gsm8k`, `:views`, `:synth`, `:turk`, `:nq_open`); each factory takes
 the TrainConfig and returns
 `hook(model, predictors, step) -> dict` whose flat keys (`eval/test/mrr`, `eval/gsm8k/accuracy`,
-`eval/views/cosine` ...) land in metrics.jsonl. Held-out data: `eval.data` (reversal: the directory holding
-valid.json, default the training directory; the others: a chat jsonl), `eval.limit` examples.
+`eval/views/cosine`, `eval/heldout/lm_loss` ...) land in metrics.jsonl. Held-out data: `eval.data` (reversal: the
+directory holding valid.json, default the training directory; the others: a chat jsonl), `eval.limit` examples.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from jepa.data.layouts import build_reversal_row
 from jepa.data.reversal import load_probes, relation_inverses
 from jepa.eval.diagnostics import evaluate_views
 from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
+from jepa.eval.heldout import heldout_lm_loss
 from jepa.eval.report import flat_metrics
 from jepa.eval.reversal import evaluate_reversal
 from jepa.eval.tasks import TASKS, evaluate_task, load_task_records
@@ -80,13 +81,13 @@ def gsm8k(cfg) -> EvalHook:
     """GSM8K accuracy by greedy generation on the first `eval.limit` records of `eval.data` (+ `eval.views`)."""
     tokenizer = _tokenizer(cfg)
     records = load_gsm8k_records(_eval_path(cfg))
-    view_metrics = _view_metrics(cfg, cfg.eval.views)
+    view_metrics, loss_metrics = _view_metrics(cfg, cfg.eval.views), _loss_metrics(cfg)
 
     def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
         _, summary = evaluate_gsm8k(
             model, tokenizer, records, limit=cfg.eval.limit, max_new_tokens=cfg.eval.max_new_tokens
         )
-        return flat_metrics(summary, prefix="eval/gsm8k/") | view_metrics(model, predictors)
+        return flat_metrics(summary, prefix="eval/gsm8k/") | view_metrics(model, predictors) | loss_metrics(model)
 
     return hook
 
@@ -94,8 +95,8 @@ def gsm8k(cfg) -> EvalHook:
 def views(cfg) -> EvalHook:
     """Representation diagnostics (cosine, effective ranks, linear-map error) on held-out chat records, the views
     cut as `eval.views` (default: layout.mode, as training reads them)."""
-    view_metrics = _view_metrics(cfg, cfg.eval.views or cfg.layout.mode)
-    return lambda model, predictors, step: view_metrics(model, predictors)
+    view_metrics, loss_metrics = _view_metrics(cfg, cfg.eval.views or cfg.layout.mode), _loss_metrics(cfg)
+    return lambda model, predictors, step: view_metrics(model, predictors) | loss_metrics(model)
 
 
 def _view_metrics(cfg, mode: str | None) -> Callable[[nn.Module, PredictorEmbeddings | None], dict]:
@@ -115,6 +116,21 @@ def _view_metrics(cfg, mode: str | None) -> Callable[[nn.Module, PredictorEmbedd
     return view_metrics
 
 
+def _loss_metrics(cfg) -> Callable[[nn.Module], dict]:
+    """model -> `eval/heldout/*` (lm_loss, perplexity, label_tokens, rows) of the first `eval.limit` chat records
+    of `eval.data` as regular rows (the same tokens for a regular and a JEPA run); {} unless `eval.heldout_loss`."""
+    if not cfg.eval.heldout_loss:
+        return lambda model: {}
+    tokenizer = _tokenizer(cfg)
+    layout = dataclasses.replace(cfg.layout, mode="regular", predictors=0)
+    rows, *_ = tokenize_chats(_eval_path(cfg), tokenizer, layout, limit=cfg.eval.limit)
+
+    def loss_metrics(model: nn.Module) -> dict:
+        return flat_metrics(heldout_lm_loss(model, rows, tokenizer.pad_id)[1], prefix="eval/heldout/")
+
+    return loss_metrics
+
+
 def generation_task(name: str) -> Callable:
     """The hook factory of a generation task in jepa.eval.tasks.TASKS: its accuracy (paper's criterion and the
     normalised one, with 95 % intervals) on the first `eval.limit` records of `eval.data`."""
@@ -122,11 +138,11 @@ def generation_task(name: str) -> Callable:
     def factory(cfg) -> EvalHook:
         tokenizer = _tokenizer(cfg)
         records = load_task_records(_eval_path(cfg), TASKS[name], limit=cfg.eval.limit)
-        view_metrics = _view_metrics(cfg, cfg.eval.views)
+        view_metrics, loss_metrics = _view_metrics(cfg, cfg.eval.views), _loss_metrics(cfg)
 
         def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
             _, summary = evaluate_task(model, tokenizer, name, records, max_new_tokens=cfg.eval.max_new_tokens)
-            return flat_metrics(summary, prefix=f"eval/{name}/") | view_metrics(model, predictors)
+            return flat_metrics(summary, prefix=f"eval/{name}/") | view_metrics(model, predictors) | loss_metrics(model)
 
         def headline(result: dict) -> str:
             key = f"eval/{name}/accuracy"

@@ -128,6 +128,9 @@ class EvalConfig:
     # gsm8k and the generation tasks: also the view diagnostics (cosine, effective ranks) of the same records with
     # the views this layout mode cuts (jepa | step), whatever layout.mode trains, so a regular run is measured too
     views: str | None = None
+    # the chat hooks: also the held-out LM loss (teacher-forced CE per answer token, jepa/eval/heldout.py) of the
+    # same records, laid out as regular rows, so it reads where a generation metric sits at its floor
+    heldout_loss: bool = False
 
 
 @dataclass

@@ -5,9 +5,13 @@ import json
 import pytest
 import torch
 
+from jepa.data.datasets import tokenize_chats
+from jepa.data.layouts import LayoutConfig
+from jepa.eval.heldout import heldout_lm_loss
 from jepa.eval.hooks import synth, views
 from jepa.models import load_pretrained, save_pretrained
 from jepa.models.predictors import PredictorEmbeddings
+from jepa.tokenizer import Tokenizer
 from jepa.train.config import config_from_dict
 from jepa.train.loop import train
 from tests.data.tiny_tokenizer import write_tiny_llama3_tokenizer
@@ -55,6 +59,27 @@ def test_views_hook_on_chat_rows(tmp_path):
     model = load_pretrained(model_dir)
     out = views(cfg)(model, PredictorEmbeddings(2, model.embed_tokens), 0)
     assert set(out) >= {"eval/views/cosine", "eval/views/erank_pred", "eval/views/erank_target"}
+
+
+def test_eval_heldout_loss_adds_the_lm_loss_of_the_same_records_as_regular_rows(tmp_path):
+    model_dir = tmp_path / "model"
+    write_tiny_llama3_tokenizer(model_dir)
+    save_pretrained(tiny_llama(vocab_size=300), model_dir)
+    data = tmp_path / "synth.jsonl"
+    records = [{"messages": [{"role": "user", "content": f"lines with {w}"}, {"role": "assistant", "content": w}]}
+               for w in ("dog", "a vowel", "truck")]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    raw = {"model": {"path": str(model_dir)}, "data": {"train": str(data)}, "layout": {"mode": "jepa", "predictors": 1},
+           "eval": {"limit": 2, "heldout_loss": True}}  # fmt: skip
+    model = load_pretrained(model_dir)
+    out = views(config_from_dict(raw))(model, PredictorEmbeddings(1, model.embed_tokens), 0)
+    tokenizer = Tokenizer.from_dir(model_dir)
+    rows, pad_id, *_ = tokenize_chats(data, tokenizer, LayoutConfig(mode="regular", predictors=0), limit=2)
+    _, expected = heldout_lm_loss(model, rows, pad_id)
+    assert out["eval/heldout/lm_loss"] == expected["lm_loss"] and out["eval/heldout/rows"] == 2
+    assert "eval/views/cosine" in out
+    raw["eval"]["heldout_loss"] = False
+    assert not any(key.startswith("eval/heldout/") for key in views(config_from_dict(raw))(model, None, 0))
 
 
 def test_a_run_with_the_reversal_hook_ends_with_a_readable_result_line(tmp_path, capsys):
