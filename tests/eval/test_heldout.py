@@ -11,6 +11,7 @@ from jepa.data.datasets import tokenize_chats
 from jepa.data.layouts import LayoutConfig
 from jepa.eval.__main__ import main
 from jepa.eval.heldout import heldout_lm_loss
+from jepa.losses import IGNORE_INDEX
 from jepa.models import load_pretrained
 from jepa.tokenizer import Tokenizer
 
@@ -37,7 +38,7 @@ def reference_sums(model, rows) -> list[tuple[float, int]]:
             ids = torch.tensor([row.input_ids[: row.main_length]])
             labels = torch.tensor(row.labels[: row.main_length])
             logits = model.lm_head(model(input_ids=ids))[0]
-            keep = labels != -100
+            keep = labels != IGNORE_INDEX
             out.append((F.cross_entropy(logits[keep], labels[keep], reduction="sum").item(), int(keep.sum())))
     return out
 

@@ -1,6 +1,7 @@
 """The training-time evaluation hooks (eval.fn: jepa.eval.hooks:...) inside a real training run."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,23 @@ from tests.models.tiny import tiny_llama
 from tests.train.helpers import reversal_config
 
 
+def tiny_model_dir(tmp_path) -> Path:
+    """A tiny Llama saved in HF format beside the tiny Llama-3 tokenizer."""
+    model_dir = tmp_path / "model"
+    write_tiny_llama3_tokenizer(model_dir)
+    save_pretrained(tiny_llama(vocab_size=300), model_dir)
+    return model_dir
+
+
+def synth_records(tmp_path, words: tuple[str, ...] = ("dog", "a vowel", "truck", "two numbers")) -> Path:
+    """NL-RX-shaped chat records, one per word, as a jsonl file."""
+    data = tmp_path / "synth.jsonl"
+    records = [{"messages": [{"role": "user", "content": f"lines with {w}"}, {"role": "assistant", "content": w}]}
+               for w in words]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return data
+
+
 @pytest.mark.parametrize("k", [1, 0])
 def test_reversal_hook_logs_probe_metrics_and_views(tmp_path, k):
     """With K = 0 the prediction is the forward fact's own last token: the views exist without predictor tokens."""
@@ -35,9 +53,7 @@ def test_reversal_hook_logs_probe_metrics_and_views(tmp_path, k):
 
 
 def test_views_hook_on_chat_rows(tmp_path):
-    model_dir = tmp_path / "model"
-    write_tiny_llama3_tokenizer(model_dir)
-    save_pretrained(tiny_llama(vocab_size=300), model_dir)
+    model_dir = tiny_model_dir(tmp_path)
     record = {
         "messages": [
             {"role": "system", "content": "S"},
@@ -62,13 +78,7 @@ def test_views_hook_on_chat_rows(tmp_path):
 
 
 def test_eval_heldout_loss_adds_the_lm_loss_of_the_same_records_as_regular_rows(tmp_path):
-    model_dir = tmp_path / "model"
-    write_tiny_llama3_tokenizer(model_dir)
-    save_pretrained(tiny_llama(vocab_size=300), model_dir)
-    data = tmp_path / "synth.jsonl"
-    records = [{"messages": [{"role": "user", "content": f"lines with {w}"}, {"role": "assistant", "content": w}]}
-               for w in ("dog", "a vowel", "truck")]  # fmt: skip
-    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    model_dir, data = tiny_model_dir(tmp_path), synth_records(tmp_path, ("dog", "a vowel", "truck"))
     raw = {"model": {"path": str(model_dir)}, "data": {"train": str(data)}, "layout": {"mode": "jepa", "predictors": 1},
            "eval": {"limit": 2, "heldout_loss": True}}  # fmt: skip
     model = load_pretrained(model_dir)
@@ -95,13 +105,7 @@ def test_a_run_with_the_reversal_hook_ends_with_a_readable_result_line(tmp_path,
 def test_generation_hook_adds_the_views_eval_views_names_for_regular_and_jepa_runs(tmp_path):
     """eval.views: jepa measures a regular run on the same views (K = 0: the user view's own last token) and a
     jepa run through its trained predictor tokens; without eval.views no view metrics are computed."""
-    model_dir = tmp_path / "model"
-    write_tiny_llama3_tokenizer(model_dir)
-    save_pretrained(tiny_llama(vocab_size=300), model_dir)
-    data = tmp_path / "synth.jsonl"
-    records = [{"messages": [{"role": "user", "content": f"lines with {w}"}, {"role": "assistant", "content": w}]}
-               for w in ("dog", "a vowel", "truck", "two numbers")]  # fmt: skip
-    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    model_dir, data = tiny_model_dir(tmp_path), synth_records(tmp_path)
 
     def hook_output(mode: str, views_mode: str | None, predictors: PredictorEmbeddings | None) -> dict:
         cfg = config_from_dict(
