@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dtype", choices=sorted(DTYPES), help="default: bfloat16 on CUDA, float32 on CPU")
         p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
 
-    task = commands.add_parser("generate", help="a generation task's accuracy (NL-RX, NQ-Open, GSM8K), 95 % interval")
+    task = commands.add_parser("generate", help="a generation task's accuracy (NL-RX, NQ-Open, GSM8K), 95 %% interval")
     common(task, 16)
     task.add_argument("--task", required=True, choices=sorted(TASKS))
     task.add_argument("--data", required=True, type=Path, help='chat jsonl ({"messages": [...]}; gsm8k: + "answer")')

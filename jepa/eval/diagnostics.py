@@ -22,6 +22,7 @@ from torch import nn
 
 from jepa.data.collator import collate, to_device
 from jepa.data.layouts import Row
+from jepa.eval.progress import Progress
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.objective import Objective
 
@@ -85,11 +86,17 @@ def view_diagnostics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, floa
 
 @torch.no_grad()
 def collect_views(
-    model: nn.Module, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int, batch_size: int = 16
+    model: nn.Module,
+    predictors: PredictorEmbeddings | None,
+    rows: list[Row],
+    pad_id: int,
+    batch_size: int = 16,
+    progress: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prediction and target embeddings (float32 CPU [N, D]) of the rows that have a JEPA term, in row order.
 
     One forward per batch through the packed layout, exactly as training computes them (`Objective.views`).
+    `progress`: rows and tokens/s on stderr (None: as `jepa.eval.progress.showing_progress` says).
     """
     jepa_rows = [r for r in rows if r.has_jepa]
     if not jepa_rows:
@@ -99,13 +106,17 @@ def collect_views(
     was_training = model.training
     model.eval()
     preds, targets = [], []
+    bar = Progress(len(jepa_rows), "view diagnostics", "row", enabled=progress)
     try:
         for start in range(0, len(jepa_rows), batch_size):
-            batch = to_device(collate(jepa_rows[start : start + batch_size], pad_id), device)
-            pred, target = objective.views(batch)
+            chunk = jepa_rows[start : start + batch_size]
+            pred, target = objective.views(to_device(collate(chunk, pad_id), device))
             preds.append(pred.float().cpu())
             targets.append(target.float().cpu())
+            bar.add_tokens(sum(len(r.input_ids) for r in chunk))
+            bar.update(len(chunk))
     finally:
+        bar.close()
         model.train(was_training)
     return torch.cat(preds), torch.cat(targets)
 

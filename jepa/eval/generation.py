@@ -7,13 +7,12 @@ decoded without special tokens.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from jepa.eval.progress import Progress
 from jepa.models import generate
 from jepa.tokenizer import Tokenizer
 
@@ -34,7 +33,7 @@ def generate_and_score(
     score: Callable[[int, dict, str, int], dict],
     max_new_tokens: int,
     batch_size: int = 16,
-    progress: bool = False,
+    progress: bool | None = None,
     desc: str = "generate",
     unit: str = "example",
     done: dict[int, dict] | None = None,
@@ -45,30 +44,31 @@ def generate_and_score(
     Prompts are sorted by token length (longest first) before batching, so a batch pads little and memory peaks
     in the first batch; the results do not depend on the batching. `done` (index -> example, read back from an
     interrupted evaluation) is not generated again; `on_example` gets each new example as its batch finishes.
-    `progress` shows examples done (counted in `unit`s) and tokens generated on stderr.
+    `progress` shows examples done (counted in `unit`s, each as its sequence ends) and tokens generated per
+    second on stderr, updated every decoding step (None: as `jepa.eval.progress.showing_progress` says).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     examples = {i: e for i, e in (done or {}).items() if i < len(records)}
     prompts = [tokenizer.encode_chat(prompt_messages(r), add_generation_prompt=True).ids for r in records]
     order = sorted((i for i in range(len(prompts)) if i not in examples), key=lambda i: -len(prompts[i]))
-    bar = tqdm(total=len(records), initial=len(examples), desc=desc, unit=unit, disable=not progress)
-    start, generated = time.perf_counter(), 0
+    bar = Progress(len(records), desc, unit=unit, enabled=progress, initial=len(examples))
     was_training = model.training
     model.eval()
+
+    def on_step(new_tokens: int, finished: int) -> None:
+        bar.add_tokens(new_tokens)
+        bar.update(finished)
+
     try:
         for first in range(0, len(order), batch_size):
             chunk = order[first : first + batch_size]
-            outputs = generate(
-                model, [prompts[i] for i in chunk], max_new_tokens, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id
-            )
+            outputs = generate(model, [prompts[i] for i in chunk], max_new_tokens, stop_ids=tokenizer.stop_ids,
+                               pad_id=tokenizer.pad_id, on_step=on_step)  # fmt: skip
             for i, ids in zip(chunk, outputs):
                 examples[i] = score(i, records[i], tokenizer.decode(ids, skip_special_tokens=True), len(ids))
                 if on_example is not None:
                     on_example(examples[i])
-            generated += sum(len(ids) for ids in outputs)
-            bar.update(len(chunk))
-            bar.set_postfix(tokens=generated, tok_s=f"{generated / (time.perf_counter() - start):.0f}")
     finally:
         model.train(was_training)
         bar.close()

@@ -64,7 +64,7 @@ def evaluate_gsm8k(
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     protocol: str = "default",
-    progress: bool = False,
+    progress: bool | None = None,
     done: dict[int, dict] | None = None,
     on_example: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], dict]:

@@ -15,19 +15,21 @@ from torch import nn
 
 from jepa.data.collator import collate, to_device
 from jepa.data.layouts import Row
+from jepa.eval.progress import Progress
 from jepa.losses import IGNORE_INDEX
 from jepa.objective import Objective
 
 
 @torch.no_grad()
 def heldout_lm_loss(
-    model: nn.Module, rows: list[Row], pad_id: int, batch_size: int = 16
+    model: nn.Module, rows: list[Row], pad_id: int, batch_size: int = 16, progress: bool | None = None
 ) -> tuple[list[dict], dict[str, float]]:
     """(per row, summary) of the LM cross-entropy (nats per label token, float64 sums of fp32 terms).
 
     Per row: ``{"row": i, "lm_sum": CE summed over its label tokens, "label_tokens": n}``; rows with no label
     token (an answer truncated away) count 0 tokens. Summary: ``lm_loss`` = total CE / total label tokens (the
-    micro-average training reports), ``perplexity`` = exp of it, ``label_tokens``, ``rows``.
+    micro-average training reports), ``perplexity`` = exp of it, ``label_tokens``, ``rows``. ``progress``: rows
+    and tokens/s on stderr (None: as `jepa.eval.progress.showing_progress` says).
     """
     lm_rows = [row.lm_only() for row in rows]
     if not any(label != IGNORE_INDEX for row in lm_rows for label in row.labels):
@@ -37,6 +39,7 @@ def heldout_lm_loss(
     was_training = model.training
     model.eval()
     per_row = []
+    bar = Progress(len(lm_rows), "held-out loss", "row", enabled=progress)
     try:
         for start in range(0, len(lm_rows), batch_size):
             chunk = lm_rows[start : start + batch_size]
@@ -50,7 +53,10 @@ def heldout_lm_loss(
                 index, target = host["label_index"][mine].to(device), host["label_target"][mine].to(device)
                 lm_sum = objective.lm_sum_at(h, index, target)
                 per_row.append({"row": start + b, "lm_sum": float(lm_sum), "label_tokens": int(mine.sum())})
+            bar.add_tokens(sum(len(r.input_ids) for r in chunk))
+            bar.update(len(chunk))
     finally:
+        bar.close()
         model.train(was_training)
     total = sum(r["lm_sum"] for r in per_row)
     tokens = sum(r["label_tokens"] for r in per_row)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from jepa.data.reversal import PROBE_SPLITS
+from jepa.eval.progress import Progress
 
 METRICS = ("mrr_token1", "mrr_token2", "mrr", "joint_accuracy", "joint_nll")
 
@@ -50,13 +51,19 @@ def model_logits_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 
 @torch.no_grad()
 def score_probes(
-    logits_fn: Callable[[torch.Tensor], torch.Tensor], items: list[dict], batch_size: int = 256
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    items: list[dict],
+    batch_size: int = 256,
+    progress: Progress | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-probe ``rank1``, ``rank2`` (long [N]) and ``nll`` (float [N], nats) with a logits function."""
     tokens = probe_tokens(items)
     rank1, rank2, nll = [], [], []
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size]
+        if progress is not None:
+            progress.add_tokens(batch[:, :5].numel())
+            progress.update(len(batch))
         logits = logits_fn(batch[:, :5]).float()
         at_mask, at_first = logits[:, 3], logits[:, 4]
         first, last = batch[:, 4], batch[:, 5]
@@ -95,13 +102,17 @@ def summarise(scores: dict[str, torch.Tensor]) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_reversal(
-    model: nn.Module | Callable[[torch.Tensor], torch.Tensor], valid: dict[str, list[dict]], batch_size: int = 256
+    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+    valid: dict[str, list[dict]],
+    batch_size: int = 256,
+    progress: bool | None = None,
 ) -> tuple[list[dict], dict[str, dict[str, float]]]:
     """Score every probe split present in ``valid`` (``train``, ``atomic``, ``test``).
 
     ``model`` is one of our models (logits via ``lm_head``) or a function [B, 5] ids -> [B, 5, V] logits.
     Returns (examples, summary): examples carry split, index, e1, r, e2, rank1, rank2, nll; summary maps each
-    split to :func:`summarise`'s metrics.
+    split to :func:`summarise`'s metrics. ``progress``: probes scored and tokens/s on stderr (None: as
+    `jepa.eval.progress.showing_progress` says).
     """
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
@@ -110,12 +121,13 @@ def evaluate_reversal(
     else:
         logits_fn = model
     examples, summary = [], {}
+    bar = Progress(sum(len(valid.get(s, [])) for s in PROBE_SPLITS), "reversal probes", "probe", enabled=progress)
     try:
         for split in PROBE_SPLITS:
             if split not in valid:
                 continue
             items = valid[split]
-            scores = score_probes(logits_fn, items, batch_size)
+            scores = score_probes(logits_fn, items, batch_size, progress=bar)
             summary[split] = summarise(scores)
             for k, item in enumerate(items):
                 (e1, (r,), _), (e2,) = item["input_text"], item["target_text"]
@@ -132,6 +144,7 @@ def evaluate_reversal(
                     }
                 )
     finally:
+        bar.close()
         if was_training:
             model.train()
     return examples, summary

@@ -123,7 +123,7 @@ def evaluate_task(
     records: list[dict],
     batch_size: int = 16,
     max_new_tokens: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     done: dict[int, dict] | None = None,
     on_example: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], dict]:

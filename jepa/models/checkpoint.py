@@ -97,7 +97,9 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
             raise ValueError(
                 f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, config.json implies {tuple(shape)}"
             )
-    state = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
+    # contiguous: GPT-2's Conv1D weights arrive as transposed views, which would pick other matmul kernels (and
+    # cost DDP / FSDP a copy per step) than the same weights built in our layout
+    state = {k: v.to(device=device, dtype=dtype).contiguous() for k, v in tensors.items()}
     model.load_state_dict(state, strict=False, assign=True)
     model.materialize(device)
     return model.eval()

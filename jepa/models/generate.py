@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -32,11 +34,14 @@ def generate(
     top_p: float = 1.0,
     pad_id: int = 0,
     generator: torch.Generator | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
     """Continue each prompt (token-id lists of any lengths); returns the new ids of each, stop token excluded.
 
     Prompts are left-padded; position ids count real tokens only and padded keys are masked out, so a
-    prompt's continuation does not depend on what it is batched with.
+    prompt's continuation does not depend on what it is batched with. `on_step(new_tokens, finished)` is called
+    after every decoding step with the tokens it added and the sequences it ended (at a stop token or at
+    `max_new_tokens`): over a call, `finished` sums to the number of prompts.
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -62,10 +67,15 @@ def generate(
     for step in range(max_new_tokens):
         token = sample_next(model.lm_head(h[:, -1]).float(), temperature, top_p, generator)
         done_now = done | torch.isin(token, stop)
-        for b in (~done_now).nonzero().flatten().tolist():
+        running = (~done_now).nonzero().flatten().tolist()
+        for b in running:
             out[b].append(int(token[b]))
+        last = len(running) == 0 or step == max_new_tokens - 1
+        if on_step is not None:
+            ended = int((done_now & ~done).sum()) + (len(running) if last else 0)
+            on_step(len(running), ended)
         done = done_now
-        if bool(done.all()) or step == max_new_tokens - 1:
+        if last:
             break
         key_valid[:, P + step] = True
         step_mask = key_valid[:, None, None, : P + step + 1]

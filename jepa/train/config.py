@@ -371,8 +371,9 @@ def _check(ok: bool, key: str, message: str, value: Any) -> None:
 def validate(cfg: TrainConfig) -> None:
     """Range and consistency checks that need no file system access."""
     _check(
-        bool(cfg.run.name) and "/" not in cfg.run.name, "run.name", "must be a non-empty name without '/'", cfg.run.name
-    )
+        bool(cfg.run.name) and "/" not in cfg.run.name and cfg.run.name not in (".", ".."), "run.name",
+        "must be a non-empty name without '/' (and not '.' or '..': the run stays inside run.dir)", cfg.run.name,
+    )  # fmt: skip
     _check(cfg.run.device in DEVICES, "run.device", f"must be one of {', '.join(DEVICES)}", cfg.run.device)
     _check(cfg.run.threads is None or cfg.run.threads >= 1, "run.threads", "must be >= 1", cfg.run.threads)
     _check(cfg.run.log_every >= 1, "run.log_every", "must be >= 1", cfg.run.log_every)
@@ -482,18 +483,20 @@ def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
 
 
 def check_run_dir(cfg: TrainConfig) -> None:
-    """The run directory exists (or can be made) as a writable directory; else one line naming run.dir."""
+    """The run directory is a writable directory, or can be made in one; else one line naming run.dir. Nothing
+    is created here (the run lock makes the directory once the run starts)."""
     run_dir = cfg.run_dir
     for parent in (run_dir, *run_dir.parents):
         if parent.exists() and not parent.is_dir():
             raise ValueError(f"run.dir: {parent} is a file, not a directory (choose another run.dir)")
+    existing = next(d for d in (run_dir, *run_dir.parents) if d.exists())
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write_test.{os.getpid()}"  # one per process: ranks check at once
+        probe = existing / f".write_test.{os.getpid()}"  # one per process: ranks check at once
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise ValueError(f"run.dir: {run_dir} is not writable ({exc.strerror})") from None
+        where = "" if existing == run_dir else f" cannot be made: {existing}"
+        raise ValueError(f"run.dir: {run_dir}{where} is not writable ({exc.strerror})") from None
 
 
 def check_paths(cfg: TrainConfig) -> None:

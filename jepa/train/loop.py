@@ -19,17 +19,18 @@ import torch
 from tqdm import tqdm
 
 from jepa.eval.hooks import EvalHook
+from jepa.eval.progress import showing_progress
 from jepa.models import save_pretrained
 from jepa.models.lora import save_adapter, save_merged
 from jepa.models.predictors import save_predictors
 from jepa.train.build import build
 from jepa.train.checkpoint import save_checkpoint
 from jepa.train.config import TrainConfig, check_run_dir, dump_config
-from jepa.train.distributed import wait_for_main
+from jepa.train.distributed import any_rank, wait_for_main
 from jepa.train.lock import RunLock
 from jepa.train.prefetch import Prefetcher
-from jepa.train.signals import StopSignals
-from jepa.train.state import Interrupted, TrainingDiverged, TrainingStopped, TrainState
+from jepa.train.signals import StopNow, StopSignals
+from jepa.train.state import CheckpointNotWritten, Interrupted, TrainingDiverged, TrainingStopped, TrainState
 from jepa.train.step import train_step
 
 __all__ = ["Interrupted", "TrainResult", "TrainingDiverged", "TrainingStopped", "train"]
@@ -52,15 +53,24 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
     `eval.every` steps and at the end. Raises ValueError/FileNotFoundError for bad configs or data (before any
     work), TrainingStopped (TrainingDiverged, CheckpointNotWritten, Interrupted) when the run cannot go on."""
     check_run_dir(cfg)
-    with RunLock(cfg.run_dir, enabled=os.environ.get("RANK", "0") == "0"), StopSignals() as stop:
+    with RunLock(cfg.run_dir, enabled=os.environ.get("RANK", "0") == "0") as lock, StopSignals() as stop:
         state = build(cfg, eval_hook, verbose=progress)
-        if state.step >= state.total_steps:  # finished before: export if that was cut short, nothing else
-            state.print_main(f"{cfg.run_dir}: complete ({state.step} of {state.total_steps} steps); nothing to do")
+        lock.keep()  # the run has started: its directory stays, whatever happens next
+        metrics_log = MetricsLog.start(state)
+        if state.step >= state.total_steps:  # finished before: what an interruption cut short, then the result
+            state.print_main(f"{cfg.run_dir}: complete ({state.step} of {state.total_steps} steps); nothing to train")
             done = cfg.run_dir / "final"
             final_dir = done if done.is_dir() else export_final(state)
+            result = stored = metrics_log.evals.get(state.step)
+            if any_rank(state.world.is_main and state.eval_hook is not None and stored is None, state.world):
+                result = evaluate(state, metrics_log, stop)
+            print_headline(state, result, stored=stored is not None)
             return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, {})
-        metrics_log = MetricsLog.start(state)
         end_step = min(state.total_steps, cfg.schedule.stop_at_step or state.total_steps)
+        if eval_due(state, end_step) and any_rank(
+            state.world.is_main and state.step not in metrics_log.evals, state.world
+        ):
+            evaluate(state, metrics_log, stop)  # the periodic evaluation an interruption cut short
         bar = tqdm(total=state.total_steps, initial=state.step, disable=not (state.world.is_main and progress))
         metrics, started, first_step = {}, time.perf_counter(), state.step
         with Prefetcher(state, steps=end_step - state.step, depth=cfg.data.prefetch) as batches:
@@ -75,76 +85,117 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
                                     jepa=f"{metrics['jepa']:.4f}", lr=f"{metrics['lr']:.2e}")  # fmt: skip
                 if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0 and state.step < end_step:
                     save_checkpoint(state)
-                if cfg.eval.every and state.step % cfg.eval.every == 0 and state.step < end_step:
-                    evaluate(state, metrics_log)
+                if eval_due(state, end_step):
+                    evaluate(state, metrics_log, stop)
         bar.close()
 
         if state.last_checkpoint is None or state.last_checkpoint.name != f"step_{state.step}":
             save_checkpoint(state)
         if stop.signum is not None:
-            raise Interrupted(f"interrupted by {signal.Signals(stop.signum).name} at step {state.step}; checkpoint: "
-                              f"{state.last_checkpoint}; the same command resumes", stop.signum)  # fmt: skip
+            raise interrupted(state, stop.signum)
         if state.step < state.total_steps:  # schedule.stop_at_step: resume later with checkpoint.resume=auto
             state.print_main(
                 f"stopped at step {state.step} of {state.total_steps}; checkpoint: {state.last_checkpoint}"
             )
             return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, None, metrics)
         final_dir = export_final(state)
-        result = evaluate(state, metrics_log)
+        result = evaluate(state, metrics_log, stop)
         state.print_main(f"done: {state.step - first_step} steps in {time.perf_counter() - started:.1f} s; metrics: "
                          f"{metrics_log.path}; checkpoint: {state.last_checkpoint}"
                          + (f"; model: {final_dir}" if final_dir else ""))  # fmt: skip
-        if result and hasattr(state.eval_hook, "headline"):
-            state.print_main(f"result: {state.eval_hook.headline(result)}")
+        print_headline(state, result)
+        if stop.signum is not None:  # a signal after the last step: everything is written; still say so
+            raise interrupted(state, stop.signum)
         return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, metrics)
 
 
-class MetricsLog:
-    """`run_dir/metrics.jsonl`, one JSON object per line, written by the main process only."""
+def eval_due(state: TrainState, end_step: int) -> bool:
+    """Whether the periodic evaluation falls on the state's step (never on the last step: the final one runs)."""
+    every = state.cfg.eval.every
+    return bool(every) and state.step > 0 and state.step % every == 0 and state.step < end_step
 
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
+
+def interrupted(state: TrainState, signum: int, during: str = "") -> Interrupted:
+    name = "a closed stdout (SIGPIPE)" if signum == signal.SIGPIPE else signal.Signals(signum).name
+    return Interrupted(f"interrupted by {name}{during} at step {state.step}; checkpoint: {state.last_checkpoint}; "
+                       "the same command resumes", signum)  # fmt: skip
+
+
+def print_headline(state: TrainState, result: dict | None, stored: bool = False) -> None:
+    """The hook's one-line result after the final evaluation (again, from metrics.jsonl, for a finished run)."""
+    if result and hasattr(state.eval_hook, "headline"):
+        state.print_main(f"result{' (stored)' if stored else ''}: {state.eval_hook.headline(result)}")
+
+
+class MetricsLog:
+    """`run_dir/metrics.jsonl`, one JSON object per line, written by the main process only. `evals` maps a step
+    to its logged evaluation (what a resumed run need not repeat)."""
+
+    def __init__(self, path: Path, enabled: bool, state: TrainState | None = None) -> None:
+        self.path, self.enabled, self.state = path, enabled, state
+        self.evals: dict[int, dict] = {}
+        self._config_written = False
 
     @classmethod
     def start(cls, state: TrainState) -> MetricsLog:
-        """Write config.yaml and keep the metrics logged up to the resumed step. A torn last line (a write cut
-        short by a full disk or a kill) is dropped with a warning; another bad line is an error naming it."""
+        """Keep the metrics logged up to the resumed step. A torn last line (a write cut short by a full disk or a
+        kill) is dropped with a warning; another bad line is an error naming it. config.yaml is written with the
+        first line this run logs: an invocation that stops before its first step leaves the old one."""
         cfg = state.cfg
-        log = cls(cfg.run_dir / "metrics.jsonl", state.world.is_main)
+        log = cls(cfg.run_dir / "metrics.jsonl", state.world.is_main, state)
         if not log.enabled:
             return log
-        (cfg.run_dir / "config.yaml").write_text(dump_config(cfg))
-        lines = log.path.read_text(errors="replace").splitlines() if state.step and log.path.is_file() else []
-        kept = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                record = json.loads(line)
-            except ValueError:
-                if number < len(lines):
-                    raise ValueError(f"{log.path}:{number}: not JSON; fix or delete that line to resume") from None
-                state.warn(f"{log.path}:{number}: dropped a torn last line (a write was cut short)")
-                continue
-            if record.get("step", 0) <= state.step:
-                kept.append(line)
-        log.path.write_text("".join(line + "\n" for line in kept))
+        try:
+            lines = log.path.read_text(errors="replace").splitlines() if state.step and log.path.exists() else []
+            kept = []
+            for number, line in enumerate(lines, start=1):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    if number < len(lines):
+                        raise ValueError(f"{log.path}:{number}: not JSON; fix or delete that line to resume") from None
+                    state.warn(f"{log.path}:{number}: dropped a torn last line (a write was cut short)")
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= state.step:
+                    kept.append(line)
+                    if record.get("kind") == "eval":
+                        log.evals[record["step"]] = {k: v for k, v in record.items() if k not in ("step", "kind")}
+            log.path.write_text("".join(line + "\n" for line in kept))
+        except OSError as exc:
+            raise write_failed(state, log.path, "could not be read and rewritten", exc) from None
         return log
 
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
+        if not self._config_written:
+            config = self.path.parent / "config.yaml"
+            try:
+                config.write_text(dump_config(self.state.cfg))
+            except OSError as exc:
+                raise write_failed(self.state, config, "not written", exc) from None
+            self._config_written = True
         try:
             with self.path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:
-            raise TrainingStopped(
-                f"{self.path}: could not append the step {record.get('step')} line ({exc.strerror}); the next "
-                "resume drops a torn last line"
-            ) from None
+            raise write_failed(self.state, self.path, f"could not take the step {record.get('step')} line", exc,
+                               "the next resume drops a torn last line")  # fmt: skip
 
 
-def evaluate(state: TrainState, metrics_log: MetricsLog) -> dict | None:
+def write_failed(state: TrainState, path: Path, what: str, exc: OSError, note: str = "") -> CheckpointNotWritten:
+    """One line for a file the trainer could not write: the path, why, and the last good checkpoint."""
+    return CheckpointNotWritten(
+        f"{path}: {what} ({exc.strerror or exc}); last good checkpoint: {state.last_checkpoint or 'none'}"
+        + (f"; {note}" if note else "")
+    )
+
+
+def evaluate(state: TrainState, metrics_log: MetricsLog, stop: StopSignals) -> dict | None:
     """Run the eval hook on the main process (the whole model, in eval mode, no grad; under FSDP an unsharded
-    copy) and return its metrics there. Collective: the others wait on the long-timeout group."""
+    copy) and return its metrics there. Collective: the others wait on the long-timeout group. Its progress shows
+    when the run's does; a signal stops a single-process evaluation at once (Interrupted: the checkpoint of this
+    step is written, the next invocation evaluates again)."""
     if state.eval_hook is None:
         return None
     result = None
@@ -152,10 +203,16 @@ def evaluate(state: TrainState, metrics_log: MetricsLog) -> dict | None:
         if whole is not None:
             model, predictors = whole
             model.eval()
-            with torch.no_grad():
-                result = state.eval_hook(model, predictors, state.step)
+            state.print_main(f"eval step {state.step}: running")
+            try:
+                with stop.interruptible(not state.world.is_distributed), showing_progress(state.verbose):
+                    with torch.no_grad():
+                        result = state.eval_hook(model, predictors, state.step)
+            except StopNow as caught:
+                raise interrupted(state, caught.args[0], during=" during the evaluation") from None
             model.train()
             metrics_log.write({"step": state.step, "kind": "eval", **result})
+            metrics_log.evals[state.step] = result
             state.print_main(f"eval step {state.step}: " + ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))  # fmt: skip
     wait_for_main(state.world)

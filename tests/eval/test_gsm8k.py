@@ -106,13 +106,15 @@ def canned_generate(monkeypatch, tokenizer):
     """Replace generation by canned answers looked up from the prompt; record the batches it was called with."""
     calls = []
 
-    def fake_generate(model, prompts, max_new_tokens, stop_ids, pad_id):
+    def fake_generate(model, prompts, max_new_tokens, stop_ids, pad_id, on_step=None):
         calls.append({"prompts": prompts, "max_new_tokens": max_new_tokens, "stop_ids": stop_ids, "pad_id": pad_id})
         out = []
         for prompt in prompts:
             text = tokenizer.decode(prompt)
             question = next(q for q in CANNED if f"user\n{q}<|im_end|>" in text)
             out.append(tokenizer.encode(CANNED[question][0])[:max_new_tokens])
+        if on_step is not None:
+            on_step(sum(map(len, out)), len(out))
         return out
 
     monkeypatch.setattr(generation_module, "generate", fake_generate)

@@ -72,7 +72,7 @@ def tokenizer(tmp_path_factory):
     ("nq_open", NQ, {NQ[0][0]: "nine", NQ[1][0]: "maids a-milking"}),
 ])  # fmt: skip
 def test_evaluate_task_scores_the_stripped_responses(tokenizer, monkeypatch, tmp_path, task, pairs, answers):
-    def canned(model, prompts, max_new_tokens, stop_ids, pad_id):
+    def canned(model, prompts, max_new_tokens, stop_ids, pad_id, on_step=None):
         texts = [tokenizer.decode(p) for p in prompts]
         return [tokenizer.encode(next(a for q, a in answers.items() if f"user\n{q}<|im_end|>" in t)) for t in texts]
 

@@ -82,3 +82,16 @@ def test_stop_tokens_and_sampling():
     assert s1 == s2 and all(len(s) == 8 for s in s1)
     # top_p -> 0 keeps only the most likely token: sampling becomes greedy.
     assert generate(model, [[1, 2, 3]], 8, temperature=1.0, top_p=1e-6)[0] == free
+
+
+def test_every_decoding_step_reports_its_tokens_and_the_sequences_it_ended():
+    """Progress moves per generated token batch: `on_step` sees each step's new tokens and each sequence once,
+    when it ends (at its stop token or at max_new_tokens)."""
+    model = tiny_llama()
+    free = generate(model, [[1, 2, 3]], max_new_tokens=8)[0]
+    steps = []
+    out = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=8, stop_ids=[free[2]],
+                   on_step=lambda tokens, ended: steps.append((tokens, ended)))  # fmt: skip
+    assert sum(t for t, _ in steps) == sum(map(len, out))
+    assert sum(e for _, e in steps) == 2
+    assert steps[2][1] >= 1  # the first prompt ended at its third token, not at the end of the batch

@@ -28,8 +28,8 @@ def test_llama_matches_transformers(tmp_path, name):
     ids = torch.randint(0, 97, (2, 40))  # 40 > original_max_position_embeddings=16: scaled RoPE matters
     expected = hf_logits(tmp_path, ids)
     assert (ours_logits(model, ids) - expected).abs().max() < 1e-4, name
-    reloaded = load_pretrained(tmp_path)
-    assert torch.equal(ours_logits(reloaded, ids), ours_logits(model, ids))
+    reloaded = load_pretrained(tmp_path)  # another module on the same weights: close, not bitwise (kernels)
+    torch.testing.assert_close(ours_logits(reloaded, ids), ours_logits(model, ids), rtol=1e-5, atol=1e-5)
 
 
 def test_gpt2_matches_transformers(tmp_path):

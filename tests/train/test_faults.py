@@ -191,7 +191,7 @@ def test_rerunning_a_finished_run_says_so(tmp_path, capsys):
     for _ in range(2):
         train(config_from_dict(raw), progress=True)
     out = capsys.readouterr().out
-    assert "done: 2 steps in" in out and "complete (2 of 2 steps); nothing to do" in out
+    assert "done: 2 steps in" in out and "complete (2 of 2 steps); nothing to train" in out
 
 
 # ---------------------------------------------------------------------------------- 15: the run directory
@@ -267,5 +267,7 @@ def test_a_run_dir_that_is_not_writable_is_refused_before_any_work(tmp_path, mon
         return real_write_text(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", write_text)
-    with pytest.raises(ValueError, match=r"^run.dir: .*runs/tiny is not writable \(Permission denied\)$"):
+    with pytest.raises(
+        ValueError, match=r"^run.dir: .*runs/tiny cannot be made: .* is not writable \(Permission denied\)$"
+    ):
         _run(tmp_path)

@@ -186,7 +186,8 @@ def test_cuda_batches_are_padded_to_a_multiple_of_128():
 
 def test_frozen_lora_bases_in_the_compute_dtype_change_nothing_but_their_storage(tmp_path, monkeypatch):
     """bf16 autocast would cast the frozen base weights to bf16 on every forward; stored in bf16 once, a step gives
-    bitwise the same loss, gradient norm and adapter update."""
+    the same loss, gradient norm and adapter update (to bf16 rounding: the two paths may pick different kernels,
+    so the comparison is never bitwise)."""
     from jepa.train import build as build_module
 
     raw = reversal_config(tmp_path, lora={"enabled": True, "rank": 2, "alpha": 4}, precision={"mode": "bf16"})
@@ -200,6 +201,6 @@ def test_frozen_lora_bases_in_the_compute_dtype_change_nothing_but_their_storage
         adapters = {n: p.detach().clone() for n, p in state.model.named_parameters() if p.requires_grad}
         results[cast] = (bases, metrics["loss"], metrics["grad_norm"], adapters)
     assert results[True][0] == {torch.bfloat16} and results[False][0] == {torch.float32}
-    assert results[True][1:3] == results[False][1:3]
+    assert results[True][1:3] == pytest.approx(results[False][1:3], rel=1e-3)
     for name, value in results[True][3].items():
-        assert torch.equal(value, results[False][3][name]), name
+        torch.testing.assert_close(value, results[False][3][name], rtol=1e-3, atol=1e-6, msg=name)
