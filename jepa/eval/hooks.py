@@ -80,20 +80,20 @@ def reversal_headline(result: dict, chance: float) -> str:
 
     def split(name: str, label: str) -> str:
         mrr, exact = result.get(f"eval/{name}/mrr"), result.get(f"eval/{name}/joint_accuracy")
-        return f"{label} MRR {mrr:.3f}, exact match {exact:.1%}" if mrr is not None else f"{label} not scored"
+        return f"{label} MRR {mrr:.3f}, exact {exact:.1%}" if mrr is not None else f"{label} not scored"
 
     if forward is None or reverse is None:
         verdict = "no verdict without both splits"
     elif forward < 2 * chance:
-        verdict = "nothing learnt yet: the forward facts are near chance; train longer"
+        verdict = "nothing learnt yet (forward near chance)"
     elif reverse < 2 * chance:
-        verdict = "the reversal curse: forward facts learnt, their reverses near chance"
+        verdict = "the reversal curse (forward learnt, reverse near chance)"
     elif reverse < forward / 2:
-        verdict = "a partial reversal curse: reverse below half the forward MRR"
+        verdict = "a partial reversal curse (reverse < half of forward)"
     else:
-        verdict = "no reversal curse: reverse at least half the forward MRR"
-    return (f"{split('atomic', 'forward facts (atomic)')} | {split('test', 'their reverse (test)')} | chance MRR "
-            f"{chance:.3f} (uniform over the name tokens): {verdict}")  # fmt: skip
+        verdict = "no reversal curse (reverse >= half of forward)"
+    return (f"{split('atomic', 'forward (atomic)')} | {split('test', 'reverse (test)')} | chance {chance:.3f}: "
+            f"{verdict}")  # fmt: skip
 
 
 def gsm8k(cfg) -> EvalHook:

@@ -80,7 +80,7 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 if self.path.is_dir():
-                    raise ValueError(f"run.dir: {self.path} is a directory; remove it (the lock file goes there)")
+                    raise ValueError(f"run.dir: {self.path} is a directory; remove it (the lock goes there)") from None
                 holder = self._holder()
                 if holder is not None and (
                     holder["host"] != self.me["host"] or _alive(holder["pid"], holder.get("time"))

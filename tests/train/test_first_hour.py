@@ -154,7 +154,7 @@ def test_a_closed_stdout_stops_the_run_with_a_checkpoint_and_keeps_the_config(tm
     "forward, reverse, verdict",
     [
         (0.043, 0.038, "nothing learnt yet"),
-        (0.95, 0.09, "the reversal curse: forward facts learnt"),
+        (0.95, 0.09, "the reversal curse (forward learnt"),
         (0.95, 0.30, "a partial reversal curse"),
         (0.95, 0.80, "no reversal curse"),
     ],
@@ -166,4 +166,4 @@ def test_the_reversal_verdict_follows_the_numbers(forward, reverse, verdict):
     result = {"eval/atomic/mrr": forward, "eval/atomic/joint_accuracy": 0.0, "eval/test/mrr": reverse,
               "eval/test/joint_accuracy": 0.0}  # fmt: skip
     line = reversal_headline(result, chance)
-    assert verdict in line and "chance MRR 0.078" in line
+    assert verdict in line and "chance 0.078" in line
