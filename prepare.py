@@ -31,7 +31,8 @@ def _print_splits(summary: dict) -> None:
         histogram = " ".join(f"{n}:{c}" for n, c in s["steps_histogram"].items()) or "-"
         dropped = s["dropped_summary"] or "none"
         print(f"{split}: {s['records']} records -> {s['path']}")
-        print(f"  steps histogram (steps:records) {histogram}")
+        if any(n > 1 for n in s["steps_histogram"]):  # single-paragraph answers (NL-RX, NQ-Open): no steps to show
+            print(f"  steps histogram (steps:records) {histogram}")
         print(f"  dropped: {dropped}")
 
 

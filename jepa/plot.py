@@ -34,7 +34,14 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (a run directory must contain metrics.jsonl)")
     series: dict[str, list[tuple[int, float]]] = {}
-    for number, obj in iter_jsonl(path, (), skip_bad=False, bad=SkippedLines()):
+    data = path.read_bytes()
+    last_line = len(data.splitlines())
+    skipped = SkippedLines()
+    # A last line without its newline is a write cut short (a kill, a full disk): dropped with a warning, as
+    # resume drops it. Any other bad line is an error.
+    for number, obj in iter_jsonl(path, (), skip_bad=not data.endswith(b"\n"), bad=skipped):
+        if sum(skipped.values()):
+            break
         step = obj.get("step")
         if not isinstance(step, int) or isinstance(step, bool):
             raise ValueError(f"{path}:{number}: missing or non-integer 'step'")
@@ -43,6 +50,11 @@ def read_metrics(run_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
                 continue
             if math.isfinite(value):
                 series.setdefault(key, []).append((step, float(value)))
+    if sum(skipped.values()):
+        where = next(iter(skipped.where.values()))[0]
+        if where != f"{path}:{last_line}":
+            raise ValueError(f"{where}: {next(iter(skipped))}")
+        print(f"warning: {where}: dropped a torn last line (a write was cut short)", file=sys.stderr)
     for points in series.values():
         points.sort(key=lambda p: p[0])
     return series
@@ -141,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         path = plot_runs(args.runs, out, args.eval_patterns)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # --out not writable (read-only file system, a directory in the way)
+        print(f"error: --out {out}: not written ({exc.strerror or exc})", file=sys.stderr)
         return 2
     print(path)
     return 0

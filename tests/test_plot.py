@@ -81,3 +81,23 @@ def test_cli_errors(tmp_path, capsys):
     empty = write_run(tmp_path / "empty", [{"step": 0, "lr": 0.1}])
     assert main([str(empty)]) == 2
     assert "error: no loss or eval/ metrics to plot" in capsys.readouterr().err
+
+
+def test_a_torn_last_line_is_dropped_with_a_warning_like_resume_does(tmp_path, capsys):
+    run = write_run(tmp_path / "a", [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}])
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "lo')  # a write cut short
+    assert read_metrics(run) == {"loss": [(1, 2.0), (2, 1.5)]}
+    assert "metrics.jsonl:3: dropped a torn last line" in capsys.readouterr().err
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{oops\n{"step": 3, "loss": 1.0}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not JSON"):
+        read_metrics(run)
+
+
+def test_an_unwritable_out_is_one_line(tmp_path, capsys):
+    run = write_run(tmp_path / "a", [{"step": 1, "loss": 2.0}])
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main([str(run), "--out", str(blocker / "curves.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --out {blocker / 'curves.png'}: not written") and len(err.splitlines()) == 1

@@ -13,12 +13,15 @@ The summary JSON goes to stdout; with ``--out DIR`` also ``DIR/<command>_summary
 ``DIR/<command>.jsonl``. generate and gsm8k show progress in examples and tokens and, with ``--out``, write each
 example's result to ``DIR/<name>.partial.jsonl`` as it finishes: the same command after an interruption scores
 only the rest. generate's scorers and protocols: jepa/eval/tasks.py.
-Bad input: one ``error: ...`` line on stderr, exit status 2.
+Bad input (including ``--device`` and ``--out``, checked before the model loads): one ``error: ...`` line on
+stderr, exit status 2; a write that fails later: one line, exit status 1. ``--base DIR``: the base model of a LoRA
+adapter copied away from its run directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -39,7 +42,37 @@ from jepa.tokenizer import Tokenizer
 
 
 def _load(args: argparse.Namespace) -> EvalModel:
-    return load_for_eval(args.model, dtype=DTYPES[args.dtype] if args.dtype else None, device=args.device)
+    dtype = DTYPES[args.dtype] if args.dtype else None
+    return load_for_eval(args.model, dtype=dtype, device=args.device, base=args.base)
+
+
+def check_device(name: str | None) -> None:
+    """--device names a device torch knows and this machine has; else ValueError naming --device."""
+    if name is None:
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device (cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_out(out: Path | None) -> None:
+    """--out is a directory this process can write (made if missing), checked before any model is loaded."""
+    if out is None:
+        return
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test.{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"--out {out}: not writable ({exc.strerror or exc})") from None
 
 
 def _tokenizer(loaded: EvalModel) -> Tokenizer:
@@ -171,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
         p.add_argument("--dtype", choices=sorted(DTYPES), help="default: bfloat16 on CUDA, float32 on CPU")
         p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+        p.add_argument("--base", type=Path, help="a LoRA adapter's base model (default: model.path of its run)")
 
     task = commands.add_parser("generate", help="a generation task's accuracy (NL-RX, NQ-Open, GSM8K), 95 %% interval")
     common(task, 16)
@@ -232,10 +266,15 @@ def main(argv: list[str] | None = None) -> int:
         # On a shared CPU, fewer threads than cores avoids OpenMP spin-waiting on busy cores.
         torch.set_num_threads(args.threads)
     try:
+        check_device(args.device)
+        check_out(args.out)
         args.run(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a write that failed midway (disk full, --out removed): one line, no traceback
+        print(f"error: {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

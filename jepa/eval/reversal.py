@@ -100,6 +100,14 @@ def summarise(scores: dict[str, torch.Tensor]) -> dict[str, float]:
     }
 
 
+# What each probe split measures (the seed format's split names, kept): written into every summary.
+SPLIT_DIRECTIONS = {
+    "train": "both directions trained",
+    "atomic": "forward: only this direction trained",
+    "test": "reverse of the atomic facts: never trained (the reversal curse)",
+}
+
+
 @torch.no_grad()
 def evaluate_reversal(
     model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
@@ -111,7 +119,7 @@ def evaluate_reversal(
 
     ``model`` is one of our models (logits via ``lm_head``) or a function [B, 5] ids -> [B, 5, V] logits.
     Returns (examples, summary): examples carry split, index, e1, r, e2, rank1, rank2, nll; summary maps each
-    split to :func:`summarise`'s metrics. ``progress``: probes scored and tokens/s on stderr (None: as
+    split to its ``direction`` (SPLIT_DIRECTIONS) and :func:`summarise`'s metrics. ``progress``: probes scored and tokens/s on stderr (None: as
     `jepa.eval.progress.showing_progress` says).
     """
     was_training = isinstance(model, nn.Module) and model.training
@@ -128,7 +136,7 @@ def evaluate_reversal(
                 continue
             items = valid[split]
             scores = score_probes(logits_fn, items, batch_size, progress=bar)
-            summary[split] = summarise(scores)
+            summary[split] = {"direction": SPLIT_DIRECTIONS[split], **summarise(scores)}
             for k, item in enumerate(items):
                 (e1, (r,), _), (e2,) = item["input_text"], item["target_text"]
                 examples.append(

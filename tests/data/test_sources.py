@@ -344,3 +344,18 @@ def test_a_source_whose_every_line_is_skipped_is_an_error(tmp_path):
     src.write_text("{\n[1]\n")
     with pytest.raises(ValueError, match=r"no usable records \(2 skipped: 1 not JSON .*; 1 not an object"):
         prepare_steps([src], tmp_path / "out", skip_bad=True)
+
+
+def test_the_prepare_summary_shows_steps_only_where_answers_have_them(tmp_path, capsys):
+    import prepare
+
+    def chat(answer: str) -> str:
+        return json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": answer}]})
+
+    (tmp_path / "regex.jsonl").write_text(chat("[A-Z].*") + "\n" + chat("dog.*") + "\n")  # NL-RX: one line each
+    assert prepare.main(["chat", "--src", str(tmp_path / "regex.jsonl"), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "2 records" in out and "steps histogram" not in out
+    (tmp_path / "steps.jsonl").write_text(chat("First 2.\n\nThen 3.\n\n#### 5") + "\n")
+    assert prepare.main(["chat", "--src", str(tmp_path / "steps.jsonl"), "--out", str(tmp_path / "b")]) == 0
+    assert "steps histogram (steps:records)" in capsys.readouterr().out

@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,7 +89,8 @@ def test_reversal_writes_all_splits(gpt2_dir, reversal_dir, tmp_path, capsys):
     examples = (out / "reversal.jsonl").read_text().splitlines()
     summary = json.loads((out / "reversal_summary.json").read_text())
     assert len(examples) == 12 and {json.loads(e)["split"] for e in examples} == {"train", "atomic", "test"}
-    assert set(summary["test"]) == {"n", "mrr_token1", "mrr_token2", "mrr", "joint_accuracy", "joint_nll"}
+    assert set(summary["test"]) == {"direction", "n", "mrr_token1", "mrr_token2", "mrr", "joint_accuracy", "joint_nll"}
+    assert summary["atomic"]["direction"].startswith("forward") and summary["test"]["direction"].startswith("reverse")
     capsys.readouterr()
 
 
@@ -127,6 +129,8 @@ def test_views_step_mode_on_prepared_records(chat_model_dir, tmp_path, capsys):
         (["gsm8k", "--model", "{model}", "--data", "{tmp}/none.jsonl"], "none.jsonl: no such file"),
         (["gsm8k", "--model", "{model}", "--data", "{bad}"], "bad.jsonl:2: not JSON"),
         (["gsm8k", "--model", "{model}", "--data", "{data}", "--limit", "0"], "--limit must be >= 1"),
+        (["gsm8k", "--model", "{model}", "--data", "{data}", "--device", "gpu0"], "--device gpu0: not a device"),
+        (["gsm8k", "--model", "{model}", "--data", "{data}", "--out", "{data}"], "test.jsonl: a file, not a directory"),
         (
             ["reversal", "--model", "{model}", "--valid", "{rev}/valid.json", "--vocab", "{big}"],
             "big_vocab.json: 400 tokens but the model's vocabulary has 300",
@@ -289,3 +293,26 @@ def test_views_out_writes_the_per_example_jsonl(gpt2_dir, reversal_dir, tmp_path
     rows = [json.loads(line) for line in (out / "views.jsonl").read_text().splitlines()]
     assert len(rows) == summary["n"] > 0
     assert abs(sum(r["cosine"] for r in rows) / len(rows) - summary["cosine"]) < 1e-9
+
+
+def test_cuda_without_a_gpu_and_an_unwritable_out_are_one_line_before_loading(chat_model_dir, gsm8k_file, tmp_path,
+                                                                             capsys, monkeypatch):  # fmt: skip
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = ["gsm8k", "--model", str(chat_model_dir), "--data", str(gsm8k_file)]
+    assert main([*args, "--device", "cuda"]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: --device cuda: CUDA is not available on this machine (use --device cpu)"
+    )
+    real_write_text = Path.write_text
+
+    def read_only(self, *a, **kw):  # root ignores permissions: a read-only file system, simulated
+        if self.name.startswith(".write_test"):
+            raise OSError(30, "Read-only file system", str(self))
+        return real_write_text(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {tmp_path / 'out'}: not writable (Read-only file system)"
