@@ -119,8 +119,8 @@ def evaluate_reversal(
 
     ``model`` is one of our models (logits via ``lm_head``) or a function [B, 5] ids -> [B, 5, V] logits.
     Returns (examples, summary): examples carry split, index, e1, r, e2, rank1, rank2, nll; summary maps each
-    split to its ``direction`` (SPLIT_DIRECTIONS) and :func:`summarise`'s metrics. ``progress``: probes scored and tokens/s on stderr (None: as
-    `jepa.eval.progress.showing_progress` says).
+    split to its ``direction`` (SPLIT_DIRECTIONS) and :func:`summarise`'s metrics. ``progress``: probes scored
+    and tokens/s on stderr (None: as `jepa.eval.progress.showing_progress` says).
     """
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
