@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from jepa.data.layouts import LayoutConfig, Row, build_chat_row, build_reversal_row
 from jepa.data.reversal import load_reversal, relation_inverses
-from jepa.data.sources import BadRecord, SkippedLines, iter_jsonl
+from jepa.data.sources import SkippedLines, chat_record, iter_jsonl
 from jepa.losses import IGNORE_INDEX
 from jepa.tokenizer import Tokenizer
 
@@ -97,14 +97,9 @@ class Dataset:
 
 
 def _check_messages(obj: dict) -> list[dict]:
-    messages = obj.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRecord("no messages", 'expected "messages": a non-empty list of {"role", "content"} strings')
-    if not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
-    ):
-        raise BadRecord("bad message", 'every message must be {"role": string, "content": string}')
-    return messages
+    """The record's messages, checked by the rules `prepare.py chat` applies (`chat_record`): training never
+    takes a record that preparing would refuse (an empty answer would make a template token the JEPA target)."""
+    return chat_record(obj)["messages"]
 
 
 @dataclass

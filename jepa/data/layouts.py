@@ -55,6 +55,8 @@ class LayoutConfig:
             raise ValueError(f"layout.lm_labels must be one of {', '.join(LM_LABELS)}, got {self.lm_labels!r}")
         if self.predictors < 0:
             raise ValueError(f"layout.predictors must be >= 0, got {self.predictors}")
+        if self.max_length < 1:  # a negative length would slice tokens off the end, silently
+            raise ValueError(f"layout.max_length must be >= 1, got {self.max_length}")
         if self.last_token is not None and self.last_token >= 0:
             raise ValueError(
                 f"layout.last_token must be negative (an offset from the view's end), got {self.last_token}"

@@ -398,6 +398,8 @@ def chat_record(obj: dict) -> dict:
     roles = [m["role"] for m in messages]
     if "user" not in roles:
         raise BadRecord("no user message")
+    if not messages[roles.index("user")]["content"].strip():
+        raise BadRecord("empty user message", "the first user message is empty")
     after = roles.index("user") + 1
     if "assistant" not in roles[after:] or not messages[roles.index("assistant", after)]["content"].strip():
         raise BadRecord("no assistant answer", "no non-empty assistant message after the user message")

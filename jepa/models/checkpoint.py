@@ -52,7 +52,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     if single.is_file():
         files = [single]
     elif index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = read_json_object(index, "a safetensors index").get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(f'{index}: no "weight_map" object (tensor name -> shard file)')
         files = [path / name for name in sorted(set(weight_map.values()))]
     else:
         raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepa.models.attention import KVCache, attend
-from jepa.models.hf_config import known_fields
+from jepa.models.hf_config import check_sizes, known_fields
 from jepa.models.init import normal_init
 
 
@@ -32,6 +32,11 @@ class GPT2Config:
     bos_token_id: int | None = 50256
     eos_token_id: int | None = 50256
     extra: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        check_sizes(self, ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner"))
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
 
     @classmethod
     def from_hf(cls, cfg: dict) -> GPT2Config:
@@ -143,6 +148,11 @@ class GPT2(nn.Module):
     @property
     def embed_tokens(self) -> nn.Embedding:
         return self.transformer.wte
+
+    @property
+    def max_positions(self) -> int:
+        """Position ids must stay below this: GPT-2's position table is learnt (RoPE models have no such limit)."""
+        return self.config.n_positions
 
     @staticmethod
     def state_from_hf(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

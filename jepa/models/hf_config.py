@@ -27,3 +27,12 @@ def known_fields(cls: type, cfg: dict) -> tuple[dict[str, Any], dict[str, Any]]:
             raise ValueError(f"{key}: expected an integer, got {value!r}")
         known[key] = value
     return known, {k: v for k, v in cfg.items() if k not in types}
+
+
+def check_sizes(cfg, positive: tuple[str, ...]) -> None:
+    """Every field named in `positive` is an integer >= 1; ValueError naming the key (a zero or negative size
+    crashes only in the first forward pass otherwise)."""
+    for name in positive:
+        value = getattr(cfg, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")

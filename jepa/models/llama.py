@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepa.models.attention import KVCache, attend
-from jepa.models.hf_config import known_fields
+from jepa.models.hf_config import check_sizes, known_fields
 from jepa.models.init import normal_init
 
 # model_type -> (the HF class name, q/k/v bias, o bias, q/k norm: None | "head" | "full", norms after)
@@ -58,7 +58,12 @@ class LlamaConfig:
     def __post_init__(self) -> None:
         if self.model_type not in VARIANTS:
             raise ValueError(f"model_type {self.model_type!r} is not a Llama variant ({', '.join(VARIANTS)})")
+        check_sizes(self, ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                           "num_key_value_heads", "head_dim", "max_position_embeddings"))  # fmt: skip
         if self.head_dim is None:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                                 f"({self.num_attention_heads}) when head_dim is not set")  # fmt: skip
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(

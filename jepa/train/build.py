@@ -55,6 +55,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     total_steps = s.max_steps or s.epochs * sampler.steps_per_epoch
 
     model = build_train_model(cfg, dataset, world.device, parallel)
+    check_model_fits_data(cfg, model, dataset)
     predictors = make_predictors(cfg, model)
     attention = attention_kind(cfg, model, world.device)
     objective: nn.Module = Objective(
@@ -116,6 +117,24 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
         dataset.rows = [r.lm_only() for r in dataset.rows]
     dataset.truncation_problems(cfg.layout.max_length)  # raises when nothing would be trained
     return dataset
+
+
+def check_model_fits_data(cfg: TrainConfig, model: nn.Module, dataset: Dataset) -> None:
+    """Every token id the rows use has an embedding row and every position id is below the model's position
+    limit (GPT-2's learnt table); else ValueError naming the key, before any step (an IndexError in the first
+    forward pass otherwise)."""
+    rows = model.embed_tokens.weight.shape[0]
+    top_id = max([dataset.pad_id] + [max(r.input_ids, default=0) for r in dataset.rows])
+    if top_id >= rows:
+        where = f"model.path: {cfg.model.path}" if cfg.model.path else "model.arch.vocab_size"
+        raise ValueError(f"{where}: the data uses token id {top_id} but the model's embedding has {rows} rows (a "
+                         "tokenizer with more tokens than the weights?)")  # fmt: skip
+    limit = getattr(model, "max_positions", None)
+    top_position = max((max(r.position_ids, default=0) for r in dataset.rows), default=0)
+    if limit is not None and top_position >= limit:
+        raise ValueError(f"the rows reach position {top_position} but the model has {limit} positions "
+                         "(model.arch.n_positions); lower layout.predictors / layout.max_length or raise the "
+                         "model's limit")  # fmt: skip
 
 
 def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device, parallel: DDP) -> nn.Module:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from safetensors import SafetensorError
 from torch.distributed.checkpoint.api import CheckpointException
 
 from jepa.train.config import changed_on_resume, dump_config
@@ -43,6 +44,18 @@ from jepa.train.state import CheckpointNotWritten, TrainingDiverged, TrainState
 STEP_DIR = re.compile(r"step_(\d+)")
 STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
+
+
+# What a failed write raises: OSError from Python's own writes, but a full disk inside torch.save is a RuntimeError
+# ("inline_container.cc ... unexpected pos"), inside safetensors a SafetensorError, inside torch.distributed's
+# checkpoint a CheckpointException.
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError, CheckpointException)
+
+
+def write_error_text(exc: BaseException) -> str:
+    """One short line for a failed write (torch's C++ messages run to several lines)."""
+    lines = str(exc).strip().splitlines()
+    return (getattr(exc, "strerror", None) or (lines[0] if lines else type(exc).__name__))[:200]
 
 
 class CheckpointMismatch(ValueError):
@@ -138,8 +151,8 @@ def save_checkpoint(state: TrainState) -> Path:
         if not error and (everywhere or world.is_main):
             try:
                 write()
-            except (OSError, CheckpointException) as exc:
-                error = f"{getattr(exc, 'strerror', None) or exc} ({getattr(exc, 'filename', None) or tmp})"
+            except WRITE_ERRORS as exc:
+                error = f"{write_error_text(exc)} ({getattr(exc, 'filename', None) or tmp})"
         if any_rank(bool(error), world) and not error:
             error = "another rank could not write its part"
 
@@ -199,6 +212,8 @@ class CheckpointContents:
 
 def manifest_problem(path: Path) -> str | None:
     """Why `path` is not a complete checkpoint (missing file, wrong size), or None."""
+    if not path.is_dir():
+        return "no such checkpoint directory"
     if not (path / STATE_FILE).is_file():
         return f"incomplete (no {STATE_FILE})"
     manifest = path / MANIFEST_FILE
@@ -232,6 +247,7 @@ def read_checkpoint(state: TrainState, path: Path) -> CheckpointContents:
     if problem:
         raise ValueError(f"{path}: {problem}")
     trainer_state = _read(path / STATE_FILE, lambda f: json.loads(f.read_text()))
+    check_trainer_state(trainer_state, path / STATE_FILE)
     config_file = path / "config.yaml"
     config = _read(config_file, lambda f: yaml.safe_load(f.read_text())) if config_file.is_file() else None
     if (path / SHARDED_DIR).is_dir() != state.parallel.shards_checkpoints:
@@ -249,6 +265,24 @@ def read_checkpoint(state: TrainState, path: Path) -> CheckpointContents:
         scaler=_read(path / "scaler.pt", load),
         rng=_read(path / "rng.pt", load),
     )
+
+
+# trainer_state.json's fields and, under "sampler", the data sampler's: all integers (shuffle: a bool).
+TRAINER_STATE_FIELDS = ("step", "world_size")
+SAMPLER_FIELDS = ("epoch", "step_in_epoch", "n", "global_batch", "seed")
+
+
+def check_trainer_state(trainer_state: object, file: Path) -> None:
+    """ValueError naming the file and the field unless trainer_state.json holds what `apply_checkpoint` reads."""
+    sampler = trainer_state.get("sampler") if isinstance(trainer_state, dict) else None
+    if not isinstance(sampler, dict):
+        raise ValueError(f'{file}: no "sampler" object (the data order to resume)')
+    for where, obj, names in (("", trainer_state, TRAINER_STATE_FIELDS), ("sampler.", sampler, SAMPLER_FIELDS)):
+        for name in names:
+            if isinstance(obj.get(name), bool) or not isinstance(obj.get(name), int):
+                raise ValueError(f"{file}: {where}{name} is {obj.get(name)!r}, not an integer")
+    if not isinstance(sampler.get("shuffle"), bool):
+        raise ValueError(f"{file}: sampler.shuffle is {sampler.get('shuffle')!r}, not true or false")
 
 
 def load_checkpoint(state: TrainState, path: Path) -> None:

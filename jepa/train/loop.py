@@ -24,7 +24,7 @@ from jepa.models import save_pretrained
 from jepa.models.lora import save_adapter, save_merged
 from jepa.models.predictors import save_predictors
 from jepa.train.build import build
-from jepa.train.checkpoint import save_checkpoint
+from jepa.train.checkpoint import WRITE_ERRORS, save_checkpoint, write_error_text
 from jepa.train.config import TrainConfig, check_run_dir, dump_config
 from jepa.train.distributed import any_rank, wait_for_main
 from jepa.train.lock import RunLock
@@ -250,10 +250,10 @@ def write_export(state: TrainState, model: torch.nn.Module, predictors: torch.nn
         state.dataset.export_files(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-    except OSError as exc:
+    except WRITE_ERRORS as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise TrainingStopped(
-            f"{final}: export not written ({exc.strerror}); the trained model is in {state.last_checkpoint}; "
+            f"{final}: export not written ({write_error_text(exc)}); the trained model is in {state.last_checkpoint}; "
             "re-run the same command to export it"
         ) from None
     return final

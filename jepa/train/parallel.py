@@ -88,6 +88,11 @@ class DDP:
             weights["adapter"] = read_adapter(path)
         else:
             weights["model"] = state.model.state_from_hf(read_safetensors(path / "model"))
+            expected = state.model.state_dict()
+            for name, tensor in weights["model"].items():  # another model's checkpoint: found before any change
+                if name in expected and tuple(tensor.shape) != tuple(expected[name].shape):
+                    raise ValueError(f"{path / 'model'}: {name} has shape {tuple(tensor.shape)}, this run's model "
+                                     f"{tuple(expected[name].shape)} (a checkpoint of another model)")  # fmt: skip
         if state.predictors is not None:
             weights["predictors"] = read_predictors(path, state.predictors.weight.shape[1])
         return weights

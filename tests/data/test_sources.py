@@ -12,6 +12,7 @@ from jepa.data.sources import (
     STEP_SEPARATOR,
     BadRecord,
     assistant_steps,
+    chat_record,
     gsm8k_record,
     prepare_gsm8k,
     prepare_steps,
@@ -319,9 +320,7 @@ def test_chat_records_without_an_assistant_are_skipped_and_grouped(tmp_path, smo
             ChatDataset.load(DataConfig(train=str(path)), LayoutConfig(mode=mode), str(smollm2_dir))
         data = ChatDataset.load(DataConfig(train=str(path), skip_bad=True), LayoutConfig(mode=mode), str(smollm2_dir))
         assert len(data.rows) == 1 and sum(data.skipped.values()) == 3
-        assert f"2 no {'assistant' if mode == 'step' else 'user or assistant'} message ({path}:1, {path}:3)" in (
-            data.summary()
-        )
+        assert f"2 no assistant answer ({path}:1, {path}:3)" in data.summary()  # prepare.py chat's reason
         assert f"1 no messages ({path}:4)" in data.summary()
 
 
@@ -359,3 +358,31 @@ def test_the_prepare_summary_shows_steps_only_where_answers_have_them(tmp_path, 
     (tmp_path / "steps.jsonl").write_text(chat("First 2.\n\nThen 3.\n\n#### 5") + "\n")
     assert prepare.main(["chat", "--src", str(tmp_path / "steps.jsonl"), "--out", str(tmp_path / "b")]) == 0
     assert "steps histogram (steps:records)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "messages, reason",
+    [
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}], "no non-empty assistant"),
+        ([{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}], "no non-empty assistant"),
+        ([{"role": "user", "content": ""}, {"role": "assistant", "content": "a"}], "the first user message is empty"),
+    ],
+)
+def test_training_refuses_the_records_prepare_refuses(tmp_path, smollm2_dir, messages, reason):
+    """An empty answer would make a template token the JEPA target: train.py applies prepare.py chat's rules."""
+    from jepa.data.datasets import ChatDataset, DataConfig
+    from jepa.data.layouts import LayoutConfig
+
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": messages}) + "\n")
+    with pytest.raises(ValueError, match=rf"^{path}:1: .*{reason}"):
+        ChatDataset.load(DataConfig(train=str(path)), LayoutConfig(mode="jepa"), str(smollm2_dir))
+    with pytest.raises(BadRecord, match=reason):
+        chat_record({"messages": messages})
+
+
+def test_a_negative_max_length_is_refused():
+    from jepa.data.layouts import LayoutConfig
+
+    with pytest.raises(ValueError, match="layout.max_length must be >= 1, got -5"):
+        LayoutConfig(max_length=-5)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from safetensors import SafetensorError
 
 import train as train_cli
 from jepa.train import checkpoint as checkpoint_module
@@ -96,19 +97,33 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
     assert _steps(tmp_path / "runs" / "tiny") == [1, 2, 3, 4]
 
 
-def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_temporary_directory(tmp_path, monkeypatch):
+# What a full disk raises from each writer: Python's OSError, torch.save's C++ RuntimeError, safetensors' error.
+DISK_FULL = {
+    "oserror": (OSError(28, "No space left on device"), "No space left on device"),
+    "torch_save": (RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 2432 vs 2330\nframe"),
+                   "[enforce fail at inline_container.cc:664] . unexpected pos 2432 vs 2330"),
+    "safetensors": (SafetensorError("Error while serializing: IoError(No space left on device)"),
+                    "Error while serializing: IoError(No space left on device)"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(DISK_FULL))
+def test_a_checkpoint_that_cannot_be_written_is_one_line_and_leaves_no_temporary_directory(tmp_path, monkeypatch,
+                                                                                           kind):  # fmt: skip
     real_save = torch.save
+    error, text = DISK_FULL[kind]
 
     def save(obj, path, *args, **kwargs):
         if str(path).endswith("optimizer.pt") and ".step_4.tmp" in str(path):
-            raise OSError(28, "No space left on device", str(path))
+            raise error
         return real_save(obj, path, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module.torch, "save", save)
     with pytest.raises(CheckpointNotWritten) as err:
         _run(tmp_path, schedule={"max_steps": 6})
     message = str(err.value)
-    assert message.startswith("checkpoint step_4 not written: No space left on device")
+    assert message.startswith(f"checkpoint step_4 not written: {text} (")
+    assert len(message.splitlines()) == 1
     assert "last good checkpoint: " in message and message.endswith("step_2")
     assert not list((tmp_path / "runs" / "tiny").glob(".step_*"))
     assert (tmp_path / "runs" / "tiny" / "step_2" / "manifest.json").is_file()
@@ -271,3 +286,31 @@ def test_a_run_dir_that_is_not_writable_is_refused_before_any_work(tmp_path, mon
         ValueError, match=r"^run.dir: .*runs/tiny cannot be made: .* is not writable \(Permission denied\)$"
     ):
         _run(tmp_path)
+
+
+@pytest.mark.parametrize("victim", ["metrics_dir", "lock_dir", "config_dir"])
+def test_a_path_the_trainer_must_write_being_a_directory_is_one_line(tmp_path, victim):
+    run_dir = tmp_path / "runs" / "tiny"
+    name = {"metrics_dir": "metrics.jsonl", "lock_dir": ".lock", "config_dir": "config.yaml"}[victim]
+    (run_dir / name).mkdir(parents=True)
+    with pytest.raises((ValueError, TrainingStopped)) as err:
+        _run(tmp_path, schedule={"max_steps": 2})
+    message = str(err.value)
+    assert str(run_dir / name) in message and len(message.splitlines()) == 1
+
+
+def test_a_lock_that_cannot_be_released_is_a_warning_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    real_unlink = Path.unlink
+
+    def unlink(self, *args, **kwargs):  # the run directory turned read-only while the run was going
+        if self.name == ".lock":
+            raise OSError(30, "Read-only file system", str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    result = _run(tmp_path, schedule={"max_steps": 2})
+    assert result.steps == 2
+    err = capsys.readouterr().err
+    assert "lock not removed (Read-only file system); the next run takes it over" in err and "Traceback" not in err
