@@ -87,6 +87,10 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         eval_hook=eval_hook,
         verbose=verbose,
     )
+    warmup = s.warmup_steps or int(s.warmup_ratio * total_steps)
+    if warmup >= total_steps:
+        state.warn(f"schedule.warmup_steps: the warm-up ({warmup} steps) is not shorter than the run ({total_steps} "
+                   "steps); the learning rate never reaches optim.lr")  # fmt: skip
     state.print_main(f"data: {dataset.summary()}")
     for problem in dataset.truncation_problems(cfg.layout.max_length):
         state.warn(problem)
@@ -218,4 +222,13 @@ def resume(state: TrainState) -> None:
     # LambdaLR restored the checkpoint's schedule fields (its total steps); the current config's schedule wins.
     schedule = LRSchedule.from_config(cfg.schedule, state.total_steps)
     state.scheduler.lr_lambdas = [schedule] * len(state.optimizer.param_groups)
+    old_lr = ((saved.config or {}).get("optim") or {}).get("lr")
+    if isinstance(old_lr, (int, float)) and old_lr > 0 and old_lr != cfg.optim.lr:  # the peak lr changed: rescale
+        scale = cfg.optim.lr / old_lr
+        state.scheduler.base_lrs = [lr * scale for lr in state.scheduler.base_lrs]
+        for group in state.optimizer.param_groups:
+            group["lr"] *= scale
+            group["initial_lr"] = group.get("initial_lr", group["lr"] / scale) * scale
+        state.scheduler._last_lr = [group["lr"] for group in state.optimizer.param_groups]  # what get_last_lr reports
+        state.print_main(f"optim.lr: {old_lr:g} -> {cfg.optim.lr:g} from step {saved.trainer_state['step']}")
     state.print_main(f"resumed from {saved.path} (step {state.step})")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -288,11 +289,26 @@ def resolve_config_path(name: str | Path) -> Path:
     raise FileNotFoundError(f"config file not found: {name} (configs/ has: {available})")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key written twice in one mapping (YAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in keys:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one section", key_node.start_mark
+                )
+            keys.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise ValueError(f"{path}: `base:` chain loops back to itself")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader) or {}
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path}: not UTF-8 (byte {exc.start + 1})") from None
     except yaml.YAMLError as exc:
@@ -392,6 +408,12 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.data.pad_to_multiple >= 1, "data.pad_to_multiple", "must be >= 1", cfg.data.pad_to_multiple)
     _check(cfg.data.pack_length >= 0, "data.pack_length", "must be >= 0 (0 = no packing)", cfg.data.pack_length)
     _check(cfg.data.prefetch >= 0, "data.prefetch", "must be >= 0 (0 = collate in the loop)", cfg.data.prefetch)
+    for section in dataclasses.fields(cfg):  # inf / nan pass every range check below; a run would diverge
+        values = getattr(cfg, section.name)
+        for f in dataclasses.fields(values) if dataclasses.is_dataclass(values) else ():
+            value = getattr(values, f.name)
+            key = f"{section.name}.{f.metadata.get('key', f.name)}"
+            _check(not isinstance(value, float) or math.isfinite(value), key, "must be a finite number", value)
     _check(cfg.optim.lr > 0, "optim.lr", "must be > 0", cfg.optim.lr)
     _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0", cfg.optim.weight_decay)
     for key in ("beta1", "beta2"):
@@ -450,9 +472,11 @@ def validate(cfg: TrainConfig) -> None:
 
 
 # Keys that may differ between a checkpoint's config and the config that resumes it: where the run lives and
-# runs, how it logs, checkpoints and evaluates, and how long the schedule is. Anything else would change the model,
-# the optimizer state (AdamW restores its own lr / betas / decay) or the data order, so resume refuses it.
+# runs, how it logs, checkpoints and evaluates, how long the schedule is, and the two a diverged run is told to
+# change (optim.lr: the resumed schedule is rescaled to it; optim.clip: read every step). Anything else would
+# change the model, the optimizer state (AdamW restores its own betas / decay) or the data order: refused.
 RESUME_MAY_CHANGE = (
+    "optim.lr", "optim.clip",
     "run.dir", "run.device", "run.threads", "run.log_every", "run.peak_tflops", "model.name", "model.attention",
     "model.gradient_checkpointing", "model.compile", "data.pad_to_multiple", "data.prefetch", "schedule.kind",
     "schedule.warmup_steps", "schedule.warmup_ratio", "schedule.min_lr_ratio", "schedule.epochs",

@@ -80,6 +80,8 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
                 metrics["epoch"] = epoch
                 metrics_log.write(metrics)
                 bar.update(1)
+                if state.step - first_step == ESTIMATE_AFTER_STEPS:
+                    warn_if_long(state, end_step, (time.perf_counter() - started) / ESTIMATE_AFTER_STEPS)
                 if state.step % cfg.run.log_every == 0 or state.step == state.total_steps:
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", lm=f"{metrics['lm']:.4f}",
                                     jepa=f"{metrics['jepa']:.4f}", lr=f"{metrics['lr']:.2e}")  # fmt: skip
@@ -107,6 +109,21 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
         if stop.signum is not None:  # a signal after the last step: everything is written; still say so
             raise interrupted(state, stop.signum)
         return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, metrics)
+
+
+# After this many steps the run estimates its remaining time, and says so when it exceeds LONG_RUN_HOURS.
+ESTIMATE_AFTER_STEPS = 3
+LONG_RUN_HOURS = 2.0
+
+
+def warn_if_long(state: TrainState, end_step: int, seconds_per_step: float) -> None:
+    """A warning when this device would take more than LONG_RUN_HOURS for the rest of the run (a paper-size
+    config on a CPU): the configs' headers say what hardware they expect."""
+    hours = seconds_per_step * (end_step - state.step) / 3600
+    if hours > LONG_RUN_HOURS:
+        state.warn(f"at {seconds_per_step:.1f} s a step on {state.world.device}, the remaining {end_step - state.step} "
+                   f"steps take about {hours:.0f} h; the config's header says what hardware it expects (stop with "
+                   "Ctrl-C: the checkpoint resumes)")  # fmt: skip
 
 
 def eval_due(state: TrainState, end_step: int) -> bool:

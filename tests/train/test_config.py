@@ -119,3 +119,41 @@ def test_flex_attention_on_cpu_is_refused_before_any_work(capsys, tmp_path):
     assert capsys.readouterr().err == (
         "error: model.attention: flex has no backward on CPU (torch 2.13); use sdpa or run on a GPU\n"
     )
+
+
+@pytest.mark.parametrize("override, key", [("optim.lr=inf", "optim.lr"), ("jepa.lambda=.inf", "jepa.lambda"),
+                                           ("jepa.gamma=.nan", "jepa.gamma")])  # fmt: skip
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path, override, key):
+    raw = reversal_config(tmp_path)
+    apply_override(raw, override)
+    with pytest.raises(ValueError, match=rf"^{key}: must be a finite number"):
+        config_from_dict(raw)
+
+
+def test_a_key_written_twice_is_refused_with_its_line(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("optim:\n  lr: 1.0e-3\n  lr: 1.0e-4\n")
+    with pytest.raises(ValueError, match=r"twice.yaml:3: not valid YAML \(key 'lr' appears twice in one section\)"):
+        load_config(path)
+
+
+def test_overrides_after_a_flag_are_kept(tmp_path, capsys):
+    import yaml
+
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump(reversal_config(tmp_path)))
+    assert train_cli.main(["--config", str(path), "optim.lr=0.5", "--print-config", "jepa.gamma=0.25"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["optim"]["lr"] == 0.5 and printed["jepa"]["gamma"] == 0.25
+
+
+def test_a_warm_up_longer_than_the_run_and_a_long_run_are_warned_about(tmp_path, capsys, monkeypatch):
+    from jepa.train import loop as loop_module
+    from jepa.train.loop import train
+
+    monkeypatch.setattr(loop_module, "LONG_RUN_HOURS", 0.0)
+    raw = reversal_config(tmp_path, schedule={"max_steps": 4, "warmup_steps": 10})
+    train(config_from_dict(raw), progress=False)
+    err = capsys.readouterr().err
+    assert "schedule.warmup_steps: the warm-up (10 steps) is not shorter than the run (4 steps)" in err
+    assert "steps take about" in err and "the config's header says what hardware it expects" in err

@@ -167,3 +167,22 @@ def test_the_reversal_verdict_follows_the_numbers(forward, reverse, verdict):
               "eval/test/joint_accuracy": 0.0}  # fmt: skip
     line = reversal_headline(result, chance)
     assert verdict in line and "chance 0.078" in line
+
+
+def test_the_lr_a_diverged_run_is_told_to_lower_can_be_lowered_on_resume(tmp_path, capsys):
+    """The NaN stop advises a lower optim.lr: resume accepts it and rescales the restored schedule to it."""
+    whole = reversal_config(tmp_path / "whole", schedule={"max_steps": 4})
+    train(config_from_dict(whole), progress=False)
+    raw = reversal_config(tmp_path, schedule={"max_steps": 4, "stop_at_step": 2})
+    train(config_from_dict(raw), progress=False)
+    raw["schedule"].pop("stop_at_step")
+    raw["optim"]["lr"] /= 2
+    train(config_from_dict(raw), progress=True)
+    assert "optim.lr: 0.01 -> 0.005 from step 2" in capsys.readouterr().out
+
+    def lrs(root):
+        lines = (root / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line)["lr"] for line in lines if "lr" in json.loads(line)]
+
+    expected = lrs(tmp_path / "whole")
+    assert lrs(tmp_path) == pytest.approx(expected[:2] + [lr / 2 for lr in expected[2:]])
