@@ -251,6 +251,25 @@ def export_final(state: TrainState) -> Path | None:
     return final
 
 
+def link_checkpoint_model(state: TrainState, out: Path) -> bool:
+    """Full fine-tuning: the export's weights are the last checkpoint's `model/` files byte for byte (the same
+    `save_pretrained` of the same parameters), so they are hard-linked instead of written a second time (one copy
+    of the weights on disk for step_N and final). False where that is not possible (another step, sharded
+    checkpoints, a file system without hard links): the caller writes them."""
+    source = state.cfg.run_dir / f"step_{state.step}" / "model"
+    if state.last_checkpoint != source.parent or not (source / "model.safetensors").is_file():
+        return False
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for file in source.iterdir():
+            os.link(file, out / file.name)
+    except OSError:
+        for file in out.iterdir():
+            file.unlink()
+        return False
+    return True
+
+
 def write_export(state: TrainState, model: torch.nn.Module, predictors: torch.nn.Module | None) -> Path:
     cfg = state.cfg
     final, tmp = cfg.run_dir / "final", cfg.run_dir / ".final.tmp"
@@ -260,7 +279,7 @@ def write_export(state: TrainState, model: torch.nn.Module, predictors: torch.nn
             save_adapter(model, tmp)
         elif cfg.lora.enabled:
             save_merged(model, tmp, dtype=WORKING_DTYPES[cfg.precision.mode])
-        else:
+        elif not link_checkpoint_model(state, tmp):
             save_pretrained(model, tmp)
         if predictors is not None:
             save_predictors(predictors, tmp)
