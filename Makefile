@@ -34,7 +34,8 @@ prepare: install
 		$(if $(LLM_JEPA_DIR),--llm-jepa-src $(LLM_JEPA_DIR),)
 
 # The embedded default: works offline with nothing but the package (the data is generated, the model is trained
-# from scratch): GPT2-JEPA on the tiny reversal set, ending with forward vs reverse MRR. About 1 minute.
+# from scratch): GPT2-JEPA on the tiny reversal set, ending with forward vs reverse MRR (77 s of training on a
+# 2-core AMD EPYC; the README says where each time was measured).
 demo: install
 	$(PYTHON) prepare.py reversal --preset tiny
 	$(PYTHON) train.py --config gpt2_reversal_tiny.yaml
@@ -42,7 +43,7 @@ demo: install
 test: install-test assets
 	$(PYTHON) -m pytest -q tests
 
-# Everything but the tests that spawn processes or run the real SmolLM2 (marked slow): under a minute.
+# Everything but the tests that spawn processes or run the real SmolLM2 (marked slow): about half the time of `test`.
 test-fast: install-test assets
 	$(PYTHON) -m pytest -q -m "not slow" tests
 

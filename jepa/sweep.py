@@ -42,6 +42,7 @@ import yaml
 
 from jepa.eval.report import json_safe
 from jepa.plot import plot_runs
+from jepa.train.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -273,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         for _, _, run_args in runs:
             print("python train.py " + " ".join(run_args))
         return 0
+    try:  # every run's config, checked before the first run trains (a bad cell must not fail hours later)
+        for cell, seed, run_args in runs:
+            load_config(run_args[1], [a for a in run_args[2:] if not a.startswith("--")])
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: run {cell}_s{seed}: {exc}", file=sys.stderr)
+        return 2
     Path(spec.runs_dir).mkdir(parents=True, exist_ok=True)
     try:
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
@@ -282,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}; the finished runs are kept, the same command goes on", file=sys.stderr)
         return 1
     table = summarise(spec, evaluations)
+    for metric in spec.metrics:
+        if not any(table[cell][metric]["n"] for cell in spec.cells):
+            print(f"warning: metrics: {metric} was logged by no run (a typo, or an evaluation the runs do not "
+                  "make); its column is nan", file=sys.stderr)  # fmt: skip
     out = Path(spec.runs_dir)
     results = json_safe({"spec": spec.__dict__, "cells": table})
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

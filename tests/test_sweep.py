@@ -95,3 +95,15 @@ def test_a_tiny_sweep_tabulates_cells_and_skips_finished_runs(tmp_path, capsys):
     assert main([str(tmp_path / "spec.yaml")]) == 0  # everything done: nothing is trained again
     assert (tmp_path / "sweep" / "lm_s1" / "metrics.jsonl").stat().st_mtime_ns == mtime
     assert SweepSpec.read(tmp_path / "spec.yaml").baseline == "lm"  # the first cell by default
+
+
+def test_every_runs_config_is_checked_before_the_first_run_trains(tmp_path, capsys):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump(reversal_config(tmp_path)))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({"config": str(base), "seeds": [1], "metrics": ["eval/x"],
+                                    "runs_dir": str(tmp_path / "sweep"),
+                                    "cells": {"good": ["jepa.lambda=0"], "bad": ["optim.lrr=1"]}}))  # fmt: skip
+    assert main([str(spec)]) == 2
+    assert capsys.readouterr().err.startswith("error: run bad_s1: unknown config key optim.lrr")
+    assert not (tmp_path / "sweep" / "good_s1").exists()  # nothing trained

@@ -193,7 +193,10 @@ def test_the_export_shares_the_last_checkpoints_weights_instead_of_a_second_copy
 
     raw = reversal_config(tmp_path, schedule={"max_steps": 2}, checkpoint={"export": "hf"})
     result = train(config_from_dict(raw), progress=False)
-    exported, checkpointed = result.final_dir / "model.safetensors", result.last_checkpoint / "model" / "model.safetensors"
+    exported, checkpointed = (
+        result.final_dir / "model.safetensors",
+        result.last_checkpoint / "model" / "model.safetensors",
+    )
     assert exported.stat().st_ino == checkpointed.stat().st_ino  # one copy on disk, two names
     assert load_pretrained(result.final_dir).config == load_pretrained(checkpointed.parent).config
     assert (result.final_dir / "vocab.json").is_file() and (result.final_dir / "predictors.safetensors").is_file()
