@@ -274,12 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         for _, _, run_args in runs:
             print("python train.py " + " ".join(run_args))
         return 0
-    try:  # every run's config, checked before the first run trains (a bad cell must not fail hours later)
-        for cell, seed, run_args in runs:
+    for cell, seed, run_args in runs:  # every run's config, checked before the first run trains
+        try:
             load_config(run_args[1], [a for a in run_args[2:] if not a.startswith("--")])
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: run {cell}_s{seed}: {exc}", file=sys.stderr)
-        return 2
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"error: run {cell}_s{seed}: {exc}", file=sys.stderr)
+            return 2
     Path(spec.runs_dir).mkdir(parents=True, exist_ok=True)
     try:
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
