@@ -200,3 +200,20 @@ def test_the_export_shares_the_last_checkpoints_weights_instead_of_a_second_copy
     assert exported.stat().st_ino == checkpointed.stat().st_ino  # one copy on disk, two names
     assert load_pretrained(result.final_dir).config == load_pretrained(checkpointed.parent).config
     assert (result.final_dir / "vocab.json").is_file() and (result.final_dir / "predictors.safetensors").is_file()
+
+
+def test_a_lock_whose_pid_now_belongs_to_a_younger_process_is_taken_over(tmp_path):
+    import socket
+    import time
+
+    from jepa.train.lock import RunLock
+
+    lock = tmp_path / ".lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname()}
+    lock.write_text(json.dumps({**me, "time": time.time()}))  # written by this (live) process: respected
+    with pytest.raises(ValueError, match="is in use by process"):
+        RunLock(tmp_path).__enter__()
+    lock.write_text(json.dumps({**me, "time": time.time() - 10 * 24 * 3600}))  # older than this process: reused pid
+    with RunLock(tmp_path):
+        assert json.loads(lock.read_text())["time"] > time.time() - 60
+    assert not lock.exists()
