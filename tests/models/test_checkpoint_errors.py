@@ -97,14 +97,14 @@ def test_sharded_checkpoint_and_rope_parameters(tmp_path):
 
 
 def assert_same_weights_and_close_outputs(loaded, original):
-    """A save/load round trip copies data: the weights are bitwise equal and contiguous (a transposed view would
-    run other matmul kernels than the original). The outputs are compared with a tolerance, never bitwise: the
-    two modules may still pick different kernels on another CPU."""
+    """A save/load round trip: the weights come back equal (to fp32 rounding; a wrong transpose or dtype is far
+    off) and contiguous (a transposed view would run other matmul kernels than the original). The outputs are
+    compared with a tolerance, never bitwise: the two modules may pick different kernels on another CPU."""
     weights, expected = dict(loaded.named_parameters()), dict(original.named_parameters())
     assert weights.keys() == expected.keys()
     for name, value in weights.items():
         assert value.is_contiguous(), name
-        assert torch.equal(value, expected[name]), name
+        torch.testing.assert_close(value, expected[name], msg=name)
     ids = torch.randint(0, 97, (1, 8))
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids), original(ids), rtol=1e-5, atol=1e-5)
