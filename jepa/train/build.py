@@ -226,9 +226,9 @@ def resume(state: TrainState) -> None:
     if isinstance(old_lr, (int, float)) and old_lr > 0 and old_lr != cfg.optim.lr:  # the peak lr changed: rescale
         scale = cfg.optim.lr / old_lr
         state.scheduler.base_lrs = [lr * scale for lr in state.scheduler.base_lrs]
-        for group in state.optimizer.param_groups:
+        for group in state.optimizer.param_groups:  # LambdaLR set initial_lr in every group
             group["lr"] *= scale
-            group["initial_lr"] = group.get("initial_lr", group["lr"] / scale) * scale
+            group["initial_lr"] *= scale
         state.scheduler._last_lr = [group["lr"] for group in state.optimizer.param_groups]  # what get_last_lr reports
         state.print_main(f"optim.lr: {old_lr:g} -> {cfg.optim.lr:g} from step {saved.trainer_state['step']}")
     state.print_main(f"resumed from {saved.path} (step {state.step})")
