@@ -4,7 +4,9 @@ and the contract tests all call (docs/method.md §1-2).
     L = gamma * L_LM + lambda * L_JEPA
 
 `Objective(batch)` returns the *sums* behind both terms (CE over label tokens, per-row JEPA loss over JEPA
-rows); the training step divides them by the label tokens / JEPA rows of the whole optimizer step.
+rows); the training step divides them by the label tokens / JEPA rows of the whole optimizer step. In stp mode
+the JEPA rows are the examples with a drawn span, and the per-example loss compares C = D - P with P, the chord
+of the span and D the chord of the whole path (`stp_chords`), read off the same LM pass.
 `Objective.two_pass` is the reference path the packed pass is tested against.
 """
 
@@ -47,6 +49,28 @@ def forward_hidden(model: nn.Module, predictors: PredictorEmbeddings | None, bat
     return model(input_embeds=embeds, attn_mask=batch["attn_mask"], position_ids=batch["position_ids"])
 
 
+def stp_chords(h: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """h [B, T, D] -> (rest, span) [S, D], fp32: per drawn STP path, C = D - P and P, where P is the chord of
+    its span and D the chord of its whole path (sums of signed hidden states the collator listed)."""
+    S = batch["num_stp"]
+    rows = h.flatten(0, 1).index_select(0, batch["stp_index"]).float() * batch["stp_sign"][:, None]
+    chords = torch.zeros(2 * S, h.shape[-1], dtype=torch.float32, device=h.device).index_add_(
+        0, batch["stp_slot"], rows
+    )
+    span, path = chords[:S], chords[S:]
+    return path - span, span
+
+
+def hidden_state_index(layer: int, n_layers: int) -> int:
+    """`jepa.stp_layer` as Hugging Face's `hidden_states` index in [0, n_layers]: 0 = the embeddings (the first
+    block's input), k = the output of block k (1-based), n_layers (or -1) = after the final norm."""
+    index = layer if layer >= 0 else n_layers + 1 + layer
+    if not 0 <= index <= n_layers:
+        raise ValueError(f"jepa.stp_layer: {layer} is not a hidden-state index of a {n_layers}-layer model "
+                         f"(0 .. {n_layers}, or -1 .. -{n_layers + 1})")  # fmt: skip
+    return index
+
+
 def view_embeddings(h: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """h [B, T, D] -> (pred, target) [P, D]: the hidden states of the batch's P JEPA pairs, in row order."""
     return h[batch["jepa_row"], batch["pred_pos"]], h[batch["jepa_row"], batch["target_pos"]]
@@ -70,6 +94,7 @@ class Objective(nn.Module):
         temperature: float = 0.07,
         gather_negatives: bool = False,
         attention: str = "sdpa",
+        stp_layer: int = -1,
     ) -> None:
         super().__init__()
         if attention not in ATTENTION:
@@ -79,6 +104,7 @@ class Objective(nn.Module):
         self.jepa_loss = jepa_loss_fn(jepa_loss)
         self.loss_kwargs = {"temperature": temperature} if jepa_loss == "infonce" else {}
         self.gather_negatives = gather_negatives
+        self.stp_index = hidden_state_index(stp_layer, len(model.blocks))
 
     def masked(self, batch: dict) -> dict:
         """The batch with `attn_mask`, the attention mask this objective computes with, built on the batch's
@@ -98,10 +124,31 @@ class Objective(nn.Module):
         """(pred, target) [N, D] of the batch's JEPA rows: what the JEPA loss aligns."""
         return view_embeddings(self.hidden(batch), batch)
 
+    def hidden_and_stp_layer(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(final-norm hidden states, the hidden states STP reads) [B, T, D]: the same tensor unless
+        `stp_layer` names an earlier layer, captured from that block during the one pass."""
+        blocks = self.model.blocks
+        if batch.get("num_stp", 0) == 0 or self.stp_index == len(blocks):
+            h = self.hidden(batch)
+            return h, h
+        captured = []
+        if self.stp_index == 0:
+            handle = blocks[0].register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        else:
+            handle = blocks[self.stp_index - 1].register_forward_hook(lambda module, args, out: captured.append(out))
+        try:
+            h = self.hidden(batch)
+        finally:
+            handle.remove()
+        return h, captured[0]  # activation checkpointing calls a block again in backward: the first is the pass
+
     def forward(self, batch: dict[str, torch.Tensor]) -> LossTerms:
-        h = self.hidden(batch)
+        h, h_stp = self.hidden_and_stp_layer(batch)
         lm_sum = self.lm_sum_at(h, batch["label_index"], batch["label_target"])
         pred, target = view_embeddings(h, batch)
+        if batch.get("num_stp", 0):  # STP: the rest C = D - P is the "prediction", the span's chord P the target
+            rest, span = stp_chords(h_stp, batch)
+            pred, target = torch.cat([pred.float(), rest]), torch.cat([target.float(), span])
         jepa_sum = self.jepa_sum(pred, target) if batch["num_jepa"] else h.sum() * 0.0
         if self.predictors is not None:
             # Keeps the predictor tokens in every graph (an LM-only micro-batch would leave them unused and

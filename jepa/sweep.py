@@ -1,6 +1,6 @@
 """A grid of training runs (config overrides x seeds) and the table a researcher reads.
 
-    python -m jepa.sweep SPEC.yaml [--protocol NAME] [--jobs N] [--dry-run]
+    python -m jepa.sweep SPEC.yaml [--protocol NAME] [--cells A,B] [--seeds S,T] [--jobs N] [--dry-run]
 
 SPEC.yaml::
 
@@ -104,6 +104,13 @@ class SweepSpec:
         if unknown:
             raise ValueError(f"--cells: no cell {unknown[0]!r} (the spec has: {', '.join(self.cells)})")
         self.cells = {n: o for n, o in self.cells.items() if n in names or n == self.baseline}
+
+    def select_seeds(self, seeds: list[int]) -> None:
+        """Keep only `seeds` (a grid run in parts, seed by seed)."""
+        unknown = [s for s in seeds if s not in self.seeds]
+        if unknown:
+            raise ValueError(f"--seeds: no seed {unknown[0]} (the spec has: {', '.join(map(str, self.seeds))})")
+        self.seeds = [s for s in self.seeds if s in seeds]
 
     def runs(self) -> list[tuple[str, int, list[str]]]:
         """(cell, seed, train.py arguments) of every run, seed-major so early results cover every cell."""
@@ -258,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", help="the sweep spec (YAML)")
     parser.add_argument("--protocol", help="one of the spec's protocols (its overrides on top of the spec's)")
     parser.add_argument("--cells", help="comma-separated cells to run and tabulate (the baseline is always kept)")
+    parser.add_argument("--seeds", help="comma-separated seeds to run and tabulate (default: the spec's)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands and stop")
     parser.add_argument("--verbose", action="store_true", help="the runs' own output")
@@ -266,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         spec = SweepSpec.read(args.spec, args.protocol)
         if args.cells:
             spec.select_cells(args.cells.split(","))
+        if args.seeds:
+            try:
+                seeds = [int(s) for s in args.seeds.split(",")]
+            except ValueError:
+                raise ValueError(f"--seeds: {args.seeds!r} is not a comma-separated list of integers") from None
+            spec.select_seeds(seeds)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

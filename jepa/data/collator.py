@@ -52,9 +52,12 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
         lengths [B] long                 the attention mask as data
         label_index, label_target        [N] long: flat position b * T + t of every label and its token
         jepa_row, pred_pos, target_pos   [P] long: one entry per JEPA pair (a packed row holds several)
+        stp_index, stp_sign, stp_slot    [Q] long, float32, long: the STP chords as sums of signed hidden
+                                         states: chord slot s (0 .. S-1 the spans', S .. 2S-1 the whole paths')
+                                         += sign * h.flatten(0, 1)[index], for the S drawn paths (`StpPath`)
 
-    and host numbers: num_labels (N), num_jepa (P), num_tokens (real tokens), num_positions (B * T),
-    num_attended_pairs, has_predictor_tokens.
+    and host numbers: num_labels (N), num_jepa (P + S: the examples with a JEPA term), num_stp (S), num_tokens
+    (real tokens), num_positions (B * T), num_attended_pairs, has_predictor_tokens.
     """
     T = max(len(r.input_ids) for r in rows)
     T = -(-T // pad_to_multiple) * pad_to_multiple
@@ -64,7 +67,7 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
     labels = np.full((B, T), IGNORE_INDEX, dtype=np.int64)
     segment_ids = np.full((B, T), -1, dtype=np.int64)  # -1: padding
     visible = np.zeros((B, S, S), dtype=bool)
-    jepa = []
+    jepa, paths = [], []
     for b, row in enumerate(rows):
         n = len(row.input_ids)
         input_ids[b, :n] = row.input_ids
@@ -74,6 +77,16 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
         for seg, sees in enumerate(row.visible):
             visible[b, seg, list(sees)] = True
         jepa += [(b, p, q) for p, q in row.jepa_pairs]
+        paths += [(b, path) for path in row.stp_paths]
+    stp = []  # (flat index, sign, slot)
+    for slot, (b, path) in enumerate(paths):
+        if path.span is None:
+            raise ValueError("an STP path without a drawn span (jepa.data.layouts.draw_stp_spans draws them)")
+        start, stop = path.span
+        span_terms = path.displacement(stop) + [(t, -sign) for t, sign in path.displacement(start)]
+        stp += [(b * T + t, sign, slot) for t, sign in span_terms]
+        stp += [(b * T + t, sign, len(paths) + slot) for t, sign in path.displacement(path.length)]
+    stp = np.asarray(stp, dtype=np.int64).reshape(-1, 3)
     label_index = np.flatnonzero(labels != IGNORE_INDEX)
     jepa = np.asarray(jepa, dtype=np.int64).reshape(-1, 3)
     return {
@@ -88,8 +101,12 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
         "jepa_row": torch.from_numpy(jepa[:, 0].copy()),
         "pred_pos": torch.from_numpy(jepa[:, 1].copy()),
         "target_pos": torch.from_numpy(jepa[:, 2].copy()),
+        "stp_index": torch.from_numpy(stp[:, 0].copy()),
+        "stp_sign": torch.from_numpy(stp[:, 1].astype(np.float32)),
+        "stp_slot": torch.from_numpy(stp[:, 2].copy()),
         "num_labels": len(label_index),
-        "num_jepa": len(jepa),
+        "num_jepa": len(jepa) + len(paths),
+        "num_stp": len(paths),
         "num_tokens": sum(len(r.input_ids) for r in rows),
         "num_positions": B * T,
         "num_attended_pairs": sum(attended_pairs(r) for r in rows),  # attention FLOPs

@@ -1,6 +1,6 @@
 """Training data sources: one class per kind of data, each turning its files into packed rows for a layout.
 
-    ChatDataset      a chat jsonl ({"messages": [...]} per line) + a tokenizer directory   regular, jepa, step
+    ChatDataset      a chat jsonl ({"messages": [...]} per line) + a tokenizer directory   regular, jepa, step, stp
     ReversalDataset  a reversal directory (train.json, valid.json, vocab.json), no tokenizer   reversal
 
 A source knows the paths it needs (`check_paths`: one line naming the key and what to put there), its rows, its
@@ -104,7 +104,7 @@ def _check_messages(obj: dict) -> list[dict]:
 
 @dataclass
 class ChatDataset(Dataset):
-    modes: ClassVar[tuple[str, ...]] = ("regular", "jepa", "step")
+    modes: ClassVar[tuple[str, ...]] = ("regular", "jepa", "step", "stp")
     tokenizer_dir: Path = Path()
 
     @staticmethod

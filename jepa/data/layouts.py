@@ -11,17 +11,24 @@ are never an LM target, and do not exist at inference.
     step       A (A) | B (A,B) | P (A,P) | C (C)            last of P           last of C = step 2 copy
     jepa       M (M) | T (T) = user view + P | D (D)        last predictor      last content token of D
     reversal   F (F) | P (F,P) | R (R)                      last of P           last of R = reverse fact
+    stp        M (M)                                        chords of the LM sequence's own hidden states
+
+STP (Semantic Tube Prediction) adds no segment: a row carries its path (`StpPath`: the user content followed by
+the answer content), and every optimizer step draws a span on it (`draw_stp_spans`); the objective reads the
+chords of the span and of the whole path off the LM pass (docs/method.md §2).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from jepa.data.sources import STEP_SEPARATOR, BadRecord
 from jepa.losses import IGNORE_INDEX
 from jepa.tokenizer import ChatEncoding, Tokenizer
 
-MODES = ("regular", "jepa", "step", "reversal")
+MODES = ("regular", "jepa", "step", "reversal", "stp")
 LM_LABELS = ("assistant", "all", "paper")
 STEP_PAIRS = ("first", "all")
 
@@ -41,6 +48,8 @@ class LayoutConfig:
     # step mode: "first" = the pair (step 1 -> step 2), the seed's Step-JEPA; "all" = every consecutive pair
     # (step k -> step k+1), each with its own K predictor tokens and isolated copy of step k+1, in the same row
     step_pairs: str = "first"
+    # stp mode: every span starts at the path's start (the STP paper's "zero" ablation) instead of anywhere
+    stp_zero: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -63,6 +72,60 @@ class LayoutConfig:
             )
 
 
+@dataclass(frozen=True)
+class StpPath:
+    """One example's STP path: its messages' content tokens one after another (template tokens excluded), as
+    (anchor, last) token indices per message: the content is anchor + 1 .. last, and the anchor is the token just
+    before it, whose hidden state starts the message's chord. `span` = [start, stop) path offsets, drawn per step
+    (`draw_stp_spans`); None until drawn."""
+
+    messages: tuple[tuple[int, int], ...]
+    zero: bool = False  # spans start at offset 0
+    span: tuple[int, int] | None = None
+
+    @property
+    def length(self) -> int:
+        return sum(last - anchor for anchor, last in self.messages)
+
+    def shifted(self, by: int) -> StpPath:
+        return replace(self, messages=tuple((a + by, b + by) for a, b in self.messages))
+
+    def displacement(self, offset: int) -> list[tuple[int, int]]:
+        """Phi(offset) as (token index, sign) terms: the sum of the chords h[last] - h[anchor] of the messages the
+        first `offset` path tokens cover, the last one cut at the offset. The span's chord is Phi(stop) -
+        Phi(start), the whole path's Phi(length) (STP's official `get_embeddings`, written as one function)."""
+        terms, start = [], 0
+        for anchor, last in self.messages:
+            n = last - anchor
+            if offset > start:
+                terms += [(anchor + min(offset - start, n), 1), (anchor, -1)]
+            start += n
+        return terms
+
+
+def draw_span(length: int, seed: int, step: int, example: int, zero: bool = False) -> tuple[int, int]:
+    """[start, stop) on a path of `length` >= 2 tokens: never empty, never the whole path. As the official
+    `stp.py` draws it: start uniform in [0, length) (0 with `zero`), stop uniform in (start, length], redrawn
+    while the span would be the whole path. A pure function of (seed, step, example), so a resumed run and any
+    number of processes draw alike."""
+    if length < 2:
+        raise ValueError(f"an STP path needs at least 2 tokens, got {length}")
+    rng = np.random.default_rng([seed, step, example, 0x57B])
+    start = 0 if zero else int(rng.integers(0, length))
+    while True:
+        stop = int(rng.integers(start + 1, length + 1))
+        if stop - start < length:
+            return start, stop
+
+
+def draw_stp_spans(row: Row, seed: int, step: int, example: int) -> Row:
+    """A copy of `row` whose STP paths carry this step's spans (the row itself, shared, is left alone)."""
+    if not row.stp_paths:
+        return row
+    paths = [replace(p, span=draw_span(p.length, seed, step, example, p.zero)) for p in row.stp_paths]
+    return replace(row, stp_paths=paths)
+
+
 @dataclass
 class Row:
     """One packed example. All per-token lists have the same length."""
@@ -75,10 +138,12 @@ class Row:
     visible: list[tuple[int, ...]] = field(default_factory=list)  # visible[s] = segments that segment s sees
     main_length: int = 0  # the LM sequence is the prefix [0, main_length); JEPA segments follow
     jepa_pairs: list[tuple[int, int]] = field(default_factory=list)  # (prediction, target) token index, per example
+    stp_paths: list[StpPath] = field(default_factory=list)  # stp mode: one path per example
 
     @property
     def has_jepa(self) -> bool:
-        return bool(self.jepa_pairs)
+        """Whether the row has a JEPA term (a view pair or an STP path)."""
+        return bool(self.jepa_pairs or self.stp_paths)
 
     @property
     def pred_index(self) -> int | None:
@@ -223,6 +288,25 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = No
     return row
 
 
+def build_stp_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = None) -> Row:
+    """STP: the plain LM row plus its path, the first user message's content followed by the last assistant
+    message's content (what max_length keeps of it). A path shorter than 2 tokens has no span: LM loss only."""
+    row = build_regular_row(enc, cfg, pad_id)
+    user = next((s for s in enc.spans if s.role == "user"), None)
+    assistant = next((s for s in reversed(enc.spans) if s.role == "assistant"), None)
+    if user is None or assistant is None:
+        raise BadRecord("no user or assistant message", "stp mode needs a user and an assistant message")
+    messages = []
+    for span in (user, assistant):
+        end = min(span.content_end, row.main_length)  # content tokens [content_start, end)
+        if end > span.content_start:
+            messages.append((span.content_start - 1, end - 1))
+    path = StpPath(tuple(messages), zero=cfg.stp_zero)
+    if path.length >= 2:
+        row.stp_paths.append(path)
+    return row
+
+
 def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig) -> Row:
     """Original LLM-JEPA: Text view (user message alone + K predictors) vs Code view (assistant message alone)."""
     enc = tokenizer.encode_chat(messages)
@@ -284,6 +368,8 @@ def build_chat_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
         return build_step_row(enc, cfg, tokenizer.pad_id)
     if cfg.mode == "regular":
         return build_regular_row(enc, cfg, tokenizer.pad_id)
+    if cfg.mode == "stp":
+        return build_stp_row(enc, cfg, tokenizer.pad_id)
     raise ValueError(f"mode {cfg.mode!r} does not take chat records")
 
 
@@ -321,5 +407,6 @@ def concat_rows(rows: list[Row]) -> Row:
         out.segment_names += row.segment_names
         out.visible += [tuple(s + segments for s in sees) for sees in row.visible]
         out.jepa_pairs += [(p + tokens, t + tokens) for p, t in row.jepa_pairs]
+        out.stp_paths += [path.shifted(tokens) for path in row.stp_paths]
     out.main_length = len(out.input_ids)
     return out

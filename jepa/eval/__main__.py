@@ -175,8 +175,10 @@ def run_views(args: argparse.Namespace) -> None:
 def run_loss(args: argparse.Namespace) -> None:
     loaded = _load(args)
     cfg = LayoutConfig(mode="regular", predictors=0, max_length=args.max_length)
-    rows, pad_id, *_ = tokenize_chats(args.data, _tokenizer(loaded), cfg, limit=args.limit)
-    examples, summary = heldout_lm_loss(loaded.model, rows, pad_id, batch_size=args.batch_size)
+    tokenizer = _tokenizer(loaded)
+    rows, pad_id, *_ = tokenize_chats(args.data, tokenizer, cfg, limit=args.limit)
+    examples, summary = heldout_lm_loss(loaded.model, rows, pad_id, batch_size=args.batch_size,
+                                        stop_ids=tokenizer.stop_ids)  # fmt: skip
     settings = {"model": str(args.model), "data": str(args.data), "max_length": args.max_length}
     print(write_results(args.out, "loss", examples, {**settings, **summary}))
 

@@ -98,7 +98,7 @@ def collect_views(
     One forward per batch through the packed layout, exactly as training computes them (`Objective.views`).
     `progress`: rows and tokens/s on stderr (None: as `jepa.eval.progress.showing_progress` says).
     """
-    jepa_rows = [r for r in rows if r.has_jepa]
+    jepa_rows = [r for r in rows if r.jepa_pairs]  # view pairs (an STP path has no fixed pair to read)
     if not jepa_rows:
         raise ValueError("no row has a JEPA term (mode 'regular', or every view was too long)")
     device = next(model.parameters()).device

@@ -73,3 +73,14 @@ def generate_and_score(
         model.train(was_training)
         bar.close()
     return [examples[i] for i in range(len(records))]
+
+
+def response_ending(response: str, reference: str, n_tokens: int, max_new_tokens: int) -> dict:
+    """How a response relates to its reference beyond correctness (the same for every task): `contains` (the
+    reference occurs in it), `overgeneration` (it starts with the reference and goes on: the answer was given and
+    the model did not stop), `truncated` (generation hit `max_new_tokens` without a stop token)."""
+    return {
+        "contains": reference in response,
+        "overgeneration": response.startswith(reference) and len(response) > len(reference),
+        "truncated": n_tokens >= max_new_tokens,
+    }

@@ -17,7 +17,7 @@ from torch import nn
 
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SkippedLines, iter_jsonl
 from jepa.eval.answers import gold_answer, score_default, score_paper
-from jepa.eval.generation import generate_and_score, prompt_messages
+from jepa.eval.generation import generate_and_score, prompt_messages, response_ending
 from jepa.tokenizer import Tokenizer
 
 PROTOCOLS = {"default": 512, "paper": 128}  # protocol -> default max_new_tokens
@@ -71,9 +71,11 @@ def evaluate_gsm8k(
     """Generate an answer for the first ``limit`` records and score them (`jepa.eval.generation`).
 
     Returns (examples, summary). Each example: index, question, generation, predicted, gold, correct (chosen
-    protocol), correct_default, correct_paper, source (boxed/hash/number/none), parsed, n_tokens, truncated
-    (hit ``max_new_tokens``). Summary: n, accuracy, accuracy_default, accuracy_paper, unparseable (examples
-    not parsed under the chosen protocol), truncated, mean_tokens, protocol, max_new_tokens, seconds.
+    protocol), correct_default, correct_paper, source (boxed/hash/number/none), parsed, n_tokens, and
+    `response_ending`'s contains / overgeneration / truncated (hit ``max_new_tokens``) against the gold final
+    answer. Summary: n, accuracy, accuracy_default, accuracy_paper, unparseable (examples not parsed under the
+    chosen protocol), truncated (a count), truncated_fraction, contains, overgeneration, mean_tokens, protocol,
+    max_new_tokens, seconds.
     ``done`` / ``on_example``: see `generate_and_score`.
     """
     if protocol not in PROTOCOLS:
@@ -108,7 +110,8 @@ def score_example(index: int, record: dict, generation: str, n_tokens: int, max_
         # default: an answer that reads as a number; paper: a final "#### X" line
         "parsed": chosen["predicted"] is not None and (protocol == "paper" or default["predicted_value"] is not None),
         "n_tokens": n_tokens,
-        "truncated": n_tokens >= max_new_tokens,
+        # contains: the gold final answer occurs in the generation; overgeneration means little for reasoning
+        **response_ending(generation.strip(), record["answer"], n_tokens, max_new_tokens),
     }
 
 
@@ -127,6 +130,9 @@ def summarise_gsm8k(examples: list[dict], protocol: str, max_new_tokens: int, se
         "accuracy_paper": mean("correct_paper"),
         "unparseable": sum(not e["parsed"] for e in examples),
         "truncated": sum(e["truncated"] for e in examples),
+        "truncated_fraction": mean("truncated"),
+        "contains": mean("contains"),
+        "overgeneration": mean("overgeneration"),
         "mean_tokens": mean("n_tokens"),
         "seconds": round(seconds, 2),
     }

@@ -10,6 +10,8 @@ directory holding valid.json, default the training directory; the others: a chat
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -113,8 +115,9 @@ def gsm8k(cfg) -> EvalHook:
 
 def views(cfg) -> EvalHook:
     """Representation diagnostics (cosine, effective ranks, linear-map error) on held-out chat records, the views
-    cut as `eval.views` (default: layout.mode, as training reads them)."""
-    view_metrics, loss_metrics = _view_metrics(cfg, cfg.eval.views or cfg.layout.mode), _loss_metrics(cfg)
+    cut as `eval.views` (default: layout.mode, as training reads them; jepa for the other modes)."""
+    mode = cfg.eval.views or (cfg.layout.mode if cfg.layout.mode in ("jepa", "step") else "jepa")
+    view_metrics, loss_metrics = _view_metrics(cfg, mode), _loss_metrics(cfg)
     return lambda model, predictors, step: view_metrics(model, predictors) | loss_metrics(model)
 
 
@@ -137,22 +140,44 @@ def _view_metrics(cfg, mode: str | None) -> Callable[[nn.Module, PredictorEmbedd
 
 def _loss_metrics(cfg) -> Callable[[nn.Module], dict]:
     """model -> `eval/heldout/*` (lm_loss, perplexity, label_tokens, rows) of the first `eval.limit` chat records
-    of `eval.data` as regular rows (the same tokens for a regular and a JEPA run); {} unless `eval.heldout_loss`."""
+    of `eval.data` as regular rows with the answer's labels (`lm_labels: assistant`: the same tokens whatever a run
+    trained on), the end-of-turn token's CE and probability apart (eot_loss, eot_prob, answer_loss); {} unless
+    `eval.heldout_loss`."""
     if not cfg.eval.heldout_loss:
         return lambda model: {}
     tokenizer = _tokenizer(cfg)
-    layout = dataclasses.replace(cfg.layout, mode="regular", predictors=0)
+    layout = dataclasses.replace(cfg.layout, mode="regular", predictors=0, lm_labels="assistant")
     rows, *_ = tokenize_chats(_eval_path(cfg), tokenizer, layout, limit=cfg.eval.limit)
 
     def loss_metrics(model: nn.Module) -> dict:
-        return flat_metrics(heldout_lm_loss(model, rows, tokenizer.pad_id)[1], prefix="eval/heldout/")
+        summary = heldout_lm_loss(model, rows, tokenizer.pad_id, stop_ids=tokenizer.stop_ids)[1]
+        return flat_metrics(summary, prefix="eval/heldout/")
 
     return loss_metrics
 
 
+EXAMPLE_FIELDS = ("index", "correct", "normalised", "startswith", "contains", "overgeneration", "truncated",
+                  "n_tokens", "response")  # fmt: skip
+
+
+def examples_path(run_dir: Path, task: str, step: int) -> Path:
+    """Where a generation hook keeps the per-example results of its evaluation at `step` (paired tests read them)."""
+    return run_dir / "eval" / f"{task}_step{step}.jsonl"
+
+
+def write_examples(path: Path, examples: list[dict]) -> None:
+    """One JSON line per example (EXAMPLE_FIELDS it has), written whole or not at all (a temporary file renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    lines = [json.dumps({k: e[k] for k in EXAMPLE_FIELDS if k in e}, ensure_ascii=False) for e in examples]
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tmp.replace(path)
+
+
 def generation_task(name: str) -> Callable:
     """The hook factory of a generation task in jepa.eval.tasks.TASKS: its accuracy (paper's criterion and the
-    normalised one, with 95 % intervals) on the first `eval.limit` records of `eval.data`."""
+    normalised one, with 95 % intervals) and how the responses end on the first `eval.limit` records of
+    `eval.data`; every evaluation's per-example results go to `examples_path(run dir, task, step)`."""
 
     def factory(cfg) -> EvalHook:
         tokenizer = _tokenizer(cfg)
@@ -160,13 +185,20 @@ def generation_task(name: str) -> Callable:
         view_metrics, loss_metrics = _view_metrics(cfg, cfg.eval.views), _loss_metrics(cfg)
 
         def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
-            _, summary = evaluate_task(model, tokenizer, name, records, max_new_tokens=cfg.eval.max_new_tokens)
+            examples, summary = evaluate_task(model, tokenizer, name, records, max_new_tokens=cfg.eval.max_new_tokens)
+            try:
+                write_examples(examples_path(cfg.run_dir, name, step), examples)
+            except OSError as exc:  # the summary still lands in metrics.jsonl
+                print(f"warning: {examples_path(cfg.run_dir, name, step)}: not written ({exc})", file=sys.stderr)
             return flat_metrics(summary, prefix=f"eval/{name}/") | view_metrics(model, predictors) | loss_metrics(model)
 
         def headline(result: dict) -> str:
             key = f"eval/{name}/accuracy"
+            ending = f"eval/{name}/"
             return (f"{name} accuracy {result[key]:.1%} (95 % CI {result[key + '_ci_low']:.1%} to "
-                    f"{result[key + '_ci_high']:.1%}); normalised {result[key + '_normalised']:.1%}")  # fmt: skip
+                    f"{result[key + '_ci_high']:.1%}); normalised {result[key + '_normalised']:.1%}; contains "
+                    f"{result[ending + 'contains']:.1%}, over-generated {result[ending + 'overgeneration']:.1%}, "
+                    f"truncated {result[ending + 'truncated_fraction']:.1%}")  # fmt: skip
 
         hook.headline = headline
         return hook

@@ -5,7 +5,10 @@ tokens. `evaluate_task` prompts with each chat record's system + user message (`
 the response without special tokens and strips it (the official protocol: greedy, 128 new tokens), and scores it.
 
 Scorers return {"correct": the paper's criterion, then looser ones reported beside it, never instead}; the
-summary gives each as accuracy (correct) or accuracy_<name>, with its 95 % interval:
+summary gives each as accuracy (correct) or accuracy_<name>, with its 95 % interval. Every task also reports how
+the response ends (`response_ending`), the stop-token diagnostics: `contains` (the reference occurs in the
+response), `overgeneration` (the response starts with the reference and goes on), `truncated` (generation hit
+max_new_tokens) and the mean response length in tokens, each a fraction with its interval.
 
     exact     NL-RX: correct iff the response equals the reference regex; normalised: equal once all
               whitespace is removed (no NL-RX reference contains whitespace: none of the 12,000 published
@@ -34,7 +37,7 @@ from torch import nn
 
 from jepa.data.sources import BadRecord, SkippedLines, chat_record, iter_jsonl
 from jepa.eval.answers import gold_answer, score_default, score_paper
-from jepa.eval.generation import generate_and_score, prompt_messages
+from jepa.eval.generation import generate_and_score, prompt_messages, response_ending
 from jepa.tokenizer import Tokenizer
 
 
@@ -128,9 +131,10 @@ def evaluate_task(
     on_example: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], dict]:
     """(examples, summary). Example: index, prompt, reference, response, the scorer's criteria (correct,
-    normalised, ...), n_tokens, truncated. Summary: task, scorer, n, accuracy and its 95 % Wilson interval
-    (accuracy_ci_low / _high), the same for every other criterion (accuracy_normalised ...), truncated, empty
-    (responses), mean_tokens, max_new_tokens, seconds."""
+    normalised, ...), n_tokens, and `response_ending`'s (contains, overgeneration, truncated). Summary: task,
+    scorer, n, accuracy and its 95 % Wilson interval (accuracy_ci_low / _high), the same for every other
+    criterion (accuracy_normalised ...); contains, overgeneration and truncated_fraction, each with its interval;
+    truncated and empty (counts of responses), mean_tokens (mean response length), max_new_tokens, seconds."""
     task = TASKS[task_name]
     scorer = SCORERS[task.scorer]
     max_new_tokens = max_new_tokens or task.max_new_tokens
@@ -140,14 +144,15 @@ def evaluate_task(
         response = generation.strip()
         return {"index": index, "prompt": prompt_messages(record)[-1]["content"], "reference": record["reference"],
                 "response": response, **scorer(response, record["reference"]), "n_tokens": n_tokens,
-                "truncated": n_tokens >= max_new_tokens}  # fmt: skip
+                **response_ending(response, record["reference"], n_tokens, max_new_tokens)}  # fmt: skip
 
     examples = generate_and_score(model, tokenizer, records, score, max_new_tokens, batch_size, progress, task_name,
                                   "example", done, on_example)  # fmt: skip
     n = len(examples)
     summary = {"task": task_name, "scorer": task.scorer, "n": n}
-    for criterion in scorer("", ""):
-        name = "accuracy" if criterion == "correct" else f"accuracy_{criterion}"
+    names = {c: "accuracy" if c == "correct" else f"accuracy_{c}" for c in scorer("", "")}
+    names.update({"contains": "contains", "overgeneration": "overgeneration", "truncated": "truncated_fraction"})
+    for criterion, name in names.items():
         hits = sum(e[criterion] for e in examples)
         summary[name] = hits / n
         summary[f"{name}_ci_low"], summary[f"{name}_ci_high"] = wilson_interval(hits, n)

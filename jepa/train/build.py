@@ -59,7 +59,13 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     predictors = make_predictors(cfg, model)
     attention = attention_kind(cfg, model, world.device)
     objective: nn.Module = Objective(
-        model, predictors, cfg.jepa.loss, cfg.jepa.temperature, cfg.jepa.gather_negatives, attention
+        model,
+        predictors,
+        jepa_loss=cfg.jepa.loss,
+        temperature=cfg.jepa.temperature,
+        gather_negatives=cfg.jepa.gather_negatives,
+        attention=attention,
+        stp_layer=cfg.jepa.stp_layer,  # ValueError naming the key when the model has fewer layers
     )
     objective = parallel.wrap(objective, world, cfg.precision.mode)  # before the optimizer: FSDP shards in place
 

@@ -108,6 +108,9 @@ class JepaConfig:
     ratio: float = 1.0  # jepa_ratio (docs/method.md §1): per micro-batch, JEPA with this probability, else LM rows only
     predictor_seed: int = 0  # init of the K predictor-token embeddings
     gather_negatives: bool = False  # infonce under DDP: other ranks' targets as extra negatives (no gradient)
+    # stp mode: the hidden states the chords are read from, as Hugging Face's `hidden_states` index (0 = the
+    # embeddings, k = after block k, -1 = after the final norm: the released STP runs')
+    stp_layer: int = -1
 
 
 @dataclass
@@ -168,8 +171,9 @@ class TrainConfig:
 
     @property
     def trained_predictors(self) -> int:
-        """K of the predictor tokens this run trains: 0 without a JEPA term (mode regular or lambda 0)."""
-        return 0 if self.layout.mode == "regular" or self.jepa.lam == 0 else self.layout.predictors
+        """K of the predictor tokens this run trains: 0 without a JEPA term (mode regular or lambda 0) and in stp
+        mode (no predictor tokens: the chords are read off the LM pass)."""
+        return 0 if self.layout.mode in ("regular", "stp") or self.jepa.lam == 0 else self.layout.predictors
 
     def to_dict(self) -> dict:
         return _to_dict(self)
@@ -452,6 +456,12 @@ def validate(cfg: TrainConfig) -> None:
         "jepa.gather_negatives",
         "only applies to jepa.loss=infonce",
         j.gather_negatives,
+    )
+    _check(
+        j.stp_layer == -1 or not cfg.model.compile,
+        "jepa.stp_layer",
+        "only -1 (the final norm) with model.compile (an earlier layer is captured by a hook on its block)",
+        j.stp_layer,
     )
     c = cfg.checkpoint
     _check(c.every >= 0, "checkpoint.every", "must be >= 0", c.every)

@@ -13,7 +13,7 @@ import numpy as np
 
 from jepa.data.collator import collate
 from jepa.data.datasets import Dataset
-from jepa.data.layouts import pack_rows
+from jepa.data.layouts import draw_stp_spans, pack_rows
 
 
 class EpochSampler:
@@ -98,11 +98,14 @@ def rank_micro_batches(
 ) -> list[dict]:
     """This rank's `grad_accum` collated micro-batches of one global batch (see the module docstring). With
     `pack_length` > 0 the examples of a micro-batch are packed into rows of at most that many tokens
-    (`jepa.data.layouts.pack_rows`): the same examples, less padding, the same loss."""
+    (`jepa.data.layouts.pack_rows`): the same examples, less padding, the same loss. STP rows get the spans of
+    this step (`jepa.data.layouts.draw_stp_spans`)."""
     out = []
     for micro in range(grad_accum):
         chunk = rank * grad_accum + micro
-        rows = [data.rows[i] for i in indices[chunk * batch_size : (chunk + 1) * batch_size]]
+        # An STP row gets this step's span, keyed by its dataset index (the same on every rank and on resume).
+        chosen = indices[chunk * batch_size : (chunk + 1) * batch_size]
+        rows = [draw_stp_spans(data.rows[i], seed, step, i) for i in chosen]
         if not use_jepa(seed, step, micro, jepa_ratio):
             rows = [r.lm_only() for r in rows]
         if pack_length:

@@ -17,6 +17,7 @@ def test_every_mode_has_exactly_one_source():
         "jepa": ChatDataset,
         "step": ChatDataset,
         "reversal": ReversalDataset,
+        "stp": ChatDataset,
     }
 
 

@@ -423,3 +423,30 @@ def test_all_step_pairs_packed_equals_each_pair_run_separately(tok, k):
     for p, a, b in zip(params, g_packed, g_sep):
         a, b = (torch.zeros_like(p) if g is None else g for g in (a, b))
         assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("template", ["smollm2", "llama3"])
+def test_lm_labels_all_and_paper_differ_in_exactly_the_end_of_turn_tokens(tmp_path, smollm2_dir, template):
+    """The pair isolates the stop token (docs/method.md, LM labels): both train the prompt; `paper` drops the
+    targets equal to the pad token, which is the end-of-turn token for SmolLM2 (<|im_end|>) and for Llama-3
+    Instruct (<|eot_id|>: its tokenizer has no pad token, so pad = eos, as the official code sets it)."""
+    import json
+
+    if template == "smollm2":
+        tokenizer, end_of_turn = Tokenizer.from_dir(smollm2_dir), "<|im_end|>"
+    else:
+        directory = write_tiny_llama3_tokenizer(tmp_path)
+        (directory / "tokenizer_config.json").write_text(
+            json.dumps({"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"})
+        )
+        tokenizer, end_of_turn = Tokenizer.from_dir(directory), "<|eot_id|>"
+    eot = tokenizer.token_to_id(end_of_turn)
+    assert tokenizer.pad_id == eot
+    for chat in CHATS:
+        rows = {s: build_chat_row(chat, tokenizer, LayoutConfig(mode="regular", lm_labels=s)) for s in ("all", "paper")}
+        ids, every, paper = rows["all"].input_ids, rows["all"].labels, rows["paper"].labels
+        differ = [t for t in range(len(ids)) if every[t] != paper[t]]
+        assert differ == [t for t in range(len(ids) - 1) if ids[t + 1] == eot]
+        assert len(differ) == 3  # system, user and assistant turns each end with one
+        assert all(every[t] == eot and paper[t] == IGNORE_INDEX for t in differ)
+        assert all(label != IGNORE_INDEX for label in every[:-1])  # `all`: every next token, the prompt's too

@@ -169,3 +169,25 @@ def spawn_training(configs: list[dict], nprocs: int, timeout_s: float | None = N
     import torch.multiprocessing as mp
 
     mp.spawn(_train_worker, args=(nprocs, _free_port(), configs, timeout_s), nprocs=nprocs, join=True)
+
+
+def stp_chat_config(root: Path, smollm2_dir: Path, **sections) -> dict:
+    """A tiny full fine-tuning run in stp mode (lambda 1 so the term matters) on 8 short chat records."""
+    import json
+
+    data = root / "stp_train.jsonl"
+    records = [{"messages": [{"role": "user", "content": f"What is {i} + 3?"},
+                             {"role": "assistant", "content": f"It is {i + 3}."}]} for i in range(8)]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    base = {
+        "layout": {"mode": "stp", "max_length": 256},
+        "jepa": {"lambda": 1.0},
+        "lora": {"enabled": False},
+        "run": {"threads": 1},
+        "schedule": {"max_steps": 4},
+        "checkpoint": {"export": "none", "keep_last": 5},
+    }
+    cfg = chat_config(root, tiny_chat_model_dir(root, smollm2_dir), data, **base)
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return cfg

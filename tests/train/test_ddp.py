@@ -5,7 +5,7 @@ from safetensors.torch import load_file
 
 from jepa.train.config import config_from_dict
 from jepa.train.loop import train
-from tests.train.helpers import assert_same_weights, reversal_config, spawn_training
+from tests.train.helpers import assert_same_weights, reversal_config, spawn_training, stp_chat_config
 
 pytestmark = pytest.mark.slow  # spawns 2 gloo processes
 
@@ -14,7 +14,7 @@ INFONCE = {"loss": "infonce", "temperature": 0.5}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, smollm2_dir):
     """The same tiny runs in 1 process (in this one) and in 2 gloo processes (spawned once)."""
     root = tmp_path_factory.mktemp("ddp")
     # Global batch 8 either way: 1 process x 2 micro-batches x 4 rows, or 2 processes x 1 micro-batch x 4 rows.
@@ -33,7 +33,10 @@ def runs(tmp_path_factory):
         ),
         progress=False,
     )
+    # STP on chat records: global batch 4 = 1 process x 2 micro-batches x 2 rows, or 2 processes x 1 x 2.
+    train(config_from_dict(stp_chat_config(root, smollm2_dir, run={"name": "stp_single"})), progress=False)
     two = [
+        stp_chat_config(root, smollm2_dir, run={"name": "stp_double"}, schedule={"grad_accum": 1}),
         reversal_config(root, run={"name": "double"}, schedule={"max_steps": 4, "grad_accum": 1}),
         reversal_config(
             root,
@@ -59,6 +62,14 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(runs):
         assert abs(a - b) < 1e-6, (a, b)
     for name in ("model/model.safetensors", "predictors.safetensors"):
         assert_same_weights(load_file(str(one / "step_4" / name)), load_file(str(two / "step_4" / name)))
+
+
+def test_stp_in_two_processes_draws_the_spans_of_one(runs):
+    one, two = runs / "stp_single", runs / "stp_double"
+    for a, b in zip(_losses(one), _losses(two), strict=True):
+        assert abs(a - b) < 1e-5, (a, b)
+    assert_same_weights(load_file(str(one / "step_4" / "model" / "model.safetensors")),
+                        load_file(str(two / "step_4" / "model" / "model.safetensors")), atol=1e-5)  # fmt: skip
 
 
 def test_infonce_gathers_negatives_across_ranks(runs):

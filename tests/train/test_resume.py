@@ -57,3 +57,24 @@ def test_ten_steps_equal_five_plus_resume_in_a_new_process(tmp_path, repo_root, 
     ]
     assert [m["loss"] for m in lines[0]] == [m["loss"] for m in lines[1]]
     assert [m["step"] for m in lines[1]] == list(range(1, 11))
+
+
+def test_stp_resume_draws_the_same_spans(tmp_path, repo_root, smollm2_dir):
+    """STP's spans are keyed by (seed, step, example): a run resumed in a new process draws what the uninterrupted
+    one drew, so it ends with the same weights and logs the same losses."""
+    from tests.train.helpers import stp_chat_config
+
+    straight = stp_chat_config(tmp_path, smollm2_dir, run={"name": "straight"})
+    train(config_from_dict(straight), progress=False)
+    split = stp_chat_config(tmp_path, smollm2_dir, run={"name": "split"}, schedule={"stop_at_step": 2})
+    train(config_from_dict(split), progress=False)
+    del split["schedule"]["stop_at_step"]
+    subprocess.run([sys.executable, "-c", RUN, json.dumps(split)], cwd=repo_root, check=True, timeout=120)
+    a, b = _tensors(tmp_path / "runs" / "straight" / "step_4"), _tensors(tmp_path / "runs" / "split" / "step_4")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = [
+        [json.loads(ln) for ln in (tmp_path / "runs" / n / "metrics.jsonl").read_text().splitlines()]
+        for n in ("straight", "split")
+    ]
+    assert [m["jepa"] for m in lines[0]] == [m["jepa"] for m in lines[1]]
+    assert all(m["jepa_rows"] == 4 and m["jepa"] > 0 for m in lines[0])  # every example has a span, every step
