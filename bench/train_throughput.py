@@ -3,7 +3,8 @@
 
   * gpt2_reversal.yaml's 4-layer GPT-2 (d=768) with lambda=0 (plain LM rows) vs lambda=1 (packed JEPA rows),
   * smollm2_step.yaml (SmolLM2-135M-Instruct, Step-JEPA) with LoRA vs full fine-tuning (and LoRA without
-    its input dropout, whose saved masks and dropped copies of every projection input cost activation memory).
+    its input dropout, whose saved masks and dropped copies of every projection input cost activation memory),
+  * `--only modes`: the same SmolLM2 step in regular, jepa and stp mode (what each JEPA term costs).
 
 Each setting runs in its own child process (so peak memory is its own: RSS on CPU, max allocated on CUDA),
 alternately for `--rounds` rounds; the fastest step of the fastest round is reported (plus the median step
@@ -225,11 +226,12 @@ def main() -> None:
         # Issue 10 §0: what the JEPA term costs. Same GSM8K examples, SmolLM2 shape, full FT: jepa mode (the chat +
         # the Text and Code views) against regular mode; the goal is a step-time ratio <= 1.1x the token ratio.
         base = ["schedule.batch_size=4", "schedule.grad_accum=1", "lora.enabled=false", "run.threads=null"]
-        print("# smollm2_step.yaml: jepa vs regular mode " + " ".join(args.modes_extra))
-        regular, jepa = compare(
+        print("# smollm2_step.yaml: jepa and stp vs regular mode " + " ".join(args.modes_extra))
+        regular, jepa, stp = compare(
             [
                 ("regular mode", "smollm2_step.yaml", base + ["layout.mode=regular", *args.modes_extra]),
                 ("jepa mode", "smollm2_step.yaml", base + ["layout.mode=jepa", *args.modes_extra]),
+                ("stp mode", "smollm2_step.yaml", base + ["layout.mode=stp", "jepa.lambda=0.02", *args.modes_extra]),
             ],
             args.warmup,
             args.steps,
@@ -240,6 +242,9 @@ def main() -> None:
         time_ratio = regular["steps_s"] / jepa["steps_s"]
         print(f"  jepa / regular: step time x{time_ratio:.2f} for x{token_ratio:.2f} the tokens "
               f"(time / token ratio {time_ratio / token_ratio:.2f}; goal <= 1.10)")  # fmt: skip
+        # STP reads its chords off the LM pass: the same tokens, so the step time should be ~1.0x.
+        print(f"  stp / regular: step time x{regular['steps_s'] / stp['steps_s']:.2f} for "
+              f"x{(stp['tokens_s'] / stp['steps_s']) / (regular['tokens_s'] / regular['steps_s']):.2f} the tokens")  # fmt: skip
 
 
 if __name__ == "__main__":

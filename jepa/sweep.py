@@ -11,7 +11,9 @@ SPEC.yaml::
       regular: [jepa.lambda=0]
       jepa: [jepa.lambda=1]
     baseline: regular                        # optional: another cell to compare with
+    comparisons: ["jepa - regular"]          # optional: "cell - other" pairs (default: every cell - baseline)
     metrics: [eval/test/mrr, eval/atomic/mrr]  # final-evaluation keys of metrics.jsonl to tabulate
+    examples: synth                          # optional: a generation task whose per-example results are paired
     runs_dir: runs/sweep_reversal            # optional; default runs/sweep_<SPEC file stem>
     protocols:                               # optional: named overrides on top of all the above, for another
       gpu: [schedule.epochs=4]               # machine (--protocol gpu: runs in RUNS_DIR_gpu)
@@ -21,9 +23,13 @@ finished (its `sweep_done.json` holds the final evaluation, written after train.
 command) is skipped; an interrupted one resumes from its checkpoint (train.py's checkpoint.resume=auto).
 
 Results in RUNS_DIR: `results.json` (every run's final metrics, and per cell and metric mean, sample std and n)
-and `results.md`: mean ± std per cell, and for every other cell the paired difference against the baseline over
-the seeds both have, with its 95 % t interval and the two-sided p-value of the paired t-test (the runs of one
-seed share the data order and initialisation, so the difference is taken seed by seed), and `curves.png`.
+and `results.md`: mean ± std per cell, and for every comparison (default: each cell against the baseline) the
+paired difference over the seeds both have, with its 95 % t interval and the two-sided p-value of the paired
+t-test (the runs of one seed share the data order and initialisation, so the difference is taken seed by seed),
+and `curves.png`.
+With `examples: TASK`, the runs are also paired example by example on the task's criterion (exact match for
+NL-RX): McNemar's exact test per seed and pooled over the seeds (the discordant pairs summed; the pooled test
+treats every (seed, example) pair as independent, which the shared test examples make optimistic).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from pathlib import Path
 
 import yaml
 
+from jepa.eval.hooks import examples_path
 from jepa.eval.report import json_safe
 from jepa.plot import plot_runs
 from jepa.train.config import load_config
@@ -57,6 +64,15 @@ class SweepSpec:
     baseline: str = ""
     runs_dir: str = ""
     protocols: dict[str, list[str]] = field(default_factory=dict)
+    comparisons: list[str] = field(default_factory=list)
+    examples: str = ""
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(cell, other) of every comparison whose two cells are in the (selected) grid."""
+        if not self.comparisons:
+            return [(cell, self.baseline) for cell in self.cells if cell != self.baseline]
+        pairs = [tuple(part.strip() for part in text.split(" - ")) for text in self.comparisons]
+        return [(a, b) for a, b in pairs if a in self.cells and b in self.cells]
 
     @classmethod
     def read(cls, path: str | Path, protocol: str | None = None) -> SweepSpec:
@@ -80,8 +96,12 @@ class SweepSpec:
             "metrics": lambda v: isinstance(v, list) and v and all(isinstance(m, str) for m in v),
             "protocols": lambda v: isinstance(v, dict) and all(
                 isinstance(o, list) and all(isinstance(x, str) for x in o) for o in v.values()),
+            "comparisons": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+            "examples": lambda v: isinstance(v, str),
         }  # fmt: skip
         raw.setdefault("protocols", {})
+        raw.setdefault("comparisons", [])
+        raw.setdefault("examples", "")
         for key, ok in checks.items():
             if key not in raw or not ok(raw[key]):
                 raise ValueError(f"{path}: {key}: missing or not the right type (see python -m jepa.sweep --help)")
@@ -89,6 +109,11 @@ class SweepSpec:
         spec.baseline = spec.baseline or next(iter(spec.cells))
         if spec.baseline not in spec.cells:
             raise ValueError(f"{path}: baseline {spec.baseline!r} is not one of the cells ({', '.join(spec.cells)})")
+        for text in spec.comparisons:
+            parts = [part.strip() for part in text.split(" - ")]
+            if len(parts) != 2 or not all(part in spec.cells for part in parts):
+                raise ValueError(f"{path}: comparisons: {text!r} is not 'cell - other' with two of the cells "
+                                 f"({', '.join(spec.cells)})")  # fmt: skip
         spec.runs_dir = spec.runs_dir or f"runs/sweep_{path.stem}"
         if protocol is not None:
             if protocol not in spec.protocols:
@@ -216,7 +241,7 @@ def paired_difference(cell: dict[int, float], baseline: dict[int, float]) -> dic
 
 
 def summarise(spec: SweepSpec, evaluations: dict[tuple[str, int], dict]) -> dict:
-    """Per cell and metric: the values by seed, mean, sample std, n; per non-baseline cell the paired difference."""
+    """Per cell and metric: the values by seed, mean, sample std, n."""
     table: dict = {}
     for cell in spec.cells:
         table[cell] = {}
@@ -230,34 +255,92 @@ def summarise(spec: SweepSpec, evaluations: dict[tuple[str, int], dict]) -> dict
                 "std": statistics.stdev(values) if len(values) > 1 else float("nan"),
                 "n": len(values),
             }
-    for cell in spec.cells:
-        if cell != spec.baseline:
-            for metric in spec.metrics:
-                table[cell][metric]["vs_baseline"] = paired_difference(
-                    table[cell][metric]["by_seed"], table[spec.baseline][metric]["by_seed"]
-                )
     return table
 
 
-def markdown(spec: SweepSpec, table: dict) -> str:
-    """mean ± std (n) per cell and metric; then the paired differences against the baseline."""
+def compare(spec: SweepSpec, table: dict) -> dict:
+    """Per comparison ("cell - other") and metric: the paired difference over the seeds both have."""
+    return {
+        f"{a} - {b}": {metric: paired_difference(table[a][metric]["by_seed"], table[b][metric]["by_seed"])
+                       for metric in spec.metrics}
+        for a, b in spec.pairs()
+    }  # fmt: skip
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value of b and c discordant pairs (binomial(b + c, 1/2)); 1.0 when b + c = 0."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+def read_examples(path: Path) -> dict[int, bool]:
+    """index -> correct of a run's per-example results (`jepa.eval.hooks.write_examples`)."""
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        out[record["index"]] = bool(record["correct"])
+    return out
+
+
+def paired_examples(spec: SweepSpec, evaluations: dict[tuple[str, int], dict]) -> dict:
+    """Per comparison (cell - other): per seed and pooled, the examples both runs scored, the discordant counts
+    (b: only the cell right, c: only the other right), the difference in accuracy (b - c) / n and McNemar's exact
+    p-value. A run without per-example results is left out (its seed is missing)."""
+
+    def correct(cell: str, seed: int) -> dict[int, bool] | None:
+        step = evaluations.get((cell, seed), {}).get("step")
+        path = examples_path(Path(spec.runs_dir) / f"{cell}_s{seed}", spec.examples, step)
+        return read_examples(path) if step is not None and path.is_file() else None
+
+    out = {}
+    for a, b in spec.pairs():
+        per_seed, total = {}, {"n": 0, "b": 0, "c": 0}
+        for seed in spec.seeds:
+            ra, rb = correct(a, seed), correct(b, seed)
+            if ra is None or rb is None:
+                continue
+            common = sorted(set(ra) & set(rb))
+            only_a = sum(ra[i] and not rb[i] for i in common)
+            only_b = sum(rb[i] and not ra[i] for i in common)
+            per_seed[seed] = {"n": len(common), "b": only_a, "c": only_b}
+            for key, value in per_seed[seed].items():
+                total[key] += value
+        for counts in [*per_seed.values(), total]:
+            counts["difference"] = (counts["b"] - counts["c"]) / counts["n"] if counts["n"] else float("nan")
+            counts["p"] = mcnemar_p(counts["b"], counts["c"])
+        out[f"{a} - {b}"] = {"by_seed": per_seed, "pooled": total}
+    return out
+
+
+def markdown(spec: SweepSpec, table: dict, comparisons: dict, examples: dict | None = None) -> str:
+    """mean ± std (n) per cell and metric; then the paired differences of the comparisons; then McNemar."""
     head = "| cell | " + " | ".join(spec.metrics) + " |\n|---|" + "---|" * len(spec.metrics) + "\n"
     cell_text = lambda t: f"{t['mean']:.4g} ± {t['std']:.2g} (n={t['n']})"  # noqa: E731
     rows = "".join(f"| {cell} | " + " | ".join(cell_text(table[cell][m]) for m in spec.metrics) + " |\n"
                    for cell in spec.cells)  # fmt: skip
     diffs = ""
-    for cell in spec.cells:
-        if cell == spec.baseline:
-            continue
+    for name, by_metric in comparisons.items():
         for metric in spec.metrics:
-            d = table[cell][metric]["vs_baseline"]
-            diffs += (f"| {cell} − {spec.baseline} | {metric} | {d['mean']:+.4g} | [{d['ci_low']:+.4g}, "
+            d = by_metric[metric]
+            diffs += (f"| {name.replace(' - ', ' − ')} | {metric} | {d['mean']:+.4g} | [{d['ci_low']:+.4g}, "
                       f"{d['ci_high']:+.4g}] | {d['p']:.3g} | {d['n']} |\n")  # fmt: skip
-    return (
+    text = (
         head + rows + "\nPaired over seeds (same seed = same data order and initialisation); 95 % t interval, "
         "two-sided paired t-test:\n\n| difference | metric | mean | 95 % CI | p | seeds |\n|---|---|---|---|---|---|\n"
         + diffs
     )
+    if examples:
+        text += (f"\nPaired by example on {spec.examples} (b: only the first cell right, c: only the second; "
+                 "McNemar's exact test; pooled = all seeds' pairs):\n\n| difference | seed | examples | b | c | "
+                 "accuracy difference | p |\n|---|---|---|---|---|---|---|\n")  # fmt: skip
+        for name, result in examples.items():
+            for seed, counts in [*result["by_seed"].items(), ("pooled", result["pooled"])]:
+                text += (f"| {name.replace(' - ', ' − ')} | {seed} | {counts['n']} | {counts['b']} | {counts['c']} | "
+                         f"{counts['difference']:+.4g} | {counts['p']:.3g} |\n")  # fmt: skip
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,14 +386,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}; the finished runs are kept, the same command goes on", file=sys.stderr)
         return 1
     table = summarise(spec, evaluations)
+    comparisons = compare(spec, table)
+    examples = paired_examples(spec, evaluations) if spec.examples else None
     for metric in spec.metrics:
         if not any(table[cell][metric]["n"] for cell in spec.cells):
             print(f"warning: metrics: {metric} was logged by no run (a typo, or an evaluation the runs do not "
                   "make); its column is nan", file=sys.stderr)  # fmt: skip
     out = Path(spec.runs_dir)
-    results = json_safe({"spec": spec.__dict__, "cells": table})
+    results = json_safe({"spec": spec.__dict__, "cells": table, "comparisons": comparisons, "examples": examples})
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = markdown(spec, table)
+    text = markdown(spec, table, comparisons, examples)
     (out / "results.md").write_text(text)
     print(text)
     try:

@@ -6,7 +6,19 @@ import math
 import pytest
 import yaml
 
-from jepa.sweep import SweepSpec, main, paired_difference, t_quantile_975, t_two_sided_p
+from jepa.eval.hooks import examples_path, write_examples
+from jepa.sweep import (
+    SweepSpec,
+    compare,
+    main,
+    markdown,
+    mcnemar_p,
+    paired_difference,
+    paired_examples,
+    summarise,
+    t_quantile_975,
+    t_two_sided_p,
+)
 from tests.train.helpers import reversal_config
 
 
@@ -90,7 +102,7 @@ def test_a_tiny_sweep_tabulates_cells_and_skips_finished_runs(tmp_path, capsys):
             json.loads(ln) for ln in (tmp_path / "sweep" / f"{cell}_s1" / "metrics.jsonl").read_text().splitlines()
         ]
         assert finals[-1]["kind"] == "eval" and finals[-1]["step"] == 3
-    assert results["cells"]["cosine"]["eval/test/mrr"]["vs_baseline"]["n"] == 2
+    assert results["comparisons"]["cosine - lm"]["eval/test/mrr"]["n"] == 2
     mtime = (tmp_path / "sweep" / "lm_s1" / "metrics.jsonl").stat().st_mtime_ns
     assert main([str(tmp_path / "spec.yaml")]) == 0  # everything done: nothing is trained again
     assert (tmp_path / "sweep" / "lm_s1" / "metrics.jsonl").stat().st_mtime_ns == mtime
@@ -107,3 +119,46 @@ def test_every_runs_config_is_checked_before_the_first_run_trains(tmp_path, caps
     assert main([str(spec)]) == 2
     assert capsys.readouterr().err.startswith("error: run bad_s1: unknown config key optim.lrr")
     assert not (tmp_path / "sweep" / "good_s1").exists()  # nothing trained
+
+
+def test_mcnemar_exact_p_values():
+    assert mcnemar_p(0, 6) == 2 / 64  # all 6 discordant pairs one way: 2 * 0.5**6
+    assert mcnemar_p(1, 9) == 2 * (1 + 10) / 1024
+    assert mcnemar_p(3, 3) == 1.0 and mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(9, 1) == mcnemar_p(1, 9)
+
+
+def test_runs_are_paired_example_by_example(tmp_path):
+    """Hand-made per-example results of two cells x two seeds: discordant counts per seed and pooled, the
+    accuracy difference and McNemar's p; a run without its examples file leaves its seed out."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({"config": "c.yaml", "seeds": [1, 2, 3], "metrics": ["m"],
+                                         "cells": {"base": [], "new": ["x=1"]}, "examples": "synth",
+                                         "comparisons": ["new - base"], "runs_dir": str(tmp_path)}))  # fmt: skip
+    spec = SweepSpec.read(spec_file)
+    correct = {("base", 1): [1, 0, 0, 0, 1, 0], ("new", 1): [1, 1, 1, 1, 1, 0],  # b = 3, c = 0
+               ("base", 2): [1, 1, 0, 0, 0, 0], ("new", 2): [0, 1, 1, 0, 0, 0],  # b = 1, c = 1
+               ("base", 3): [1, 1, 1, 1, 1, 1]}  # fmt: skip
+    for (cell, seed), marks in correct.items():
+        write_examples(examples_path(tmp_path / f"{cell}_s{seed}", "synth", 100),
+                       [{"index": i, "correct": bool(m), "response": ""} for i, m in enumerate(marks)])  # fmt: skip
+    evaluations = {key: {"step": 100} for key in [*correct, ("new", 3)]}
+    result = paired_examples(spec, evaluations)["new - base"]
+    assert set(result["by_seed"]) == {1, 2}  # seed 3's "new" run has no examples file
+    assert result["by_seed"][1] == {"n": 6, "b": 3, "c": 0, "difference": 0.5, "p": 2 / 8}
+    assert result["pooled"] == {"n": 12, "b": 4, "c": 1, "difference": 3 / 12, "p": mcnemar_p(4, 1)}
+    text = markdown(spec, summarise(spec, {}), compare(spec, summarise(spec, {})), {"new - base": result})
+    assert "| new − base | pooled | 12 | 4 | 1 | +0.25 | 0.375 |" in text
+
+
+def test_comparisons_must_name_two_cells(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"config": "c.yaml", "seeds": [1], "metrics": ["m"], "cells": {"a": [], "b": []},
+                                    "comparisons": ["a - c"]}))  # fmt: skip
+    assert main([str(spec), "--dry-run"]) == 2
+    assert "comparisons: 'a - c' is not 'cell - other' with two of the cells (a, b)" in capsys.readouterr().err
+    spec.write_text(yaml.safe_dump({"config": "c.yaml", "seeds": [1, 2], "metrics": ["m"], "cells": {"a": []}}))
+    assert main([str(spec), "--seeds", "2", "--dry-run"]) == 0
+    assert "run.seed=2" in capsys.readouterr().out
+    assert main([str(spec), "--seeds", "3", "--dry-run"]) == 2
+    assert capsys.readouterr().err == "error: --seeds: no seed 3 (the spec has: 1, 2)\n"

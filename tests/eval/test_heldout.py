@@ -97,3 +97,30 @@ def test_loss_command_writes_summary_and_per_example_lines(chat_model_dir, chat_
     assert json.loads((out / "loss_summary.json").read_text())["lm_loss"] == summary["lm_loss"]
     assert main(["loss", "--model", str(chat_model_dir), "--data", str(chat_file), "--max-length", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --max-length must be >= 1, got 0"
+
+
+def test_end_of_turn_is_reported_apart_from_the_answer_tokens(chat_model_dir, chat_file):
+    """Hand-checked against full logits: the end-of-turn label of each row (the stop token after the answer) is
+    exactly one label per row; its mean CE / probability and the other labels' mean CE split the total."""
+    model = load_pretrained(chat_model_dir)
+    tokenizer = Tokenizer.from_dir(chat_model_dir)
+    rows, pad_id, *_ = tokenize_chats(chat_file, tokenizer, LayoutConfig(mode="regular", predictors=0))
+    stop_logp, other_ce, other_n = [], 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            logp = model.lm_head(model(input_ids=torch.tensor([row.input_ids])))[0].log_softmax(-1)
+            for t, label in enumerate(row.labels):
+                if label == IGNORE_INDEX:
+                    continue
+                if label in tokenizer.stop_ids:
+                    stop_logp.append(logp[t, label].item())
+                else:
+                    other_ce, other_n = other_ce - logp[t, label].item(), other_n + 1
+    assert len(stop_logp) == len(rows)  # one end of turn per answer
+    per_row, summary = heldout_lm_loss(model, rows, pad_id, batch_size=2, stop_ids=tokenizer.stop_ids)
+    assert [r["eot_tokens"] for r in per_row] == [1, 1, 1]
+    assert summary["eot_tokens"] == 3 and summary["answer_tokens"] == other_n
+    assert summary["eot_loss"] == pytest.approx(-sum(stop_logp) / 3, rel=1e-4)
+    assert summary["eot_prob"] == pytest.approx(sum(math.exp(v) for v in stop_logp) / 3, rel=1e-4)
+    assert summary["answer_loss"] == pytest.approx(other_ce / other_n, rel=1e-4)
+    assert "eot_loss" not in heldout_lm_loss(model, rows, pad_id)[1]  # without stop ids: the total only

@@ -9,7 +9,7 @@ import torch
 from jepa.data.datasets import tokenize_chats
 from jepa.data.layouts import LayoutConfig
 from jepa.eval.heldout import heldout_lm_loss
-from jepa.eval.hooks import synth, views
+from jepa.eval.hooks import examples_path, synth, views
 from jepa.models import load_pretrained, save_pretrained
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.tokenizer import Tokenizer
@@ -87,7 +87,10 @@ def test_eval_heldout_loss_adds_the_lm_loss_of_the_same_records_as_regular_rows(
     rows, pad_id, *_ = tokenize_chats(data, tokenizer, LayoutConfig(mode="regular", predictors=0), limit=2)
     _, expected = heldout_lm_loss(model, rows, pad_id)
     assert out["eval/heldout/lm_loss"] == expected["lm_loss"] and out["eval/heldout/rows"] == 2
-    assert "eval/views/cosine" in out
+    assert "eval/views/cosine" in out and out["eval/heldout/eot_tokens"] == 2
+    raw["layout"]["lm_labels"] = "paper"  # a run trained on other labels is scored on the same answer tokens
+    paper = views(config_from_dict(raw))(model, PredictorEmbeddings(1, model.embed_tokens), 0)
+    assert paper["eval/heldout/lm_loss"] == expected["lm_loss"]
     raw["eval"]["heldout_loss"] = False
     assert not any(key.startswith("eval/heldout/") for key in views(config_from_dict(raw))(model, None, 0))
 
@@ -115,6 +118,7 @@ def test_generation_hook_adds_the_views_eval_views_names_for_regular_and_jepa_ru
                 "layout": {"mode": mode, "predictors": 1},
                 "jepa": {"lambda": 0.0 if mode == "regular" else 1.0},
                 "eval": {"fn": "jepa.eval.hooks:synth", "views": views_mode, "limit": 3, "max_new_tokens": 3},
+                "run": {"dir": str(tmp_path / "runs")},
             }
         )
         return synth(cfg)(load_pretrained(model_dir), predictors, 0)
@@ -130,3 +134,17 @@ def test_generation_hook_adds_the_views_eval_views_names_for_regular_and_jepa_ru
     jepa = hook_output("jepa", "jepa", predictors)
     assert abs(jepa["eval/views/cosine"] - regular["eval/views/cosine"]) > 1e-4
     assert jepa["eval/views/erank_target"] == pytest.approx(regular["eval/views/erank_target"], rel=1e-5)
+
+
+def test_generation_hook_keeps_every_examples_result_for_paired_tests(tmp_path):
+    model_dir, data = tiny_model_dir(tmp_path), synth_records(tmp_path)
+    cfg = config_from_dict({"model": {"path": str(model_dir)}, "data": {"train": str(data)},
+                            "layout": {"mode": "regular"}, "run": {"dir": str(tmp_path / "runs"), "name": "r"},
+                            "eval": {"fn": "jepa.eval.hooks:synth", "limit": 3, "max_new_tokens": 3}})  # fmt: skip
+    out = synth(cfg)(load_pretrained(model_dir), None, 7)
+    path = examples_path(tmp_path / "runs" / "r", "synth", 7)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["index"] for line in lines] == [0, 1, 2]
+    assert sum(line["correct"] for line in lines) / 3 == out["eval/synth/accuracy"]
+    assert {"contains", "overgeneration", "truncated", "n_tokens", "response"} <= set(lines[0])
+    assert out["eval/synth/truncated_fraction"] == sum(line["truncated"] for line in lines) / 3

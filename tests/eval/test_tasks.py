@@ -8,6 +8,7 @@ import pytest
 
 import jepa.eval.generation as generation_module
 from jepa.eval.__main__ import main
+from jepa.eval.generation import response_ending
 from jepa.eval.tasks import TASKS, evaluate_task, load_task_records, score_exact, score_nq_open, wilson_interval
 from tests.eval.helpers import tiny_chatml_tokenizer, tiny_model_for
 
@@ -133,3 +134,35 @@ def test_the_paper_tasks_train_in_jepa_mode(tmp_path, smollm2_dir, pairs, system
     state = build(typed(raw), verbose=False)
     metrics = [train_step(state, next_micro_batches(state)) for _ in range(2)]
     assert all(m["jepa_rows"] == 4 and math.isfinite(m["loss"]) and m["jepa"] > 0 for m in metrics)
+
+
+def test_how_a_response_ends_on_hand_made_cases():
+    ref = "(dog).*"
+    assert response_ending(ref, ref, 5, 128) == {"contains": True, "overgeneration": False, "truncated": False}
+    # the answer, then more: the model did not stop
+    assert response_ending(ref + "\nassistant\n(dog).*", ref, 128, 128) == {
+        "contains": True, "overgeneration": True, "truncated": True}  # fmt: skip
+    assert response_ending("x" + ref, ref, 9, 128) == {"contains": True, "overgeneration": False, "truncated": False}
+    assert response_ending("(cat).*", ref, 9, 9) == {"contains": False, "overgeneration": False, "truncated": True}
+
+
+def test_the_summary_reports_contains_overgeneration_and_truncation(tokenizer, monkeypatch, tmp_path):
+    answers = {SYNTH[0][0]: SYNTH[0][1], SYNTH[1][0]: SYNTH[1][1] + " and more", SYNTH[2][0]: "no"}
+
+    def canned(model, prompts, max_new_tokens, stop_ids, pad_id, on_step=None):
+        texts = [tokenizer.decode(p) for p in prompts]
+        return [tokenizer.encode(next(a for q, a in answers.items() if f"user\n{q}<|im_end|>" in t)) for t in texts]
+
+    monkeypatch.setattr(generation_module, "generate", canned)
+    path = tmp_path / "test.jsonl"
+    path.write_text(chat_lines(SYNTH, "System."))
+    examples, summary = evaluate_task(
+        tiny_model_for(tokenizer), tokenizer, "synth", load_task_records(path, TASKS["synth"])
+    )
+    assert [(e["correct"], e["contains"], e["overgeneration"]) for e in examples] == [
+        (True, True, False), (False, True, True), (False, False, False)]  # fmt: skip
+    assert summary["contains"] == 2 / 3 and summary["overgeneration"] == 1 / 3
+    assert summary["contains_ci_low"] <= 2 / 3 <= summary["contains_ci_high"]
+    lengths = [len(tokenizer.encode(answers[q])) for q, _ in SYNTH]
+    assert summary["mean_tokens"] == sum(lengths) / 3
+    assert summary["truncated_fraction"] == sum(n >= 128 for n in lengths) / 3 == 0
