@@ -93,6 +93,9 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         eval_hook=eval_hook,
         verbose=verbose,
     )
+    if cfg.layout.mode == "stp" and cfg.jepa.lam == 0:  # lambda's default is 0: say so rather than train SFT silently
+        state.warn("layout.mode: stp with jepa.lambda=0 trains plain SFT rows (no STP term); the released STP runs "
+                   "use jepa.lambda=0.02")  # fmt: skip
     warmup = s.warmup_steps or int(s.warmup_ratio * total_steps)
     if warmup >= total_steps:
         state.warn(f"schedule.warmup_steps: the warm-up ({warmup} steps) is not shorter than the run ({total_steps} "

@@ -172,3 +172,13 @@ def test_spans_drawn_per_step_and_example_and_a_path_without_one_is_refused(tok)
     zero = build_chat_row(CHATS[0], tok, replace(STP, stp_zero=True))
     assert all(draw_stp_spans(zero, seed=1, step=s, example=0).stp_paths[0].span[0] == 0 for s in range(10))
     assert StpPath(((3, 5), (9, 12))).displacement(4) == [(5, 1), (3, -1), (11, 1), (9, -1)]
+
+
+def test_stp_mode_without_lambda_says_it_trains_plain_sft(tmp_path, smollm2_dir, capsys):
+    from jepa.train.build import build
+    from tests.train.helpers import stp_chat_config, typed
+
+    build(typed(stp_chat_config(tmp_path, smollm2_dir, jepa={"lambda": 0.0})), verbose=True)
+    assert "layout.mode: stp with jepa.lambda=0 trains plain SFT rows" in capsys.readouterr().err
+    build(typed(stp_chat_config(tmp_path, smollm2_dir, run={"name": "b"})), verbose=True)
+    assert "stp with jepa.lambda=0" not in capsys.readouterr().err
