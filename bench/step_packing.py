@@ -1,10 +1,11 @@
-"""Cost of Step-JEPA's extra term: one optimizer micro-step (forward + backward) in `step` mode on GSM8K.
+"""Cost of the JEPA terms: one optimizer micro-step (forward + backward) on GSM8K, Step-JEPA and STP.
 
-Three ways, same SmolLM2-shaped model (random weights), same rows, fp32 CPU, interleaved, median ratios:
+Four ways, same SmolLM2-shaped model (random weights), same examples, fp32 CPU, interleaved, median ratios:
   ntp      plain next-token prediction on the LM sequences (the baseline)
   packed   our single pass: LM sequence + predictors + isolated step-2 copy in one row (docs/method.md §2)
   two_pass the seed's design: a clean LM pass plus a second pass over the sequence carrying the JEPA segments
-Goal (issue 3): packed / ntp <= 1.3 while two_pass / ntp ~ 2.
+  stp      STP mode: the LM sequences alone, the chords of a drawn span read off the same pass
+Goals: packed / ntp <= 1.3 (issue 3) while two_pass / ntp ~ 2; stp / ntp ~ 1.0 (issue 23: no extra tokens).
 Run: `python bench/step_packing.py [--data data/gsm8k_steps/train.jsonl] [--tokenizer DIR]`.
 """
 
@@ -20,7 +21,7 @@ import torch
 from shapes import SMOLLM2  # bench/ is on sys.path when a bench runs as a script
 
 from jepa.data.collator import collate
-from jepa.data.layouts import LayoutConfig, build_chat_row
+from jepa.data.layouts import LayoutConfig, build_chat_row, draw_stp_spans
 from jepa.losses import IGNORE_INDEX
 from jepa.models import Llama, LlamaConfig
 from jepa.models.predictors import PredictorEmbeddings
@@ -47,6 +48,9 @@ def main() -> None:
     packed_batch = collate(rows, tok.pad_id)
     # the seed's second pass: the packed rows without LM labels (the LM term comes from the clean first pass)
     jepa_pass_batch = collate([dataclasses.replace(r, labels=[IGNORE_INDEX] * len(r.labels)) for r in rows], tok.pad_id)
+    stp_cfg = dataclasses.replace(cfg, mode="stp")
+    stp_rows = [draw_stp_spans(build_chat_row(r["messages"], tok, stp_cfg), 0, 0, i) for i, r in enumerate(records)]
+    stp_batch = collate(stp_rows, tok.pad_id)
 
     torch.manual_seed(0)
     model = Llama(LlamaConfig(**{**SMOLLM2, "num_hidden_layers": args.layers})).train()
@@ -62,7 +66,8 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
         predictors.zero_grad(set_to_none=True)
 
-    ways = {"ntp": (ntp_batch,), "packed": (packed_batch,), "two_pass": (ntp_batch, jepa_pass_batch)}
+    ways = {"ntp": (ntp_batch,), "packed": (packed_batch,), "two_pass": (ntp_batch, jepa_pass_batch),
+            "stp": (stp_batch,)}  # fmt: skip
     for batches in ways.values():
         run(*batches)  # warm-up
     times = {k: [] for k in ways}
@@ -77,7 +82,8 @@ def main() -> None:
         f"step mode, batch {args.batch}, max_length {args.max_length}, {args.layers} layers, fp32 CPU, "
         f"{torch.get_num_threads()} threads, median of {args.repeats}"
     )
-    print(f"  padded length: ntp {lm_len}, packed {packed_batch['input_ids'].shape[1]}")
+    print(f"  padded length: ntp {lm_len}, packed {packed_batch['input_ids'].shape[1]}, stp "
+          f"{stp_batch['input_ids'].shape[1]}")  # fmt: skip
     for name in ways:
         print(f"  {name:9s} {med[name]:.3f} s   / ntp = {med[name] / med['ntp']:.3f}")
 

@@ -135,6 +135,43 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, eval_patterns: list[s
     return out
 
 
+def plot_cells(table: dict, metrics: list[str], out: str | Path) -> Path:
+    """The final metrics of a sweep, one panel per metric: each cell's runs as dots (one per seed) and its mean as
+    a bar (`table` as `jepa.sweep.summarise` returns it: cell -> metric -> {"by_seed", "mean"}). Returns the PNG."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ValueError("matplotlib is not installed (pip install matplotlib, or pip install -e '.[plot]')") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [m for m in metrics if any(table[cell][m]["by_seed"] for cell in table)]
+    if not keys:
+        raise ValueError("no cell has a value of any metric")
+    cells = list(table)
+    columns = min(MAX_COLUMNS, len(keys))
+    rows = math.ceil(len(keys) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(0.9 * len(cells) * columns + 1.5, 3.2 * rows), squeeze=False)
+    for index, key in enumerate(keys):
+        ax = axes[index // columns][index % columns]
+        for x, cell in enumerate(cells):
+            values = list(table[cell][key]["by_seed"].values())
+            if values:
+                ax.bar(x, sum(values) / len(values), color="0.85", width=0.7)
+                ax.plot([x] * len(values), values, "o", color="C0", markersize=3.5)
+        ax.set_xticks(range(len(cells)), cells, rotation=35, ha="right", fontsize=8)
+        ax.set_title(key.removeprefix("eval/"), fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    for index in range(len(keys), rows * columns):
+        axes[index // columns][index % columns].axis("off")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jepa.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories holding metrics.jsonl")

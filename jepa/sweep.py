@@ -26,7 +26,7 @@ Results in RUNS_DIR: `results.json` (every run's final metrics, and per cell and
 and `results.md`: mean ± std per cell, and for every comparison (default: each cell against the baseline) the
 paired difference over the seeds both have, with its 95 % t interval and the two-sided p-value of the paired
 t-test (the runs of one seed share the data order and initialisation, so the difference is taken seed by seed),
-and `curves.png`.
+`curves.png` (every run's curves) and `cells.png` (each metric's final values per cell, a dot per seed).
 With `examples: TASK`, the runs are also paired example by example on the task's criterion (exact match for
 NL-RX): McNemar's exact test per seed and pooled over the seeds (the discordant pairs summed; the pooled test
 treats every (seed, example) pair as independent, which the shared test examples make optimistic).
@@ -48,7 +48,7 @@ import yaml
 
 from jepa.eval.hooks import examples_path
 from jepa.eval.report import json_safe
-from jepa.plot import plot_runs
+from jepa.plot import plot_cells, plot_runs
 from jepa.train.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -400,8 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     try:
         plot_runs([out / f"{c}_s{s}" for c, s, _ in runs], out / "curves.png", eval_patterns=spec.metrics)
+        plot_cells(table, spec.metrics, out / "cells.png")
     except ValueError as exc:  # matplotlib is optional: the table is the result
-        print(f"no curves.png: {exc}", file=sys.stderr)
+        print(f"no curves.png / cells.png: {exc}", file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from jepa.plot import main, panel_keys, read_metrics
+from jepa.plot import main, panel_keys, plot_cells, read_metrics
 
 
 def write_run(run_dir, lines):
@@ -101,3 +101,16 @@ def test_an_unwritable_out_is_one_line(tmp_path, capsys):
     assert main([str(run), "--out", str(blocker / "curves.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: --out {blocker / 'curves.png'}: not written") and len(err.splitlines()) == 1
+
+
+def test_the_cells_plot_draws_every_metric_any_cell_has(tmp_path):
+    pytest.importorskip("matplotlib")
+    table = {
+        "regular": {"exact": {"by_seed": {1: 0.5, 2: 0.52}}, "never": {"by_seed": {}}},
+        "jepa": {"exact": {"by_seed": {1: 0.1}}, "never": {"by_seed": {}}},
+    }
+    out = plot_cells(table, ["exact", "never"], tmp_path / "cells.png")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+    with pytest.raises(ValueError, match="no cell has a value"):
+        plot_cells(table, ["never"], tmp_path / "none.png")
