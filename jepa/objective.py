@@ -32,8 +32,10 @@ class LossTerms:
     lm_tokens: int
     jepa_sum: torch.Tensor  # fp32 scalar: sum of the per-row JEPA loss over JEPA rows
     jepa_rows: int
-    pred: torch.Tensor  # [N, D] prediction embeddings of the JEPA rows (final-norm hidden states)
-    target: torch.Tensor  # [N, D] target embeddings
+    # [N, D] what the JEPA loss compared, per JEPA row: the view pairs' prediction / target embeddings (final-norm
+    # hidden states), then (stp mode, fp32) each drawn path's rest C = D - P / span chord P
+    pred: torch.Tensor
+    target: torch.Tensor
 
 
 def forward_hidden(model: nn.Module, predictors: PredictorEmbeddings | None, batch: dict) -> torch.Tensor:

@@ -68,11 +68,9 @@ def tokenizer(tmp_path_factory):
     return tiny_chatml_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
-@pytest.mark.parametrize("task,pairs,answers", [
-    ("synth", SYNTH, {SYNTH[0][0]: SYNTH[0][1], SYNTH[1][0]: " .*dog.* ", SYNTH[2][0]: ".* [0-9] .*"}),
-    ("nq_open", NQ, {NQ[0][0]: "nine", NQ[1][0]: "maids a-milking"}),
-])  # fmt: skip
-def test_evaluate_task_scores_the_stripped_responses(tokenizer, monkeypatch, tmp_path, task, pairs, answers):
+def evaluate_canned(tokenizer, monkeypatch, tmp_path, task, pairs, answers):
+    """`evaluate_task` on `pairs` where the model's response to question q is `answers[q]` (generation replaced)."""
+
     def canned(model, prompts, max_new_tokens, stop_ids, pad_id, on_step=None):
         texts = [tokenizer.decode(p) for p in prompts]
         return [tokenizer.encode(next(a for q, a in answers.items() if f"user\n{q}<|im_end|>" in t)) for t in texts]
@@ -80,7 +78,15 @@ def test_evaluate_task_scores_the_stripped_responses(tokenizer, monkeypatch, tmp
     monkeypatch.setattr(generation_module, "generate", canned)
     path = tmp_path / "test.jsonl"
     path.write_text(chat_lines(pairs, "System."))
-    examples, summary = evaluate_task(tiny_model_for(tokenizer), tokenizer, task, load_task_records(path, TASKS[task]))
+    return evaluate_task(tiny_model_for(tokenizer), tokenizer, task, load_task_records(path, TASKS[task]))
+
+
+@pytest.mark.parametrize("task,pairs,answers", [
+    ("synth", SYNTH, {SYNTH[0][0]: SYNTH[0][1], SYNTH[1][0]: " .*dog.* ", SYNTH[2][0]: ".* [0-9] .*"}),
+    ("nq_open", NQ, {NQ[0][0]: "nine", NQ[1][0]: "maids a-milking"}),
+])  # fmt: skip
+def test_evaluate_task_scores_the_stripped_responses(tokenizer, monkeypatch, tmp_path, task, pairs, answers):
+    examples, summary = evaluate_canned(tokenizer, monkeypatch, tmp_path, task, pairs, answers)
     if task == "synth":  # exact; the stripped " .*dog.* " is right, ".* [0-9] .*" only once spaces are removed
         assert [e["correct"] for e in examples] == [True, True, False]
         assert [e["normalised"] for e in examples] == [True, True, True]
@@ -148,17 +154,7 @@ def test_how_a_response_ends_on_hand_made_cases():
 
 def test_the_summary_reports_contains_overgeneration_and_truncation(tokenizer, monkeypatch, tmp_path):
     answers = {SYNTH[0][0]: SYNTH[0][1], SYNTH[1][0]: SYNTH[1][1] + " and more", SYNTH[2][0]: "no"}
-
-    def canned(model, prompts, max_new_tokens, stop_ids, pad_id, on_step=None):
-        texts = [tokenizer.decode(p) for p in prompts]
-        return [tokenizer.encode(next(a for q, a in answers.items() if f"user\n{q}<|im_end|>" in t)) for t in texts]
-
-    monkeypatch.setattr(generation_module, "generate", canned)
-    path = tmp_path / "test.jsonl"
-    path.write_text(chat_lines(SYNTH, "System."))
-    examples, summary = evaluate_task(
-        tiny_model_for(tokenizer), tokenizer, "synth", load_task_records(path, TASKS["synth"])
-    )
+    examples, summary = evaluate_canned(tokenizer, monkeypatch, tmp_path, "synth", SYNTH, answers)
     assert [(e["correct"], e["contains"], e["overgeneration"]) for e in examples] == [
         (True, True, False), (False, True, True), (False, False, False)]  # fmt: skip
     assert summary["contains"] == 2 / 3 and summary["overgeneration"] == 1 / 3
