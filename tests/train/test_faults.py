@@ -246,7 +246,9 @@ def test_a_signal_finishes_the_step_writes_a_checkpoint_and_exits_with_one_line(
     assert proc.returncode == code, err
     step = _steps(tmp_path / "runs" / "tiny")[-1]
     name = {2: "SIGINT", 15: "SIGTERM"}[signum]
-    assert err.strip().splitlines() == [
+    # On a loaded machine the run's time estimate (steps x seconds a step) may add its own warning line first.
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning: at ")]
+    assert lines == [
         f"interrupted by {name} at step {step}; checkpoint: {tmp_path / 'runs' / 'tiny' / f'step_{step}'}; "
         "the same command resumes"
     ]
