@@ -63,13 +63,15 @@ bench: install-test prepare
 	$(PYTHON) bench/train_throughput.py
 	$(PYTHON) bench/distributed_memory.py
 
-# The README's tables: the reversal curse (toy and small preset), NL-RX-SYNTH from scratch, Step-JEPA on SmolLM2.
-# The README's results on a CPU (about 5.5 h + the Step-JEPA script's generation); each sweep resumes.
+# The tables of docs/results.md: the reversal curse (toy and small preset), NL-RX-SYNTH from scratch and fine-tuned,
+# the stop-token test, Step-JEPA on SmolLM2, on a CPU (about 15 h in all); each sweep resumes where it stopped.
 experiments: prepare
 	$(PYTHON) -m jepa.sweep experiments/sweeps/reversal_tiny.yaml --jobs 2
 	$(PYTHON) -m jepa.sweep experiments/sweeps/reversal_small.yaml --jobs 2
 	$(PYTHON) -m jepa.sweep experiments/sweeps/nlrx_synth_scratch.yaml --jobs 2
 	$(PYTHON) -m jepa.sweep experiments/sweeps/nlrx_synth_smollm2.yaml --jobs 2
+	$(PYTHON) -m jepa.sweep experiments/sweeps/nlrx_synth_stop_token.yaml --jobs 2 \
+		--cells paper_regular,paper_jepa,all_jepa,paper_stp,all_stp
 	$(PYTHON) -m jepa.sweep experiments/sweeps/step_gsm8k_smollm2.yaml --jobs 2
 
 # On a CUDA machine: `pytest -m cuda` and the GPU benchmarks (bench/gpu_check.py), one JSON file of figures
