@@ -148,3 +148,16 @@ def test_generation_hook_keeps_every_examples_result_for_paired_tests(tmp_path):
     assert sum(line["correct"] for line in lines) / 3 == out["eval/synth/accuracy"]
     assert {"contains", "overgeneration", "truncated", "n_tokens", "response"} <= set(lines[0])
     assert out["eval/synth/truncated_fraction"] == sum(line["truncated"] for line in lines) / 3
+
+
+def test_views_hook_of_an_stp_run_reads_the_jepa_views_at_k0(tmp_path):
+    """An STP run has no view pair of its own: the views hook measures it on the jepa views, read at K = 0 (no
+    predictor tokens), as the regular runs are."""
+    model_dir, data = tiny_model_dir(tmp_path), synth_records(tmp_path, ("dog", "a vowel", "truck"))
+    raw = {"model": {"path": str(model_dir)}, "data": {"train": str(data)}, "eval": {"limit": 3},
+           "layout": {"mode": "stp"}, "jepa": {"lambda": 0.02}}  # fmt: skip
+    model = load_pretrained(model_dir)
+    stp = views(config_from_dict(raw))(model, None, 0)
+    raw["layout"] = {"mode": "regular"}
+    raw["eval"]["views"] = "jepa"
+    assert stp == views(config_from_dict(raw))(model, None, 0) and "eval/views/cosine" in stp
