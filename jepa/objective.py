@@ -106,7 +106,7 @@ class Objective(nn.Module):
         self.jepa_loss = jepa_loss_fn(jepa_loss)
         self.loss_kwargs = {"temperature": temperature} if jepa_loss == "infonce" else {}
         self.gather_negatives = gather_negatives
-        self.stp_index = hidden_state_index(stp_layer, len(model.blocks))
+        self.stp_hidden_index = hidden_state_index(stp_layer, len(model.blocks))
 
     def masked(self, batch: dict) -> dict:
         """The batch with `attn_mask`, the attention mask this objective computes with, built on the batch's
@@ -130,14 +130,16 @@ class Objective(nn.Module):
         """(final-norm hidden states, the hidden states STP reads) [B, T, D]: the same tensor unless
         `stp_layer` names an earlier layer, captured from that block during the one pass."""
         blocks = self.model.blocks
-        if batch.get("num_stp", 0) == 0 or self.stp_index == len(blocks):
+        if batch.get("num_stp", 0) == 0 or self.stp_hidden_index == len(blocks):
             h = self.hidden(batch)
             return h, h
         captured = []
-        if self.stp_index == 0:
+        if self.stp_hidden_index == 0:
             handle = blocks[0].register_forward_pre_hook(lambda module, args: captured.append(args[0]))
         else:
-            handle = blocks[self.stp_index - 1].register_forward_hook(lambda module, args, out: captured.append(out))
+            handle = blocks[self.stp_hidden_index - 1].register_forward_hook(
+                lambda module, args, out: captured.append(out)
+            )
         try:
             h = self.hidden(batch)
         finally:

@@ -73,15 +73,22 @@ def panel_keys(
     return [k for k in TRAIN_KEYS if k in present] + evals
 
 
-def plot_runs(run_dirs: list[str | Path], out: str | Path, eval_patterns: list[str] | None = None) -> Path:
-    """Draw the runs' curves (see module docstring; ``eval_patterns`` as in `panel_keys`) into the PNG ``out``;
-    returns its path."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend; ValueError naming the extra when matplotlib is missing."""
     try:
         import matplotlib
     except ImportError:
         raise ValueError("matplotlib is not installed (pip install matplotlib, or pip install -e '.[plot]')") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path, eval_patterns: list[str] | None = None) -> Path:
+    """Draw the runs' curves (see module docstring; ``eval_patterns`` as in `panel_keys`) into the PNG ``out``;
+    returns its path."""
+    plt = pyplot()
 
     runs = {}
     for run_dir in run_dirs:
@@ -138,12 +145,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, eval_patterns: list[s
 def plot_cells(table: dict, metrics: list[str], out: str | Path) -> Path:
     """The final metrics of a sweep, one panel per metric: each cell's runs as dots (one per seed) and its mean as
     a bar (`table` as `jepa.sweep.summarise` returns it: cell -> metric -> {"by_seed", "mean"}). Returns the PNG."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ValueError("matplotlib is not installed (pip install matplotlib, or pip install -e '.[plot]')") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = [m for m in metrics if any(table[cell][m]["by_seed"] for cell in table)]
     if not keys:
