@@ -1,32 +1,8 @@
-"""Tokenizer: a thin wrapper over `tokenizers.Tokenizer` with chat templates written in Python.
+"""Tokenizer: a thin wrapper over `tokenizers.Tokenizer` whose chat templates are registered units.
 
-Two templates, reproducing the official Jinja templates for plain text messages (no tools):
-
-- ``llama3`` (Llama-3.1/3.2 Instruct)::
-
-      <|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\n
-      Cutting Knowledge Date: December 2023\\nToday Date: {date_string}\\n\\n{system content | trim}<|eot_id|>
-      <|start_header_id|>{role}<|end_header_id|>\\n\\n{content | trim}<|eot_id|>   (per later message)
-      <|start_header_id|>assistant<|end_header_id|>\\n\\n                            (generation prompt)
-
-  The system block is always present (empty content without a system message). The date is fixed by
-  ``date_string`` instead of today's date so runs are reproducible.
-- ``chatml`` (SmolLM2, Qwen2 / Qwen2.5): ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, content
-  untrimmed; the template's default system message when the first message is not a system message (SmolLM2:
-  "You are a helpful AI assistant named SmolLM, trained by Hugging Face"; Qwen2.5: "You are Qwen, created by
-  Alibaba Cloud. You are a helpful assistant."), read from tokenizer_config.json's Jinja template; generation
-  prompt ``<|im_start|>assistant\\n``.
-- ``qwen3`` (Qwen3): ChatML without a default system message. An assistant turn after the last user message
-  carries its thinking block: ``<|im_start|>assistant\\n<think>\\n{reasoning}\\n</think>\\n\\n{content}`` where the
-  reasoning is what a ``<think>...</think>`` inside the content held (empty for plain answers, as in training
-  data without reasoning); earlier assistant turns drop it. The think block is template glue, outside the
-  content and the assistant mask, and the generation prompt is the non-thinking one,
-  ``<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n`` (Qwen3's ``enable_thinking=False``), so a model trained on
-  plain answers is asked for plain answers.
-- ``olmo2`` (OLMo-2 Instruct, the Tulu 3 format): ``{bos}`` then ``<|system|>\\n{content}\\n``,
-  ``<|user|>\\n{content}\\n``, ``<|assistant|>\\n{content}{eos}`` (+ ``\\n`` unless it is the last message);
-  generation prompt ``<|assistant|>\\n``. The role markers are single tokens where the vocabulary has them, else
-  text.
+The templates (`jepa.templates`: llama3, chatml, qwen3, olmo2) reproduce the official Jinja templates for plain
+text messages (no tools); each module's docstring gives its exact rendering, and `jepa.templates.base` states the
+content contract that step detection relies on.
 
 `encode_chat` builds ids piece by piece (special tokens by id, header text and each content encoded on their
 own), so token boundaries never cross a message boundary and content offsets are exact. Decoding its ids gives
@@ -39,7 +15,6 @@ cannot happen at content starts. Special-token strings inside content are tokeni
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,9 +22,7 @@ from typing import Any
 from tokenizers import Tokenizer as _BackendTokenizer
 
 from jepa.io import read_json_object
-
-CHAT_TEMPLATES = ("llama3", "chatml", "qwen3", "olmo2")
-LLAMA3_KNOWLEDGE_CUTOFF = "December 2023"
+from jepa.templates import TEMPLATES, ChatLayout, ChatTemplate, TemplateContext, detect_template, template_class
 
 
 @dataclass
@@ -86,17 +59,6 @@ class ChatEncoding:
     spans: list[MessageSpan]
 
 
-@dataclass
-class _Piece:
-    """A unit of a rendered chat: one special token (encoded by id) or a text encoded on its own."""
-
-    text: str
-    special: bool = False
-    span: int | None = None  # index of the MessageSpan it belongs to
-    is_content: bool = False
-    is_end_of_turn: bool = False
-
-
 def _token_content(value: Any) -> str | None:
     """A special-token entry of tokenizer_config.json: either "<tok>" or {"content": "<tok>", ...}."""
     if isinstance(value, dict):
@@ -118,12 +80,11 @@ class Tokenizer:
         date_string: str = "26 Jul 2024",
         default_system_message: str | None = None,
     ) -> None:
-        """`chat_template` is one of CHAT_TEMPLATES or None (no template: render_chat raises).
-
-        `default_system_message` is used by chatml only, when the first message is not a system message.
+        """`chat_template` names a registered template (`jepa.templates.TEMPLATES`) or is None (no template:
+        render_chat raises). `default_system_message` is inserted, by templates that have one, when the first
+        message is not a system message.
         """
-        if chat_template is not None and chat_template not in CHAT_TEMPLATES:
-            raise ValueError(f"unknown chat_template {chat_template!r}; expected one of {CHAT_TEMPLATES}")
+        template_cls = template_class(chat_template) if chat_template is not None else None
         self.backend = backend
         self.chat_template = chat_template
         self.date_string = date_string
@@ -137,12 +98,21 @@ class Tokenizer:
         if pad_id is None:
             raise ValueError("tokenizer has neither a pad_token nor an eos_token to pad with")
         self.pad_id: int = pad_id
-        stop_tokens = {"llama3": ["<|eot_id|>", "<|end_of_text|>", "<|eom_id|>"], "chatml": ["<|im_end|>"],
-                       "qwen3": ["<|im_end|>"]}.get(chat_template, [])  # fmt: skip
+        stop_tokens = template_cls.stop_tokens if template_cls is not None else ()
         stop_ids = [i for i in (self.token_to_id(t) for t in stop_tokens) if i is not None]
         if self.eos_id is not None:
             stop_ids.append(self.eos_id)
         self.stop_ids: list[int] = list(dict.fromkeys(stop_ids))  # dedupe, keep order
+        self.template: ChatTemplate | None = None
+        if template_cls is not None:
+            context = TemplateContext(
+                date_string=date_string,
+                default_system_message=default_system_message,
+                bos_token=bos_token,
+                eos_token=eos_token,
+                in_vocabulary=lambda token: self.token_to_id(token) is not None,
+            )
+            self.template = template_cls(context)
 
     def _id_or_error(self, token: str | None, what: str) -> int | None:
         if token is None:
@@ -158,10 +128,10 @@ class Tokenizer:
     ) -> Tokenizer:
         """Load `path`/tokenizer.json, with bos/eos/pad from tokenizer_config.json or special_tokens_map.json.
 
-        `chat_template` None picks from the vocabulary and tokenizer_config.json's Jinja template: "llama3" with
-        <|start_header_id|>, "olmo2" when the template writes <|assistant|>, "qwen3" with <|im_start|> and
-        <think>, "chatml" with <|im_start|>, else no template. Without config files, bos/eos default to the
-        template's usual tokens (<|begin_of_text|>/<|eot_id|>, -/<|im_end|>, <|endoftext|>). Missing files:
+        `chat_template` None picks the first registered template (by priority) that recognises the vocabulary and
+        tokenizer_config.json's Jinja template (`jepa.templates.detect_template`), else no template. Without config
+        files, bos/eos default to the template's usual tokens (its `bos_candidates` / `eos_candidates`, then
+        <|endoftext|> or </s> for eos). Missing files:
         FileNotFoundError.
         """
         path = Path(path)
@@ -186,40 +156,22 @@ class Tokenizer:
         if chat_template is None and "<｜Assistant｜>" in template_source:  # DeepSeek-R1(-Distill)
             raise ValueError(
                 f"{path / 'tokenizer_config.json'}: the DeepSeek-R1 chat template (<｜User｜> / <｜Assistant｜>) is "
-                f"not implemented here; supported templates: {', '.join(CHAT_TEMPLATES)}"
+                f"not implemented here; supported templates: {', '.join(TEMPLATES)}"
             )
         if chat_template is None:
-            if "<|start_header_id|>" in vocab:
-                chat_template = "llama3"
-            elif "<|assistant|>" in template_source or "<|assistant|>" in vocab:
-                chat_template = "olmo2"
-            elif "<|im_start|>" in vocab:
-                chat_template = "qwen3" if "<think>" in vocab else "chatml"
+            chat_template = detect_template(vocab, template_source)
+        template_cls = template_class(chat_template) if chat_template is not None else None
 
         def present(*tokens: str) -> str | None:
             return next((t for t in tokens if t in vocab), None)
 
-        if chat_template == "llama3":
-            default_bos, default_eos = present("<|begin_of_text|>"), present("<|eot_id|>", "<|end_of_text|>")
-        elif chat_template in ("chatml", "qwen3"):
-            default_bos, default_eos = None, present("<|im_end|>")
-        elif chat_template == "olmo2":
-            default_bos, default_eos = present("<|endoftext|>"), present("<|endoftext|>")
-        else:
-            default_bos, default_eos = None, None
+        default_bos = present(*template_cls.bos_candidates) if template_cls is not None else None
+        default_eos = present(*template_cls.eos_candidates) if template_cls is not None else None
         default_eos = default_eos or present("<|endoftext|>", "</s>")
         bos = _token_content(config["bos_token"]) if "bos_token" in config else default_bos
         eos = _token_content(config["eos_token"]) if "eos_token" in config else default_eos
         pad = _token_content(config.get("pad_token"))
-
-        default_system = None
-        if chat_template == "chatml":
-            # SmolLM2's and Qwen2.5's Jinja templates insert "<|im_start|>system\n...<|im_end|>" (a literal, no
-            # Jinja inside) when no system message is given.
-            literal = r"<\|im_start\|>system(?:\n|\\n)([^'\"{}%<]*?)<\|im_end\|>"
-            match = re.search(literal, template_source)
-            if match:
-                default_system = match.group(1)
+        default_system = template_cls.default_system_message(template_source) if template_cls is not None else None
         return cls(
             backend,
             bos_token=bos,
@@ -254,11 +206,12 @@ class Tokenizer:
     # ----------------------------------------------------------------------------------------- chat
     def render_chat(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         """The exact string the official chat template renders for `messages` ({"role", "content"} dicts)."""
-        return "".join(piece.text for piece in self._chat_pieces(messages, add_generation_prompt)[0])
+        return "".join(piece.text for piece in self._chat_layout(messages, add_generation_prompt).pieces)
 
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = False) -> ChatEncoding:
         """Token ids, assistant mask and per-message spans of the rendered chat (see ChatEncoding)."""
-        pieces, span_meta = self._chat_pieces(messages, add_generation_prompt)
+        layout = self._chat_layout(messages, add_generation_prompt)
+        pieces, span_meta = layout.pieces, layout.spans
         ids: list[int] = []
         assistant_mask: list[bool] = []
         bounds: list[dict[str, Any]] = [{} for _ in span_meta]
@@ -297,12 +250,10 @@ class Tokenizer:
         ]
         return ChatEncoding(ids=ids, assistant_mask=assistant_mask, spans=spans)
 
-    def _chat_pieces(
-        self, messages: list[dict], add_generation_prompt: bool
-    ) -> tuple[list[_Piece], list[tuple[str, str]]]:
-        """Pieces of the rendered chat and (role, rendered content) per span."""
-        if self.chat_template is None:
-            raise ValueError("this tokenizer has no chat template (pass chat_template='llama3' or 'chatml')")
+    def _chat_layout(self, messages: list[dict], add_generation_prompt: bool) -> ChatLayout:
+        """The template's pieces of the chat, after checking the messages."""
+        if self.template is None:
+            raise ValueError(f"this tokenizer has no chat template (pass chat_template=one of {tuple(TEMPLATES)})")
         if not messages:
             raise ValueError("messages is empty")
         for index, message in enumerate(messages):
@@ -310,124 +261,4 @@ class Tokenizer:
                 raise ValueError(f"messages[{index}]: expected a dict with a string 'role'")
             if not isinstance(message.get("content"), str):
                 raise ValueError(f"messages[{index}] (role {message['role']!r}): 'content' must be a string")
-        pieces = {"llama3": self._llama3_pieces, "chatml": self._chatml_pieces, "qwen3": self._qwen3_pieces,
-                  "olmo2": self._olmo2_pieces}[self.chat_template]  # fmt: skip
-        return pieces(messages, add_generation_prompt)
-
-    def _llama3_pieces(
-        self, messages: list[dict], add_generation_prompt: bool
-    ) -> tuple[list[_Piece], list[tuple[str, str]]]:
-        pieces: list[_Piece] = [_Piece("<|begin_of_text|>", special=True)]
-        spans: list[tuple[str, str]] = []
-
-        def block(role: str, content: str, preamble: str = "") -> None:
-            span = len(spans)
-            spans.append((role, content))
-            pieces.append(_Piece("<|start_header_id|>", special=True, span=span))
-            pieces.append(_Piece(role, span=span))
-            pieces.append(_Piece("<|end_header_id|>", special=True, span=span))
-            pieces.append(_Piece("\n\n" + preamble, span=span))
-            pieces.append(_Piece(content, span=span, is_content=True))
-            pieces.append(_Piece("<|eot_id|>", special=True, span=span, is_end_of_turn=True))
-
-        # The official template always emits the system block; `| trim` is Python's str.strip().
-        system_content = ""
-        if messages[0]["role"] == "system":
-            system_content, messages = messages[0]["content"].strip(), messages[1:]
-        block(
-            "system",
-            system_content,
-            preamble=f"Cutting Knowledge Date: {LLAMA3_KNOWLEDGE_CUTOFF}\nToday Date: {self.date_string}\n\n",
-        )
-        for message in messages:
-            if message["role"] in ("tool", "ipython") or "tool_calls" in message:
-                raise ValueError(f"llama3 template: tool messages are not supported (role {message['role']!r})")
-            block(message["role"], message["content"].strip())
-        if add_generation_prompt:
-            pieces += [
-                _Piece("<|start_header_id|>", special=True),
-                _Piece("assistant"),
-                _Piece("<|end_header_id|>", special=True),
-                _Piece("\n\n"),
-            ]
-        return pieces, spans
-
-    def _chatml_pieces(
-        self, messages: list[dict], add_generation_prompt: bool
-    ) -> tuple[list[_Piece], list[tuple[str, str]]]:
-        pieces: list[_Piece] = []
-        spans: list[tuple[str, str]] = []
-        if messages[0]["role"] != "system" and self.default_system_message is not None:
-            messages = [{"role": "system", "content": self.default_system_message}, *messages]
-        for message in messages:
-            span = len(spans)
-            spans.append((message["role"], message["content"]))
-            pieces.append(_Piece("<|im_start|>", special=True, span=span))
-            pieces.append(_Piece(message["role"] + "\n", span=span))
-            pieces.append(_Piece(message["content"], span=span, is_content=True))
-            pieces.append(_Piece("<|im_end|>", special=True, span=span, is_end_of_turn=True))
-            pieces.append(_Piece("\n"))  # glue between turns: outside the span and the assistant mask
-        if add_generation_prompt:
-            pieces += [_Piece("<|im_start|>", special=True), _Piece("assistant\n")]
-        return pieces, spans
-
-    def _qwen3_pieces(
-        self, messages: list[dict], add_generation_prompt: bool
-    ) -> tuple[list[_Piece], list[tuple[str, str]]]:
-        pieces: list[_Piece] = []
-        spans: list[tuple[str, str]] = []
-        last_query = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
-        for index, message in enumerate(messages):
-            role, content = message["role"], message["content"]
-            think = None
-            if role == "assistant":
-                reasoning = ""
-                if "</think>" in content:
-                    head, content = content.split("</think>")[0], content.split("</think>")[-1].lstrip("\n")
-                    reasoning = head.rstrip("\n").split("<think>")[-1].lstrip("\n")
-                if index > last_query and (index == len(messages) - 1 or reasoning):
-                    think, content = reasoning.strip("\n"), content.lstrip("\n")
-            span = len(spans)
-            spans.append((role, content))
-            pieces.append(_Piece("<|im_start|>", special=True, span=span))
-            pieces.append(_Piece(role + "\n", span=span))
-            if think is not None:  # template glue: neither content nor trained on
-                pieces += [_Piece("<think>", special=True, span=span), _Piece("\n" + think + "\n", span=span),
-                           _Piece("</think>", special=True, span=span), _Piece("\n\n", span=span)]  # fmt: skip
-            pieces.append(_Piece(content, span=span, is_content=True))
-            pieces.append(_Piece("<|im_end|>", special=True, span=span, is_end_of_turn=True))
-            pieces.append(_Piece("\n"))
-        if add_generation_prompt:  # non-thinking, like enable_thinking=False
-            pieces += [_Piece("<|im_start|>", special=True), _Piece("assistant\n"), _Piece("<think>", special=True),
-                       _Piece("\n\n"), _Piece("</think>", special=True), _Piece("\n\n")]  # fmt: skip
-        return pieces, spans
-
-    def _olmo2_pieces(
-        self, messages: list[dict], add_generation_prompt: bool
-    ) -> tuple[list[_Piece], list[tuple[str, str]]]:
-        if self.bos_id is None or self.eos_id is None:
-            raise ValueError("olmo2 template: the tokenizer needs a bos_token and an eos_token")
-        bos, eos = self.decode([self.bos_id]), self.decode([self.eos_id])
-        pieces: list[_Piece] = [_Piece(bos, special=True)]
-        spans: list[tuple[str, str]] = []
-
-        def marker(role: str, span: int | None) -> _Piece:  # one token where the vocabulary has it
-            text = f"<|{role}|>"
-            return _Piece(text, special=self.token_to_id(text) is not None, span=span)
-
-        for index, message in enumerate(messages):
-            role, content = message["role"], message["content"]
-            if role not in ("system", "user", "assistant"):
-                raise ValueError(f"olmo2 template: role {role!r} is not supported (system, user, assistant)")
-            span = len(spans)
-            spans.append((role, content))
-            pieces += [marker(role, span), _Piece("\n", span=span), _Piece(content, span=span, is_content=True)]
-            if role == "assistant":
-                pieces.append(_Piece(eos, special=True, span=span, is_end_of_turn=True))
-                if index < len(messages) - 1:
-                    pieces.append(_Piece("\n"))
-            else:
-                pieces.append(_Piece("\n", span=span))
-        if add_generation_prompt:
-            pieces += [marker("assistant", None), _Piece("\n")]
-        return pieces, spans
+        return self.template.pieces(messages, add_generation_prompt)
