@@ -77,13 +77,13 @@ def main() -> None:
             run(*batches)
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    lm_len = ntp_batch["input_ids"].shape[1]
+    lm_len = ntp_batch.input_ids.shape[1]
     print(
         f"step mode, batch {args.batch}, max_length {args.max_length}, {args.layers} layers, fp32 CPU, "
         f"{torch.get_num_threads()} threads, median of {args.repeats}"
     )
-    print(f"  padded length: ntp {lm_len}, packed {packed_batch['input_ids'].shape[1]}, stp "
-          f"{stp_batch['input_ids'].shape[1]}")  # fmt: skip
+    print(f"  padded length: ntp {lm_len}, packed {packed_batch.input_ids.shape[1]}, stp "
+          f"{stp_batch.input_ids.shape[1]}")  # fmt: skip
     for name in ways:
         print(f"  {name:9s} {med[name]:.3f} s   / ntp = {med[name] / med['ntp']:.3f}")
 

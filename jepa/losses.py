@@ -94,7 +94,7 @@ def lm_loss_sum(
     predict; IGNORE_INDEX elsewhere). Returns (sum of CE over label tokens as fp32 scalar, number of tokens).
     Finds the labels on the device (a sync); the training objective uses `lm_loss_at` with host indices."""
     index = (labels.flatten() != IGNORE_INDEX).nonzero().flatten()
-    return lm_loss_at(h, index, labels.flatten()[index], lm_head, chunk), len(index)
+    return lm_loss_at(h, index, labels.flatten()[index], lm_head, chunk=chunk or 0), len(index)
 
 
 def lm_loss_reference(h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear) -> torch.Tensor:

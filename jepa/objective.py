@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.attention.flex_attention import BlockMask
 
-from jepa.data.collator import collate, dense_mask, flex_block_mask, to_device
+from jepa.data.batch import Batch
+from jepa.data.collator import collate, dense_mask, flex_block_mask
 from jepa.data.layouts import Row
 from jepa.losses import IGNORE_INDEX, jepa_loss_fn, lm_loss_at, lm_loss_sum
 from jepa.models.predictors import PredictorEmbeddings
@@ -38,27 +40,27 @@ class LossTerms:
     target: torch.Tensor
 
 
-def forward_hidden(model: nn.Module, predictors: PredictorEmbeddings | None, batch: dict) -> torch.Tensor:
-    """One pass over a batch (input_ids [B, T] with predictor ids < 0, attn_mask as `Objective.masked` adds it,
-    position_ids) -> final-norm hidden states [B, T, D]."""
-    ids = batch["input_ids"]
+def forward_hidden(
+    model: nn.Module, predictors: PredictorEmbeddings | None, batch: Batch, attn_mask: torch.Tensor | BlockMask
+) -> torch.Tensor:
+    """One pass over a batch (input_ids [B, T] with predictor ids < 0, position_ids) under `attn_mask` (what
+    `Objective.attention_mask` builds) -> final-norm hidden states [B, T, D]."""
+    ids = batch.input_ids
     if predictors is not None:
         embeds = predictors(ids, model.embed_tokens)
-    elif batch.get("has_predictor_tokens"):
+    elif batch.has_predictor_tokens:
         raise ValueError("batch has predictor tokens but no PredictorEmbeddings were given")
     else:
         embeds = model.embed_tokens(ids)
-    return model(input_embeds=embeds, attn_mask=batch["attn_mask"], position_ids=batch["position_ids"])
+    return model(input_embeds=embeds, attn_mask=attn_mask, position_ids=batch.position_ids)
 
 
-def stp_chords(h: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def stp_chords(h: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """h [B, T, D] -> (rest, span) [S, D], fp32: per drawn STP path, C = D - P and P, where P is the chord of
     its span and D the chord of its whole path (sums of signed hidden states the collator listed)."""
-    S = batch["num_stp"]
-    rows = h.flatten(0, 1).index_select(0, batch["stp_index"]).float() * batch["stp_sign"][:, None]
-    chords = torch.zeros(2 * S, h.shape[-1], dtype=torch.float32, device=h.device).index_add_(
-        0, batch["stp_slot"], rows
-    )
+    S = batch.counts.stp_paths
+    rows = h.flatten(0, 1).index_select(0, batch.stp_index).float() * batch.stp_sign[:, None]
+    chords = torch.zeros(2 * S, h.shape[-1], dtype=torch.float32, device=h.device).index_add_(0, batch.stp_slot, rows)
     span, path = chords[:S], chords[S:]
     return path - span, span
 
@@ -73,9 +75,9 @@ def hidden_state_index(layer: int, n_layers: int) -> int:
     return index
 
 
-def view_embeddings(h: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def view_embeddings(h: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """h [B, T, D] -> (pred, target) [P, D]: the hidden states of the batch's P JEPA pairs, in row order."""
-    return h[batch["jepa_row"], batch["pred_pos"]], h[batch["jepa_row"], batch["target_pos"]]
+    return h[batch.jepa_row, batch.pred_pos], h[batch.jepa_row, batch.target_pos]
 
 
 ATTENTION = ("sdpa", "flex")  # the dense-mask SDPA path (CPU, everything) and FlexAttention (CUDA)
@@ -108,29 +110,28 @@ class Objective(nn.Module):
         self.gather_negatives = gather_negatives
         self.stp_hidden_index = hidden_state_index(stp_layer, len(model.blocks))
 
-    def masked(self, batch: dict) -> dict:
-        """The batch with `attn_mask`, the attention mask this objective computes with, built on the batch's
-        device from its segment ids and visibility tables: a dense bool [B, 1, T, T] (SDPA) or a FlexAttention
-        BlockMask."""
-        return {**batch, "attn_mask": (flex_block_mask if self.attention == "flex" else dense_mask)(batch)}
+    def attention_mask(self, batch: Batch) -> torch.Tensor | BlockMask:
+        """The attention mask this objective computes with, built on the batch's device from its segment ids
+        and visibility tables: a dense bool [B, 1, T, T] (SDPA) or a FlexAttention BlockMask."""
+        return (flex_block_mask if self.attention == "flex" else dense_mask)(batch)
 
-    def hidden(self, batch: dict) -> torch.Tensor:
+    def hidden(self, batch: Batch) -> torch.Tensor:
         """Final-norm hidden states [B, T, D] of the batch under this objective's attention mask."""
-        return forward_hidden(self.model, self.predictors, self.masked(batch))
+        return forward_hidden(self.model, self.predictors, batch, self.attention_mask(batch))
 
     def lm_sum_at(self, h: torch.Tensor, label_index: torch.Tensor, label_target: torch.Tensor) -> torch.Tensor:
         """The LM term: CE summed (fp32 scalar) over the label positions `label_index` (flat b * T + t) of h."""
         return lm_loss_at(h, label_index, label_target, self.model.lm_head)
 
-    def views(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def views(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(pred, target) [N, D] of the batch's JEPA rows: what the JEPA loss aligns."""
         return view_embeddings(self.hidden(batch), batch)
 
-    def hidden_and_stp_layer(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_and_stp_layer(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(final-norm hidden states, the hidden states STP reads) [B, T, D]: the same tensor unless
         `stp_layer` names an earlier layer, captured from that block during the one pass."""
         blocks = self.model.blocks
-        if batch.get("num_stp", 0) == 0 or self.stp_hidden_index == len(blocks):
+        if batch.counts.stp_paths == 0 or self.stp_hidden_index == len(blocks):
             h = self.hidden(batch)
             return h, h
         captured = []
@@ -146,19 +147,20 @@ class Objective(nn.Module):
             handle.remove()
         return h, captured[0]  # activation checkpointing calls a block again in backward: the first is the pass
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> LossTerms:
+    def forward(self, batch: Batch) -> LossTerms:
         h, h_stp = self.hidden_and_stp_layer(batch)
-        lm_sum = self.lm_sum_at(h, batch["label_index"], batch["label_target"])
+        lm_sum = self.lm_sum_at(h, batch.label_index, batch.label_target)
         pred, target = view_embeddings(h, batch)
-        if batch.get("num_stp", 0):  # STP: the rest C = D - P is the "prediction", the span's chord P the target
+        if batch.counts.stp_paths:  # STP: the rest C = D - P is the "prediction", the span's chord P the target
             rest, span = stp_chords(h_stp, batch)
             pred, target = torch.cat([pred.float(), rest]), torch.cat([target.float(), span])
-        jepa_sum = self.jepa_sum(pred, target) if batch["num_jepa"] else h.sum() * 0.0
+        jepa_sum = self.jepa_sum(pred, target) if batch.counts.jepa_rows else h.sum() * 0.0
         if self.predictors is not None:
             # Keeps the predictor tokens in every graph (an LM-only micro-batch would leave them unused and
             # DDP would wait forever for their gradient).
             jepa_sum = jepa_sum + self.predictors.weight.sum() * 0.0
-        return LossTerms(lm_sum, batch["num_labels"], jepa_sum.float(), batch["num_jepa"], pred, target)
+        return LossTerms(lm_sum=lm_sum, lm_tokens=batch.counts.labels, jepa_sum=jepa_sum.float(),
+                         jepa_rows=batch.counts.jepa_rows, pred=pred, target=target)  # fmt: skip
 
     def jepa_sum(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         kwargs = dict(self.loss_kwargs)
@@ -177,31 +179,29 @@ class Objective(nn.Module):
         device = self.model.embed_tokens.weight.device
         lm_sum, lm_tokens, preds, targets = 0.0, 0, [], []
         for row in rows:
-            lm_batch = self.masked(to_device(collate([row.lm_only()], pad_id), device))
-            s, n = lm_loss_sum(
-                forward_hidden(self.model, self.predictors, lm_batch), lm_batch["labels"], self.model.lm_head
-            )
+            lm_batch = collate([row.lm_only()], pad_id).to(device)
+            s, n = lm_loss_sum(self.hidden(lm_batch), lm_batch.labels, self.model.lm_head)
             lm_sum, lm_tokens = lm_sum + s, lm_tokens + n
             views = [(index, out) for pair in row.jepa_pairs for index, out in zip(pair, (preds, targets))]
             for index, out in views:
                 seg = row.segment_ids[index]
                 keep = [i for i in range(index + 1) if row.segment_ids[i] in row.visible[seg]]
                 view = Row(
-                    [row.input_ids[i] for i in keep],
-                    [row.position_ids[i] for i in keep],
-                    [0] * len(keep),
-                    [IGNORE_INDEX] * len(keep),
-                    ["V"],
-                    [(0,)],
-                    len(keep),
+                    input_ids=[row.input_ids[i] for i in keep],
+                    position_ids=[row.position_ids[i] for i in keep],
+                    segment_ids=[0] * len(keep),
+                    labels=[IGNORE_INDEX] * len(keep),
+                    segment_names=["V"],
+                    visible=[(0,)],
+                    main_length=len(keep),
                 )
-                view_batch = self.masked(to_device(collate([view], pad_id), device))
-                out.append(forward_hidden(self.model, self.predictors, view_batch)[0, -1])
+                out.append(self.hidden(collate([view], pad_id).to(device))[0, -1])
         empty = torch.zeros(0, self.model.embed_tokens.embedding_dim, device=device)
         pred = torch.stack(preds) if preds else empty
         target = torch.stack(targets) if targets else empty
         jepa_sum = self.jepa_sum(pred, target) if preds else torch.zeros((), device=device)
-        return LossTerms(lm_sum, lm_tokens, jepa_sum, len(preds), pred, target)
+        return LossTerms(lm_sum=lm_sum, lm_tokens=lm_tokens, jepa_sum=jepa_sum, jepa_rows=len(preds), pred=pred,
+                         target=target)  # fmt: skip
 
 
 def gather_other_targets(target: torch.Tensor) -> torch.Tensor:

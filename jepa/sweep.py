@@ -161,7 +161,7 @@ def final_evaluation(run_dir: Path) -> dict:
     return last
 
 
-def run_one(spec: SweepSpec, cell: str, seed: int, args: list[str], quiet: bool) -> dict:
+def run_one(spec: SweepSpec, cell: str, seed: int, args: list[str], *, quiet: bool) -> dict:
     """Train one run (or skip it when done with the same command); returns its final evaluation."""
     run_dir = Path(spec.runs_dir) / f"{cell}_s{seed}"
     done = run_dir / "sweep_done.json"
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(spec.runs_dir).mkdir(parents=True, exist_ok=True)
     try:
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            futures = {(c, s): pool.submit(run_one, spec, c, s, a, not args.verbose) for c, s, a in runs}
+            futures = {(c, s): pool.submit(run_one, spec, c, s, a, quiet=not args.verbose) for c, s, a in runs}
             evaluations = {key: future.result() for key, future in futures.items()}
     except RuntimeError as exc:
         print(f"error: {exc}; the finished runs are kept, the same command goes on", file=sys.stderr)

@@ -1,6 +1,6 @@
-"""Pads packed rows into a batch: ids, positions, labels, the attention mask as data (segment ids and
-visibility tables; `dense_mask` / `flex_block_mask` expand it on the device), and the host-side counts and
-indices of labels and JEPA pairs."""
+"""Pads packed rows into a `Batch` (jepa/data/batch.py): ids, positions, labels, the attention mask as data
+(segment ids and visibility tables; `dense_mask` / `flex_block_mask` expand it on the device), and the host-side
+counts and indices of labels and JEPA pairs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
+from jepa.data.batch import Batch, BatchCounts
 from jepa.data.layouts import Row
 from jepa.losses import IGNORE_INDEX
 
@@ -42,23 +43,10 @@ def attended_pairs(row: Row) -> int:
     return int((seen_so_far * table[seg]).sum())
 
 
-def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
-    """Rows -> batch, everything the forward needs counted and indexed here on the host, so the device never
-    has to tell the host anything inside a micro-batch. No [T, T] mask is built or shipped: `dense_mask` (SDPA)
-    and `flex_block_mask` (FlexAttention) make it on the device from the segment ids. Tensors:
-
-        input_ids, position_ids, labels  [B, T] long (labels pre-shifted, IGNORE_INDEX where none)
-        segment_ids [B, T] long (-1 = padding), visible [B, S, S] bool (segment s sees segment s'),
-        lengths [B] long                 the attention mask as data
-        label_index, label_target        [N] long: flat position b * T + t of every label and its token
-        jepa_row, pred_pos, target_pos   [P] long: one entry per JEPA pair (a packed row holds several)
-        stp_index, stp_sign, stp_slot    [Q] long, float32, long: the STP chords as sums of signed hidden
-                                         states: chord slot s (0 .. S-1 the spans', S .. 2S-1 the whole paths')
-                                         += sign * h.flatten(0, 1)[index], for the S drawn paths (`StpPath`)
-
-    and host numbers: num_labels (N), num_jepa (P + S: the examples with a JEPA term), num_stp (S), num_tokens
-    (real tokens), num_positions (B * T), num_attended_pairs, has_predictor_tokens.
-    """
+def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> Batch:
+    """Rows -> `Batch` (its docstring gives every tensor's shape and dtype): everything the forward needs counted
+    and indexed here on the host, so the device never has to tell the host anything inside a micro-batch. The
+    length T is the longest row's, rounded up to a multiple of `pad_to_multiple`."""
     T = max(len(r.input_ids) for r in rows)
     T = -(-T // pad_to_multiple) * pad_to_multiple
     B, S = len(rows), max(len(r.visible) for r in rows)
@@ -89,40 +77,38 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> dict:
     stp = np.asarray(stp, dtype=np.int64).reshape(-1, 3)
     label_index = np.flatnonzero(labels != IGNORE_INDEX)
     jepa = np.asarray(jepa, dtype=np.int64).reshape(-1, 3)
-    return {
-        "input_ids": torch.from_numpy(input_ids),
-        "position_ids": torch.from_numpy(position_ids),
-        "segment_ids": torch.from_numpy(segment_ids),
-        "visible": torch.from_numpy(visible),
-        "lengths": torch.tensor([len(r.input_ids) for r in rows], dtype=torch.long),
-        "labels": torch.from_numpy(labels),
-        "label_index": torch.from_numpy(label_index),
-        "label_target": torch.from_numpy(labels.reshape(-1)[label_index]),
-        "jepa_row": torch.from_numpy(jepa[:, 0].copy()),
-        "pred_pos": torch.from_numpy(jepa[:, 1].copy()),
-        "target_pos": torch.from_numpy(jepa[:, 2].copy()),
-        "stp_index": torch.from_numpy(stp[:, 0].copy()),
-        "stp_sign": torch.from_numpy(stp[:, 1].astype(np.float32)),
-        "stp_slot": torch.from_numpy(stp[:, 2].copy()),
-        "num_labels": len(label_index),
-        "num_jepa": len(jepa) + len(paths),
-        "num_stp": len(paths),
-        "num_tokens": sum(len(r.input_ids) for r in rows),
-        "num_positions": B * T,
-        "num_attended_pairs": sum(attended_pairs(r) for r in rows),  # attention FLOPs
-        "has_predictor_tokens": any(t < 0 for r in rows for t in r.input_ids),
-    }
+    counts = BatchCounts(
+        labels=len(label_index),
+        jepa_rows=len(jepa) + len(paths),
+        stp_paths=len(paths),
+        tokens=sum(len(r.input_ids) for r in rows),
+        positions=B * T,
+        attended_pairs=sum(attended_pairs(r) for r in rows),
+    )
+    return Batch(
+        input_ids=torch.from_numpy(input_ids),
+        position_ids=torch.from_numpy(position_ids),
+        labels=torch.from_numpy(labels),
+        segment_ids=torch.from_numpy(segment_ids),
+        visible=torch.from_numpy(visible),
+        lengths=torch.tensor([len(r.input_ids) for r in rows], dtype=torch.long),
+        label_index=torch.from_numpy(label_index),
+        label_target=torch.from_numpy(labels.reshape(-1)[label_index]),
+        jepa_row=torch.from_numpy(jepa[:, 0].copy()),
+        pred_pos=torch.from_numpy(jepa[:, 1].copy()),
+        target_pos=torch.from_numpy(jepa[:, 2].copy()),
+        stp_index=torch.from_numpy(stp[:, 0].copy()),
+        stp_sign=torch.from_numpy(stp[:, 1].astype(np.float32)),
+        stp_slot=torch.from_numpy(stp[:, 2].copy()),
+        counts=counts,
+        has_predictor_tokens=any(t < 0 for r in rows for t in r.input_ids),
+    )
 
 
-def to_device(batch: dict, device: torch.device | str) -> dict:
-    """The batch with its tensors on `device` (non-blocking from pinned memory); host numbers stay as they are."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def dense_mask(batch: dict) -> torch.Tensor:
+def dense_mask(batch: Batch) -> torch.Tensor:
     """The batch's attention mask, bool [B, 1, T, T] on the batch's device (for SDPA), from its segment ids,
     visibility tables and lengths: equal to `attention_mask` of each row (tested). Device ops only, no sync."""
-    segment_ids, visible, lengths = batch["segment_ids"], batch["visible"], batch["lengths"]
+    segment_ids, visible, lengths = batch.segment_ids, batch.visible, batch.lengths
     B, T = segment_ids.shape
     idx = torch.arange(T, device=segment_ids.device)
     real = idx[None, :] < lengths[:, None]  # [B, T]
@@ -132,10 +118,10 @@ def dense_mask(batch: dict) -> torch.Tensor:
     return (mask | torch.eye(T, dtype=torch.bool, device=seg.device))[:, None]  # padding sees itself only
 
 
-def flex_mask_mod(batch: dict) -> Callable:
+def flex_mask_mod(batch: Batch) -> Callable:
     """The collated mask as a FlexAttention `mask_mod(b, h, q, kv)`: equal to `dense_mask` (tested), built from
     segment ids and visibility tables instead of a [B, T, T] tensor."""
-    segment_ids, visible, lengths = batch["segment_ids"], batch["visible"], batch["lengths"]
+    segment_ids, visible, lengths = batch.segment_ids, batch.visible, batch.lengths
 
     def mask_mod(b, h, q, kv):
         real = (q < lengths[b]) & (kv < lengths[b])
@@ -145,7 +131,7 @@ def flex_mask_mod(batch: dict) -> Callable:
     return mask_mod
 
 
-def flex_block_mask(batch: dict) -> BlockMask:
+def flex_block_mask(batch: Batch) -> BlockMask:
     """A BlockMask of the batch for `flex_attention` (on the batch's device); blocks nobody attends are skipped."""
-    B, T = batch["input_ids"].shape
-    return create_block_mask(flex_mask_mod(batch), B, None, T, T, device=batch["input_ids"].device)
+    B, T = batch.input_ids.shape
+    return create_block_mask(flex_mask_mod(batch), B=B, H=None, Q_LEN=T, KV_LEN=T, device=batch.input_ids.device)

@@ -124,7 +124,7 @@ class ChatDataset(Dataset):
         mode) raises ValueError("path:LINE: reason"), or is skipped and counted with `cfg.skip_bad`."""
         cls.check_paths(cfg, tokenizer_dir)
         tokenizer = Tokenizer.from_dir(tokenizer_dir, date_string=cfg.date_string)
-        rows = tokenize_chats(cfg.train, tokenizer, layout, cfg.limit, cfg.skip_bad)
+        rows = tokenize_chats(cfg.train, tokenizer, layout, limit=cfg.limit, skip_bad=cfg.skip_bad)
         return cls(*rows, source=cfg.train, tokenizer_dir=Path(tokenizer_dir))
 
     def export_files(self, out_dir: Path) -> None:
@@ -134,7 +134,7 @@ class ChatDataset(Dataset):
 
 
 def tokenize_chats(
-    path: str | Path, tokenizer: Tokenizer, layout: LayoutConfig, limit: int | None = None, skip_bad: bool = False
+    path: str | Path, tokenizer: Tokenizer, layout: LayoutConfig, *, limit: int | None = None, skip_bad: bool = False
 ) -> tuple[list[Row], int, int, int, SkippedLines]:
     """(rows, pad id, vocabulary size, rows with a truncated view, skipped-by-reason) of a chat jsonl."""
     rows, skipped, truncated = [], SkippedLines(), 0

@@ -103,7 +103,7 @@ class StpPath:
         return terms
 
 
-def draw_span(length: int, seed: int, step: int, example: int, zero: bool = False) -> tuple[int, int]:
+def draw_span(length: int, *, seed: int, step: int, example: int, zero: bool = False) -> tuple[int, int]:
     """[start, stop) on a path of `length` >= 2 tokens: never empty, never the whole path. As the official
     `stp.py` draws it: start uniform in [0, length) (0 with `zero`), stop uniform in (start, length], redrawn
     while the span would be the whole path. A pure function of (seed, step, example), so a resumed run and any
@@ -122,7 +122,9 @@ def draw_stp_spans(row: Row, seed: int, step: int, example: int) -> Row:
     """A copy of `row` whose STP paths carry this step's spans (the row itself, shared, is left alone)."""
     if not row.stp_paths:
         return row
-    paths = [replace(p, span=draw_span(p.length, seed, step, example, p.zero)) for p in row.stp_paths]
+    paths = [
+        replace(p, span=draw_span(p.length, seed=seed, step=step, example=example, zero=p.zero)) for p in row.stp_paths
+    ]
     return replace(row, stp_paths=paths)
 
 
@@ -155,7 +157,7 @@ class Row:
         return self.jepa_pairs[0][1] if self.jepa_pairs else None
 
     def add_segment(
-        self, name: str, ids: list[int], positions: list[int], sees: tuple[str, ...], labels: list[int] | None = None
+        self, name: str, ids: list[int], positions: list[int], *, sees: tuple[str, ...], labels: list[int] | None = None
     ) -> int:
         """Append a segment; `sees` names earlier segments (itself is implied). Returns its first index."""
         seg = len(self.segment_names)
@@ -172,13 +174,13 @@ class Row:
         """The same example without its JEPA segments (jepa_ratio < 1 skips, truncated views)."""
         n, keep = self.main_length, sorted(set(self.segment_ids[: self.main_length]))
         return Row(
-            self.input_ids[:n],
-            self.position_ids[:n],
-            self.segment_ids[:n],
-            self.labels[:n],
-            self.segment_names[: len(keep)],
-            self.visible[: len(keep)],
-            n,
+            input_ids=self.input_ids[:n],
+            position_ids=self.position_ids[:n],
+            segment_ids=self.segment_ids[:n],
+            labels=self.labels[:n],
+            segment_names=self.segment_names[: len(keep)],
+            visible=self.visible[: len(keep)],
+            main_length=n,
         )
 
 
@@ -245,7 +247,7 @@ def isolated_positions(n: int, previous_end: int, cfg: LayoutConfig) -> list[int
 def build_regular_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = None) -> Row:
     ids, labels = main_sequence(enc, cfg, pad_id)
     row = Row()
-    row.add_segment("M", ids, list(range(len(ids))), (), labels)
+    row.add_segment("M", ids, list(range(len(ids))), sees=(), labels=labels)
     row.main_length = len(ids)
     return row
 
@@ -275,15 +277,17 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = No
     row, main = Row(), []
     for n, (start, stop) in enumerate(zip([0, *cuts], [*cuts, len(ids)])):
         name = f"A{suffix(n)}" if n < len(cuts) else "B"
-        row.add_segment(name, ids[start:stop], list(range(start, stop)), tuple(main), labels[start:stop])
+        row.add_segment(name, ids[start:stop], list(range(start, stop)), sees=tuple(main), labels=labels[start:stop])
         main.append(name)
     row.main_length = len(ids)
     k = cfg.predictors
     for n, (pair, cut) in enumerate(zip(pairs, cuts)):
-        p_start = row.add_segment(f"P{suffix(n)}", predictor_ids(k), list(range(cut, cut + k)), tuple(main[: n + 1]))
+        p_start = row.add_segment(
+            f"P{suffix(n)}", predictor_ids(k), list(range(cut, cut + k)), sees=tuple(main[: n + 1])
+        )
         target_start, target_end = steps[pair + 1]
         target = enc.ids[target_start : target_end + 1]
-        c_start = row.add_segment(f"C{suffix(n)}", target, isolated_positions(len(target), cut + k, cfg), ())
+        c_start = row.add_segment(f"C{suffix(n)}", target, isolated_positions(len(target), cut + k, cfg), sees=())
         row.jepa_pairs.append((p_start + k - 1 if k else cut - 1, c_start + len(target) - 1))
     return row
 
@@ -312,7 +316,7 @@ def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
     enc = tokenizer.encode_chat(messages)
     ids, labels = main_sequence(enc, cfg, tokenizer.pad_id)
     row = Row()
-    row.add_segment("M", ids, list(range(len(ids))), (), labels)
+    row.add_segment("M", ids, list(range(len(ids))), sees=(), labels=labels)
     row.main_length = len(ids)
     user = next((m for m in messages if m["role"] == "user"), None)
     assistant = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
@@ -327,8 +331,8 @@ def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
     d_ids = code.ids
     if len(t_ids) > cfg.max_length or len(d_ids) > cfg.max_length:
         return row  # a view does not fit: LM loss only
-    t_start = row.add_segment("T", t_ids, isolated_positions(len(t_ids), len(ids), cfg), ())
-    d_start = row.add_segment("D", d_ids, isolated_positions(len(d_ids), len(ids) + len(t_ids), cfg), ())
+    t_start = row.add_segment("T", t_ids, isolated_positions(len(t_ids), len(ids), cfg), sees=())
+    d_start = row.add_segment("D", d_ids, isolated_positions(len(d_ids), len(ids) + len(t_ids), cfg), sees=())
     if cfg.last_token is not None:  # the official code's `real_length + last_token`
         row.jepa_pairs.append((t_start + len(t_ids) + cfg.last_token, d_start + len(d_ids) + cfg.last_token))
     else:  # the last predictor (front_pred: the last content token, which the predictors shifted by k)
@@ -345,16 +349,16 @@ def build_reversal_row(
     ids = list(e1) + [rel, mask] + list(e2)
     trainable = [False] * (len(ids) - len(e2)) + [True] * len(e2)
     row = Row()
-    row.add_segment("F", ids, list(range(len(ids))), (), shifted_labels(ids, trainable))
+    row.add_segment("F", ids, list(range(len(ids))), sees=(), labels=shifted_labels(ids, trainable))
     row.main_length = len(ids)
     if with_jepa is None:
         with_jepa = item.get("type") == "train"
     if not with_jepa:
         return row
     k = cfg.predictors
-    p_start = row.add_segment("P", predictor_ids(k), list(range(len(ids), len(ids) + k)), ("F",))
+    p_start = row.add_segment("P", predictor_ids(k), list(range(len(ids), len(ids) + k)), sees=("F",))
     reverse = list(e2) + [inverse_relation[rel], mask] + list(e1)
-    r_start = row.add_segment("R", reverse, isolated_positions(len(reverse), len(ids) + k, cfg), ())
+    r_start = row.add_segment("R", reverse, isolated_positions(len(reverse), len(ids) + k, cfg), sees=())
     row.jepa_pairs.append((p_start + k - 1 if k else len(ids) - 1, r_start + len(reverse) - 1))
     return row
 

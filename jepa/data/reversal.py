@@ -59,7 +59,7 @@ def reversal_vocab(n_first: int, n_last: int, n_relations: int) -> dict[str, int
 
 
 def _check_sizes(
-    n_learning: int, n_test: int, n_first: int, n_last: int, comb: int, n_relations: int, n_valid: int
+    *, n_learning: int, n_test: int, n_first: int, n_last: int, comb: int, n_relations: int, n_valid: int
 ) -> None:
     sizes = dict(locals())  # every argument by name, for the messages
     for name, value in sizes.items():
@@ -114,7 +114,7 @@ def _draw_names(rng: np.random.Generator, n_first: int, n_last: int, comb: int) 
     )
 
 
-def _items(facts: np.ndarray, kind: str, first_id: np.ndarray, last_id: np.ndarray, mask_id: int) -> list[dict]:
+def _items(facts: np.ndarray, kind: str, *, first_id: np.ndarray, last_id: np.ndarray, mask_id: int) -> list[dict]:
     """facts [M, 3] int (e1 entity, relation id, e2 entity) → seed-format items of type ``kind``."""
     rows = np.stack(
         [first_id[facts[:, 0]], last_id[facts[:, 0]], facts[:, 1], first_id[facts[:, 2]], last_id[facts[:, 2]]], axis=1
@@ -150,7 +150,8 @@ def generate_reversal(
     Raises ValueError for inconsistent sizes. Returns a summary (counts, vocab size, seconds).
     """
     start = time.perf_counter()
-    _check_sizes(n_learning, n_test, n_first, n_last, comb, n_relations, n_valid)
+    _check_sizes(n_learning=n_learning, n_test=n_test, n_first=n_first, n_last=n_last, comb=comb,
+                 n_relations=n_relations, n_valid=n_valid)  # fmt: skip
     rng = np.random.default_rng(seed)
     vocab = reversal_vocab(n_first, n_last, n_relations)
     mask_id = vocab["<mask>"]
@@ -180,7 +181,7 @@ def generate_reversal(
         "atomic": np.concatenate(atomic_facts),
         "test": np.concatenate(test_facts),
     }
-    items = {kind: _items(f, kind, first_id, last_id, mask_id) for kind, f in facts.items()}
+    items = {kind: _items(f, kind, first_id=first_id, last_id=last_id, mask_id=mask_id) for kind, f in facts.items()}
 
     train_items = items["train"] + items["atomic"]
     train_items = [train_items[k] for k in rng.permutation(len(train_items)).tolist()]
@@ -245,6 +246,7 @@ def _check_item(
     item: object,
     where: str,
     vocab_size: int,
+    *,
     mask_id: int | None = None,
     relation_ids: set[int] | None = None,
     types: tuple[str, ...] | None = None,
@@ -337,7 +339,8 @@ def load_reversal(data_dir: str | Path) -> tuple[list[dict], dict[str, list[dict
     if not isinstance(train_items, list):
         raise ValueError(f"{train_path}: expected a list of items")
     for k, item in enumerate(train_items):
-        _check_item(item, f"{train_path}[{k}]", vocab_size, mask_id, relation_ids, ("train", "atomic"))
+        _check_item(item, f"{train_path}[{k}]", vocab_size, mask_id=mask_id, relation_ids=relation_ids,
+                    types=("train", "atomic"))  # fmt: skip
 
     valid = _read_probes(
         data_dir / "valid.json",

@@ -204,7 +204,7 @@ def steps_record(question: str, answer: str, deepseek_response: str) -> dict | N
 # ------------------------------------------------------------------------------------------ reading jsonl
 
 
-def _bad(where: str, reason: str, detail: str | None, skip_bad: bool, bad: SkippedLines) -> None:
+def _bad(where: str, reason: str, detail: str | None, *, skip_bad: bool, bad: SkippedLines) -> None:
     """Count a bad line when skipping, else raise the one-line error naming file and line."""
     if not skip_bad:
         raise ValueError(f"{where}: {detail or reason}")
@@ -229,17 +229,17 @@ def iter_jsonl(
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                _bad(where, "not UTF-8", f"not UTF-8 (byte {exc.start + 1} of the line)", skip_bad, bad)
+                _bad(where, "not UTF-8", f"not UTF-8 (byte {exc.start + 1} of the line)", skip_bad=skip_bad, bad=bad)
                 continue
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                _bad(where, "not JSON", f"not JSON ({exc.msg})", skip_bad, bad)
+                _bad(where, "not JSON", f"not JSON ({exc.msg})", skip_bad=skip_bad, bad=bad)
                 continue
             if not isinstance(obj, dict):
-                _bad(where, "not an object", f"not a JSON object ({type(obj).__name__})", skip_bad, bad)
+                _bad(where, "not an object", f"not a JSON object ({type(obj).__name__})", skip_bad=skip_bad, bad=bad)
                 continue
             problem = None
             for field in required:
@@ -252,7 +252,7 @@ def iter_jsonl(
                 if problem:
                     break
             if problem:
-                _bad(where, problem, None, skip_bad, bad)
+                _bad(where, problem, None, skip_bad=skip_bad, bad=bad)
                 continue
             yield line_number, obj
 
@@ -260,7 +260,7 @@ def iter_jsonl(
 def read_jsonl(path: str | Path, required: tuple[str, ...], skip_bad: bool = False) -> tuple[list[dict], SkippedLines]:
     """All good records of a jsonl file (see :func:`iter_jsonl`) and the skipped lines by reason."""
     bad = SkippedLines()
-    records = [obj for _, obj in iter_jsonl(path, required, skip_bad, bad)]
+    records = [obj for _, obj in iter_jsonl(path, required, skip_bad=skip_bad, bad=bad)]
     return records, bad
 
 
@@ -275,16 +275,16 @@ def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _convert_file(src: Path, dst: Path, required: tuple[str, ...], build, skip_bad: bool) -> dict:
+def _convert_file(src: Path, dst: Path, *, required: tuple[str, ...], build, skip_bad: bool) -> dict:
     """Turn each line of ``src`` into a record with ``build(obj)`` and write ``dst``; returns the split summary."""
     bad = SkippedLines()
     records = []
     histogram: Counter = Counter()
-    for line_number, obj in iter_jsonl(src, required, skip_bad, bad):
+    for line_number, obj in iter_jsonl(src, required, skip_bad=skip_bad, bad=bad):
         try:
             record, n_steps = build(obj)
         except BadRecord as exc:
-            _bad(f"{src}:{line_number}", exc.reason, str(exc), skip_bad, bad)
+            _bad(f"{src}:{line_number}", exc.reason, str(exc), skip_bad=skip_bad, bad=bad)
             continue
         records.append(record)
         histogram[n_steps] += 1
@@ -340,7 +340,11 @@ def prepare_gsm8k(src: Path | None, out_dir: Path, keep_calculator: bool = False
             )
         splits = {
             split: _convert_file(
-                src_dir / f"{split}.jsonl", out_dir / f"{split}.jsonl", ("question", "answer"), build, skip_bad
+                src_dir / f"{split}.jsonl",
+                out_dir / f"{split}.jsonl",
+                required=("question", "answer"),
+                build=build,
+                skip_bad=skip_bad,
             )
             for split in GSM8K_SPLITS
         }
@@ -363,10 +367,13 @@ def prepare_steps(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = Fal
             raise BadRecord("fewer than 2 steps")
         return record, len(assistant_steps(record))
 
-    return _convert_files(src_files, out_dir, ("question", "answer", "deepseek_response"), build, skip_bad)
+    return _convert_files(src_files, out_dir, required=("question", "answer", "deepseek_response"), build=build,
+                          skip_bad=skip_bad)  # fmt: skip
 
 
-def _convert_files(src_files: Iterable[Path], out_dir: Path, required: tuple[str, ...], build, skip_bad: bool) -> dict:
+def _convert_files(
+    src_files: Iterable[Path], out_dir: Path, *, required: tuple[str, ...], build, skip_bad: bool
+) -> dict:
     """`_convert_file` for each input ``NAME.jsonl`` into ``out_dir/NAME.jsonl`` (so a train/test pair keeps its
     split names); two inputs with the same name are an error."""
     out_dir = Path(out_dir)
@@ -376,7 +383,8 @@ def _convert_files(src_files: Iterable[Path], out_dir: Path, required: tuple[str
     if duplicates:
         raise ValueError(f"two input files would both be written to {out_dir / duplicates[0]}; rename one")
     splits = {
-        Path(n).stem: _convert_file(src, out_dir / n, required, build, skip_bad) for src, n in zip(src_files, names)
+        Path(n).stem: _convert_file(src, out_dir / n, required=required, build=build, skip_bad=skip_bad)
+        for src, n in zip(src_files, names)
     }
     return {"out_dir": str(out_dir), "splits": splits}
 
@@ -415,7 +423,7 @@ def prepare_chat(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = Fals
         record = chat_record(obj)
         return record, len(assistant_steps(record))
 
-    return _convert_files(src_files, out_dir, (), build, skip_bad)
+    return _convert_files(src_files, out_dir, required=(), build=build, skip_bad=skip_bad)
 
 
 def split_jsonl(src: Path, out_dir: Path, n_valid: int, seed: int = 0) -> dict:

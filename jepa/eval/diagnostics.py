@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from jepa.data.collator import collate, to_device
+from jepa.data.collator import collate
 from jepa.data.layouts import Row
 from jepa.eval.progress import Progress
 from jepa.models.predictors import PredictorEmbeddings
@@ -90,6 +90,7 @@ def collect_views(
     predictors: PredictorEmbeddings | None,
     rows: list[Row],
     pad_id: int,
+    *,
     batch_size: int = 16,
     progress: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +111,7 @@ def collect_views(
     try:
         for start in range(0, len(jepa_rows), batch_size):
             chunk = jepa_rows[start : start + batch_size]
-            pred, target = objective.views(to_device(collate(chunk, pad_id), device))
+            pred, target = objective.views(collate(chunk, pad_id).to(device))
             preds.append(pred.float().cpu())
             targets.append(target.float().cpu())
             bar.add_tokens(sum(len(r.input_ids) for r in chunk))
@@ -122,7 +123,7 @@ def collect_views(
 
 
 def evaluate_views(
-    model: nn.Module, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int, batch_size: int = 16
+    model: nn.Module, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int, *, batch_size: int = 16
 ) -> dict[str, float]:
     """:func:`view_diagnostics` of the rows' views (see :func:`collect_views`)."""
-    return view_diagnostics(*collect_views(model, predictors, rows, pad_id, batch_size))
+    return view_diagnostics(*collect_views(model, predictors, rows, pad_id, batch_size=batch_size))

@@ -31,6 +31,7 @@ def generate_and_score(
     tokenizer: Tokenizer,
     records: list[dict],
     score: Callable[[int, dict, str, int], dict],
+    *,
     max_new_tokens: int,
     batch_size: int = 16,
     progress: bool | None = None,

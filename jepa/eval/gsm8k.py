@@ -85,14 +85,15 @@ def evaluate_gsm8k(
     start = time.perf_counter()
 
     def score(index: int, record: dict, generation: str, n_tokens: int) -> dict:
-        return score_example(index, record, generation, n_tokens, max_new_tokens, protocol)
+        return score_example(index, record, generation, n_tokens, max_new_tokens=max_new_tokens, protocol=protocol)
 
-    examples = generate_and_score(model, tokenizer, records, score, max_new_tokens, batch_size, progress, "gsm8k",
-                                  "problem", done, on_example)  # fmt: skip
+    examples = generate_and_score(model, tokenizer, records, score, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, progress=progress, desc="gsm8k", unit="problem", done=done,
+                                  on_example=on_example)  # fmt: skip
     return examples, summarise_gsm8k(examples, protocol, max_new_tokens, time.perf_counter() - start)
 
 
-def score_example(index: int, record: dict, generation: str, n_tokens: int, max_new_tokens: int,
+def score_example(index: int, record: dict, generation: str, n_tokens: int, *, max_new_tokens: int,
                   protocol: str) -> dict:  # fmt: skip
     """One generated answer scored under both protocols (see :func:`evaluate_gsm8k`)."""
     default, paper = score_default(generation, record["answer"]), score_paper(generation, record["answer"])

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from jepa.data.collator import collate, to_device
+from jepa.data.collator import collate
 from jepa.data.layouts import Row
 from jepa.eval.progress import Progress
 from jepa.losses import IGNORE_INDEX
@@ -57,19 +57,19 @@ def heldout_lm_loss(
         for start in range(0, len(lm_rows), batch_size):
             chunk = lm_rows[start : start + batch_size]
             host = collate(chunk, pad_id)
-            h = objective.hidden(to_device(host, device))
+            h = objective.hidden(host.to(device))
             # The LM term one row at a time, so every row's own sum is known: label positions are flat
             # (b * T + t), grouped here by b on the host.
-            owner = host["label_index"] // host["input_ids"].shape[1]
-            is_stop = torch.isin(host["label_target"], torch.tensor(list(stop_ids), dtype=torch.long))
+            owner = host.label_index // host.input_ids.shape[1]
+            is_stop = torch.isin(host.label_target, torch.tensor(list(stop_ids), dtype=torch.long))
             # The end-of-turn labels' log-probabilities from full logits (a handful of positions per batch).
-            stop_index = host["label_index"][is_stop]
+            stop_index = host.label_index[is_stop]
             logits = model.lm_head(h.flatten(0, 1)[stop_index.to(device)]).float()
-            stop_logp = logits.log_softmax(-1).gather(1, host["label_target"][is_stop].to(device)[:, None])[:, 0]
+            stop_logp = logits.log_softmax(-1).gather(1, host.label_target[is_stop].to(device)[:, None])[:, 0]
             stop_logp, stop_owner = stop_logp.double().cpu(), owner[is_stop]
             for b in range(len(chunk)):
                 mine = owner == b
-                index, target = host["label_index"][mine].to(device), host["label_target"][mine].to(device)
+                index, target = host.label_index[mine].to(device), host.label_target[mine].to(device)
                 lm_sum = objective.lm_sum_at(h, index, target)
                 logp = stop_logp[stop_owner == b]
                 per_row.append({"row": start + b, "lm_sum": float(lm_sum), "label_tokens": int(mine.sum()),

@@ -146,8 +146,9 @@ def evaluate_task(
                 "response": response, **scorer(response, record["reference"]), "n_tokens": n_tokens,
                 **response_ending(response, record["reference"], n_tokens, max_new_tokens)}  # fmt: skip
 
-    examples = generate_and_score(model, tokenizer, records, score, max_new_tokens, batch_size, progress, task_name,
-                                  "example", done, on_example)  # fmt: skip
+    examples = generate_and_score(model, tokenizer, records, score, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, progress=progress, desc=task_name, unit="example",
+                                  done=done, on_example=on_example)  # fmt: skip
     n = len(examples)
     summary = {"task": task_name, "scorer": task.scorer, "n": n}
     names = {c: "accuracy" if c == "correct" else f"accuracy_{c}" for c in scorer("", "")}

@@ -15,6 +15,7 @@ class KVCache:
 
     def __init__(
         self,
+        *,
         n_layers: int,
         batch: int,
         n_kv_heads: int,
@@ -42,7 +43,13 @@ class KVCache:
 
 
 def attend(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None, cache: KVCache | None, layer: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    attn_mask: torch.Tensor | BlockMask | None,
+    cache: KVCache | None,
+    layer: int,
 ) -> torch.Tensor:
     """q [B, H, T, Dh], k/v [B, H_kv, T, Dh] -> [B, H, T, Dh]. Grouped-query heads share k/v.
 

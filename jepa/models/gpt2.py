@@ -80,7 +80,7 @@ class GPT2Attention(nn.Module):
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.attn_pdrop)
         else:
-            y = attend(q, k, v, attn_mask, cache, layer)
+            y = attend(q, k, v, attn_mask=attn_mask, cache=cache, layer=layer)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -178,7 +178,8 @@ class GPT2(nn.Module):
     def kv_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str) -> KVCache:
         """An empty cache for `batch` sequences of up to `max_len` positions."""
         cfg = self.config
-        return KVCache(cfg.n_layer, batch, cfg.n_head, max_len, cfg.n_embd // cfg.n_head, dtype, device)
+        return KVCache(n_layers=cfg.n_layer, batch=batch, n_kv_heads=cfg.n_head, max_len=max_len,
+                       head_dim=cfg.n_embd // cfg.n_head, dtype=dtype, device=device)  # fmt: skip
 
     def forward(
         self,

@@ -176,7 +176,7 @@ class LlamaAttention(nn.Module):
             self.q_norm = RMSNorm(self.n_head * self.head_dim, cfg.rms_norm_eps, weight_in_fp32=True)
             self.k_norm = RMSNorm(self.n_kv * self.head_dim, cfg.rms_norm_eps, weight_in_fp32=True)
 
-    def forward(self, x, cos, sin, attn_mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(self, x, cos, sin, *, attn_mask, cache: KVCache | None, layer: int) -> torch.Tensor:
         B, T, _ = x.shape
         q, k = self.q_proj(x), self.k_proj(x)
         if self.qk_norm == "full":
@@ -189,7 +189,7 @@ class LlamaAttention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        y = attend(q, k, v, attn_mask, cache, layer)
+        y = attend(q, k, v, attn_mask=attn_mask, cache=cache, layer=layer)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -220,11 +220,13 @@ class LlamaBlock(nn.Module):
             self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, weight_in_fp32=True)
         self.mlp = LlamaMLP(cfg)
 
-    def forward(self, x, cos, sin, attn_mask, cache, layer):
+    def forward(self, x, cos, sin, *, attn_mask, cache, layer):
         if self.norms_after:
-            x = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, attn_mask, cache, layer))
+            x = x + self.post_attention_layernorm(
+                self.self_attn(x, cos, sin, attn_mask=attn_mask, cache=cache, layer=layer)
+            )
             return x + self.post_feedforward_layernorm(self.mlp(x))
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, cache, layer)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask=attn_mask, cache=cache, layer=layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -286,7 +288,8 @@ class Llama(nn.Module):
     def kv_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str) -> KVCache:
         """An empty cache for `batch` sequences of up to `max_len` positions (grouped-query K/V heads)."""
         cfg = self.config
-        return KVCache(cfg.num_hidden_layers, batch, cfg.num_key_value_heads, max_len, cfg.head_dim, dtype, device)
+        return KVCache(n_layers=cfg.num_hidden_layers, batch=batch, n_kv_heads=cfg.num_key_value_heads, max_len=max_len,
+                       head_dim=cfg.head_dim, dtype=dtype, device=device)  # fmt: skip
 
     def forward(
         self,
@@ -311,9 +314,11 @@ class Llama(nn.Module):
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         for i, block in enumerate(self.model.layers):
             if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(block, x, cos, sin, attn_mask, cache, i, use_reentrant=False)
+                x = torch.utils.checkpoint.checkpoint(
+                    block, x, cos, sin, attn_mask=attn_mask, cache=cache, layer=i, use_reentrant=False
+                )
             else:
-                x = block(x, cos, sin, attn_mask, cache, i)
+                x = block(x, cos, sin, attn_mask=attn_mask, cache=cache, layer=i)
         if cache is not None:
             cache.advance(T)
         return self.model.norm(x)

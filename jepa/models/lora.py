@@ -51,7 +51,7 @@ class LoRALinear(nn.Module):
         return self.base
 
 
-def apply_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, dropout: float = 0.0) -> list[str]:
+def apply_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, *, dropout: float = 0.0) -> list[str]:
     """Freeze `model` and wrap every nn.Linear whose last name is in `targets`. Returns the wrapped paths.
 
     Raises ValueError when no module matches (a typo in `lora.targets` would otherwise train nothing).

@@ -76,20 +76,20 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()` before")
 
     state = TrainState(
-        cfg,
-        world,
-        dataset,
-        sampler,
-        model,
-        predictors,
-        objective,
-        optimizer,
-        scheduler,
-        scaler,
-        FlopCounter.for_model(model, cfg.lora.enabled),
-        peak_tflops(world.device, cfg.run.peak_tflops),
-        total_steps,
-        parallel,
+        cfg=cfg,
+        world=world,
+        dataset=dataset,
+        sampler=sampler,
+        model=model,
+        predictors=predictors,
+        objective=objective,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        flops=FlopCounter.for_model(model, cfg.lora.enabled),
+        peak_tflops=peak_tflops(world.device, cfg.run.peak_tflops),
+        total_steps=total_steps,
+        parallel=parallel,
         eval_hook=eval_hook,
         verbose=verbose,
     )
@@ -166,7 +166,8 @@ def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device, 
             )
         model = build_model(arch, source="model.arch").to(device=device, dtype=dtype)
     if cfg.lora.enabled:
-        apply_lora(model, cfg.lora.targets or list(model.lora_targets), cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
+        targets = cfg.lora.targets or list(model.lora_targets)
+        apply_lora(model, targets, cfg.lora.rank, cfg.lora.alpha, dropout=cfg.lora.dropout)
         # Frozen bases in the compute dtype: no re-cast every forward (unless the strategy casts for compute).
         if cfg.precision.mode in AUTOCAST_DTYPES and not parallel.casts_for_compute:
             cast_frozen_bases(model, AUTOCAST_DTYPES[cfg.precision.mode])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jepa.data.batch import Batch
 from jepa.data.collator import collate
 from jepa.data.datasets import Dataset
 from jepa.data.layouts import draw_stp_spans, pack_rows
@@ -85,6 +86,7 @@ def use_jepa(seed: int, step: int, micro: int, ratio: float) -> bool:
 
 
 def rank_micro_batches(
+    *,
     data: Dataset,
     indices: list[int],
     batch_size: int,
@@ -95,7 +97,7 @@ def rank_micro_batches(
     jepa_ratio: float,
     pad_to_multiple: int = 1,
     pack_length: int = 0,
-) -> list[dict]:
+) -> list[Batch]:
     """This rank's `grad_accum` collated micro-batches of one global batch (see the module docstring). With
     `pack_length` > 0 the examples of a micro-batch are packed into rows of at most that many tokens
     (`jepa.data.layouts.pack_rows`): the same examples, less padding, the same loss. STP rows get the spans of

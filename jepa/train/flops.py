@@ -34,7 +34,8 @@ class FlopCounter:
     def for_model(cls, model: nn.Module, lora: bool) -> FlopCounter:
         linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m is not model.lm_head)
         layers, width = model.attention_shape()
-        return cls(linear, model.lm_head.weight.numel(), layers, width, not lora)
+        return cls(linear_params=linear, head_params=model.lm_head.weight.numel(), layers=layers, width=width,
+                   weight_grads=not lora)  # fmt: skip
 
     def step_flops(self, tokens: float, label_tokens: float, attended_pairs: float) -> float:
         per_weight = 6 if self.weight_grads else 4

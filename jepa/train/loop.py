@@ -39,7 +39,7 @@ __all__ = ["Interrupted", "TrainResult", "TrainingDiverged", "TrainingStopped", 
 WORKING_DTYPES = {"bf16": torch.bfloat16, "pure_bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainResult:
     run_dir: Path
     steps: int
@@ -65,7 +65,8 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
             if any_rank(state.world.is_main and state.eval_hook is not None and stored is None, state.world):
                 result = evaluate(state, metrics_log, stop)
             print_headline(state, result, stored=stored is not None)
-            return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, {})
+            return TrainResult(run_dir=cfg.run_dir, steps=state.step, last_checkpoint=state.last_checkpoint,
+                               final_dir=final_dir, last_metrics={})  # fmt: skip
         end_step = min(state.total_steps, cfg.schedule.stop_at_step or state.total_steps)
         if eval_due(state, end_step) and any_rank(
             state.world.is_main and state.step not in metrics_log.evals, state.world
@@ -99,7 +100,8 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
             state.print_main(
                 f"stopped at step {state.step} of {state.total_steps}; checkpoint: {state.last_checkpoint}"
             )
-            return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, None, metrics)
+            return TrainResult(run_dir=cfg.run_dir, steps=state.step, last_checkpoint=state.last_checkpoint,
+                               final_dir=None, last_metrics=metrics)  # fmt: skip
         final_dir = export_final(state)
         result = evaluate(state, metrics_log, stop)
         state.print_main(f"done: {state.step - first_step} steps in {time.perf_counter() - started:.1f} s; metrics: "
@@ -108,7 +110,8 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
         print_headline(state, result)
         if stop.signum is not None:  # a signal after the last step: everything is written; still say so
             raise interrupted(state, stop.signum)
-        return TrainResult(cfg.run_dir, state.step, state.last_checkpoint, final_dir, metrics)
+        return TrainResult(run_dir=cfg.run_dir, steps=state.step, last_checkpoint=state.last_checkpoint,
+                           final_dir=final_dir, last_metrics=metrics)  # fmt: skip
 
 
 # After this many steps the run estimates its remaining time, and says so when it exceeds LONG_RUN_HOURS.
@@ -197,10 +200,10 @@ class MetricsLog:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:
             raise write_failed(self.state, self.path, f"could not take the step {record.get('step')} line", exc,
-                               "the next resume drops a torn last line") from None  # fmt: skip
+                               note="the next resume drops a torn last line") from None  # fmt: skip
 
 
-def write_failed(state: TrainState, path: Path, what: str, exc: OSError, note: str = "") -> CheckpointNotWritten:
+def write_failed(state: TrainState, path: Path, what: str, exc: OSError, *, note: str = "") -> CheckpointNotWritten:
     """One line for a file the trainer could not write: the path, why, and the last good checkpoint."""
     return CheckpointNotWritten(
         f"{path}: {what} ({exc.strerror or exc}); last good checkpoint: {state.last_checkpoint or 'none'}"

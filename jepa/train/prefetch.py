@@ -1,5 +1,5 @@
 """Collation ahead of the step: a background thread prepares the next optimizer steps' micro-batches (in
-pinned memory on CUDA, so `to_device` copies them without blocking) while the device runs the current one.
+pinned memory on CUDA, so `Batch.to` copies them without blocking) while the device runs the current one.
 
 The thread draws global batches from its own copy of the sampler; `next()` then advances the run's sampler by
 the same batch (and checks that it is the same), so the position a checkpoint saves is always the one the
@@ -13,10 +13,9 @@ import copy
 import queue
 import threading
 
-import torch
-
+from jepa.data.batch import Batch
 from jepa.train.state import TrainState
-from jepa.train.step import Batch, next_micro_batches, step_micro_batches
+from jepa.train.step import next_micro_batches, step_micro_batches
 
 
 class Prefetcher:
@@ -42,7 +41,7 @@ class Prefetcher:
                 indices = sampler.next_batch()
                 batches = step_micro_batches(self.state, indices, step)
                 if self.pin:
-                    batches = [{k: v.pin_memory() if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
+                    batches = [b.pin_memory() for b in batches]
                 if not self._put((indices, batches)):
                     return
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it

@@ -39,7 +39,7 @@ class Interrupted(TrainingStopped):
         self.signum = signum
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainState:
     """`build` makes it, `train_step` advances it, `save_checkpoint` / `load_checkpoint` write and restore it.
 

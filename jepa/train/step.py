@@ -15,19 +15,67 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 
-from jepa.data.collator import to_device
+from jepa.data.batch import Batch, BatchCounts
 from jepa.train.data import rank_micro_batches
 from jepa.train.distributed import all_reduce_sum
 from jepa.train.optim import autocast_context
 from jepa.train.parallel import full_value
 from jepa.train.state import TrainingDiverged, TrainState
 
-Batch = dict  # see jepa.data.collator.collate
-# The host-side counts of a micro-batch that a step sums (collate's num_* keys).
-COUNTS = ("num_labels", "num_jepa", "num_tokens", "num_positions", "num_attended_pairs")
+
+@dataclass(frozen=True)
+class StepTotals:
+    """One optimizer step's sums over every micro-batch of every process, as host numbers."""
+
+    lm_sum: float  # Σ CE over the label tokens
+    jepa_sum: float  # Σ per-row JEPA loss over the JEPA rows
+    counts: BatchCounts
+    grad_norm: float = math.nan  # before clipping (nan: not read)
+
+    def metrics(self, gamma: float, lam: float) -> dict[str, float | int]:
+        """{"loss", "lm", "jepa", "lm_tokens", "jepa_rows", "tokens", "real_token_fraction"}, where loss =
+        gamma * lm + lambda * jepa exactly as one big batch would give it."""
+        counts = self.counts
+        lm, jepa = self.lm_sum / max(counts.labels, 1), self.jepa_sum / max(counts.jepa_rows, 1)
+        return {
+            "loss": gamma * lm + lam * jepa,
+            "lm": lm,
+            "jepa": jepa,
+            "lm_tokens": counts.labels,
+            "jepa_rows": counts.jepa_rows,
+            "tokens": counts.tokens,
+            "real_token_fraction": counts.tokens / max(counts.positions, 1),
+        }
+
+
+@dataclass
+class StepSums:
+    """What `forward_backward` leaves on the device, summed over processes; `read` brings it to the host in one
+    transfer. `counts` stays on the host for one process; under DDP it is the all-reduced float64 vector of
+    `BatchCounts.as_tensor` on the device."""
+
+    losses: torch.Tensor  # float64 [2]: Σ LM CE, Σ JEPA loss
+    counts: BatchCounts | torch.Tensor
+
+    def read(self, grad_norm: torch.Tensor | None = None) -> StepTotals:
+        """The totals as host numbers (one device read), with `grad_norm` (a scalar on the same device) if given."""
+        parts = [self.losses]
+        if isinstance(self.counts, torch.Tensor):
+            parts.append(self.counts)
+        if grad_norm is not None:
+            parts.append(grad_norm.double().reshape(1))
+        values = torch.cat(parts).tolist()
+        lm_sum, jepa_sum = values[:2]
+        if isinstance(self.counts, torch.Tensor):
+            counts = BatchCounts.from_values(values[2 : 2 + len(self.counts)])
+        else:
+            counts = self.counts
+        return StepTotals(lm_sum=lm_sum, jepa_sum=jepa_sum, counts=counts,
+                          grad_norm=values[-1] if grad_norm is not None else math.nan)  # fmt: skip
 
 
 def next_micro_batches(state: TrainState) -> list[Batch]:
@@ -40,16 +88,16 @@ def step_micro_batches(state: TrainState, indices: list[int], step: int) -> list
     Reads only the immutable parts of `state` (config, dataset, rank), so a background thread may call it."""
     cfg = state.cfg
     return rank_micro_batches(
-        state.dataset,
-        indices,
-        cfg.schedule.batch_size,
-        cfg.schedule.grad_accum,
-        state.world.rank,
-        step,
-        cfg.run.seed,
-        cfg.jepa.ratio,
-        pad_multiple(cfg.data.pad_to_multiple, state.world.device),
-        cfg.data.pack_length,
+        data=state.dataset,
+        indices=indices,
+        batch_size=cfg.schedule.batch_size,
+        grad_accum=cfg.schedule.grad_accum,
+        rank=state.world.rank,
+        step=step,
+        seed=cfg.run.seed,
+        jepa_ratio=cfg.jepa.ratio,
+        pad_to_multiple=pad_multiple(cfg.data.pad_to_multiple, state.world.device),
+        pack_length=cfg.data.pack_length,
     )
 
 
@@ -59,26 +107,25 @@ def pad_multiple(configured: int, device: torch.device) -> int:
     return math.lcm(configured, 128) if device.type == "cuda" else configured
 
 
-def forward_backward(state: TrainState, micro_batches: list[Batch]) -> torch.Tensor:
+def forward_backward(state: TrainState, micro_batches: list[Batch]) -> StepSums:
     """Forward + backward every micro-batch of one optimizer step; gradients end up in `.grad`.
 
     The loss denominators (label tokens and JEPA rows of the whole step, over all processes) are counted on the
     host by the collator, so no micro-batch waits for the device: for one process they are plain numbers, under
-    DDP an all-reduced device tensor. Returns float64 [7] on the device, summed over processes: Σ LM CE,
-    Σ JEPA loss, then the COUNTS (label tokens, JEPA rows, real tokens, positions, attended pairs).
+    DDP an all-reduced device tensor. Returns the step's sums, still on the device (see StepSums).
     """
     cfg, world, objective = state.cfg, state.world, state.objective
-    counts = [sum(b[k] for b in micro_batches) for k in COUNTS]
-    counts = torch.tensor(counts, dtype=torch.float64)
+    counts = BatchCounts.total(b.counts for b in micro_batches)
+    step_counts: BatchCounts | torch.Tensor = counts
     if world.is_distributed:
-        counts = all_reduce_sum(counts.to(world.device), world)
-        n_tokens, n_rows = counts[0].float().clamp(min=1.0), counts[1].float().clamp(min=1.0)
+        step_counts = all_reduce_sum(counts.as_tensor().to(world.device), world)
+        n_tokens, n_rows = step_counts[0].float().clamp(min=1.0), step_counts[1].float().clamp(min=1.0)
     else:
-        n_tokens, n_rows = (max(sum(b[k] for b in micro_batches), 1.0) for k in ("num_labels", "num_jepa"))
+        n_tokens, n_rows = max(counts.labels, 1.0), max(counts.jepa_rows, 1.0)
     gamma, lam = cfg.jepa.gamma, cfg.jepa.lam
     totals = torch.zeros(2, dtype=torch.float64, device=world.device)
     for i, batch in enumerate(micro_batches):
-        batch = to_device(batch, world.device)
+        batch = batch.to(world.device)
         last = i == len(micro_batches) - 1
         with state.parallel.accumulating(objective, last):  # gradients are reduced on the last micro-batch only
             with autocast_context(cfg.precision.mode, world.device):
@@ -86,41 +133,25 @@ def forward_backward(state: TrainState, micro_batches: list[Batch]) -> torch.Ten
             loss = gamma * terms.lm_sum / n_tokens + lam * terms.jepa_sum / n_rows
             state.scaler.scale(loss * world.world_size).backward()
         totals += torch.stack([terms.lm_sum.detach(), terms.jepa_sum.detach()]).double()
-    return torch.cat([all_reduce_sum(totals, world), counts.to(world.device)])
-
-
-def step_metrics(values: list[float], gamma: float, lam: float) -> dict:
-    """forward_backward's totals (as host numbers) -> {"loss", "lm", "jepa", "lm_tokens", "jepa_rows", "tokens",
-    "real_token_fraction"}, where loss = gamma * lm + lambda * jepa exactly as one big batch would give it."""
-    lm_sum, jepa_sum, n_tokens, n_rows, n_real, n_positions, _ = values
-    lm, jepa = lm_sum / max(n_tokens, 1.0), jepa_sum / max(n_rows, 1.0)
-    return {
-        "loss": gamma * lm + lam * jepa,
-        "lm": lm,
-        "jepa": jepa,
-        "lm_tokens": int(n_tokens),
-        "jepa_rows": int(n_rows),
-        "tokens": int(n_real),
-        "real_token_fraction": n_real / max(n_positions, 1.0),
-    }
+    return StepSums(losses=all_reduce_sum(totals, world), counts=step_counts)
 
 
 def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     """Forward/backward, clip, AdamW step and schedule step for one optimizer step; `state.step` advances.
 
-    Returns the step's metrics: step_metrics' plus step, kind, lr (the one used), grad_norm (before clipping),
+    Returns the step's metrics: StepTotals.metrics' plus step, kind, lr (the one used), grad_norm (before clipping),
     tokens_per_s and step_s (this function's wall time, collation excluded), tflops (model FLOPs per second of
     all processes, jepa/train/flops.py) and mfu (over `run.peak_tflops` x processes, when the peak is known).
     The device is read once, after clipping. Raises TrainingDiverged before applying a step whose loss or
     gradient norm is not finite (fp16: the scaler skips such steps).
     """
     started = time.perf_counter()
-    totals = forward_backward(state, micro_batches)
+    sums = forward_backward(state, micro_batches)
     state.scaler.unscale_(state.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(state.trainable_parameters, state.cfg.optim.clip or math.inf)
-    grad_norm = full_value(grad_norm.detach()).double().reshape(1).to(totals.device)  # FSDP: a DTensor
-    *values, grad_norm = torch.cat([totals, grad_norm]).tolist()
-    metrics = step_metrics(values, state.cfg.jepa.gamma, state.cfg.jepa.lam)
+    totals = sums.read(full_value(grad_norm.detach()).to(sums.losses.device))  # FSDP: a DTensor
+    grad_norm = totals.grad_norm
+    metrics = totals.metrics(state.cfg.jepa.gamma, state.cfg.jepa.lam)
     where = (
         f"at step {state.step + 1}; training stopped, the step was not applied; last good checkpoint: "
         f"{state.last_checkpoint or 'none (no checkpoint was written before)'}; to go on, resume from it with a "
@@ -137,7 +168,11 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
     elapsed = time.perf_counter() - started
-    tflops = state.flops.step_flops(values[4], values[2], values[6]) / elapsed / 1e12
+    counts = totals.counts
+    flops = state.flops.step_flops(
+        tokens=counts.tokens, label_tokens=counts.labels, attended_pairs=counts.attended_pairs
+    )
+    tflops = flops / elapsed / 1e12
     metrics.update(step=state.step, kind="train", lr=lr, grad_norm=grad_norm,
                    tokens_per_s=metrics["tokens"] / elapsed, step_s=elapsed, tflops=tflops)  # fmt: skip
     if state.peak_tflops:

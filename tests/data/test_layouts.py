@@ -166,10 +166,10 @@ def test_mask_has_no_empty_rows_and_show_row(tok):
     batch = collate(rows, tok.pad_id, pad_to_multiple=8)
     mask = dense_mask(batch)
     assert mask.any(-1).all()  # every query (padding too) sees at least one key
-    assert batch["input_ids"].shape[1] % 8 == 0
+    assert batch.input_ids.shape[1] % 8 == 0
     model = tiny_llama(vocab_size=tok.vocab_size)
     with torch.no_grad():
-        assert torch.isfinite(model(batch["input_ids"].clamp(min=0), mask, batch["position_ids"])).all()
+        assert torch.isfinite(model(batch.input_ids.clamp(min=0), mask, batch.position_ids)).all()
     picture = show_row(rows[0], lambda t: tok.decode([t]))
     assert "<P2>" in picture and "pred" in picture and "tgt" in picture and "#" in picture
 
@@ -207,7 +207,7 @@ def test_the_lm_part_never_exceeds_max_length_and_rows_collate(tok, mode, max_le
         assert len(row.input_ids) == len(row.position_ids) == len(row.labels) == len(row.segment_ids)
         assert max(row.segment_ids) < len(row.visible)
     batch = collate(rows, tok.pad_id)  # several rows of different shapes in one batch
-    assert batch["input_ids"].shape[0] == len(rows) == 3
+    assert batch.input_ids.shape[0] == len(rows) == 3
     if mode == "step" and max_length <= 100:
         assert not rows[-1].has_jepa  # step 1 alone is longer than 100 tokens
 
@@ -306,7 +306,7 @@ def test_packing_fills_rows_and_keeps_examples_apart():
     assert sum(len(r.input_ids) for r in packed) == sum(len(r.input_ids) for r in rows)
     assert all(len(r.input_ids) <= 32 for r in packed)
     batch = collate(packed, pad_id=11)
-    assert batch["num_tokens"] / batch["num_positions"] >= 0.9  # vs 8 / 13 real tokens unpacked
+    assert batch.counts.tokens / batch.counts.positions >= 0.9  # vs 8 / 13 real tokens unpacked
     mask = dense_mask(batch)[0, 0]
     first = len(rows[0].input_ids)  # the first example never attends to the second, nor the second to the first
     assert not mask[first:, :first][: len(packed[0].input_ids) - first].any()
@@ -316,7 +316,7 @@ def test_packing_fills_rows_and_keeps_examples_apart():
 @pytest.mark.parametrize("packed", [False, True])
 def test_the_device_masks_are_the_rows_masks(tok, mode, packed):
     """The masks built from the batch's segment ids (SDPA's `dense_mask`, FlexAttention's mask_mod expanded with
-    create_mask) equal each row's own `attention_mask`, and `num_attended_pairs` counts its real pairs: every
+    create_mask) equal each row's own `attention_mask`, and `counts.attended_pairs` counts its real pairs: every
     mode, padded and packed rows."""
     from torch.nn.attention.flex_attention import create_mask
 
@@ -330,12 +330,12 @@ def test_the_device_masks_are_the_rows_masks(tok, mode, packed):
     if packed:
         rows = pack_rows(rows, pack_length=2 * max(len(r.input_ids) for r in rows))
     batch = collate(rows, pad_id=0, pad_to_multiple=8)
-    B, T = batch["input_ids"].shape
+    B, T = batch.input_ids.shape
     expected = torch.stack([attention_mask(row, T) for row in rows])[:, None]
     assert torch.equal(dense_mask(batch), expected)
     assert torch.equal(create_mask(flex_mask_mod(batch), B, 1, T, T, device="cpu"), expected)
-    real = torch.arange(T)[None, :] < batch["lengths"][:, None]
-    assert batch["num_attended_pairs"] == int((expected[:, 0] & real[:, :, None] & real[:, None, :]).sum())
+    real = torch.arange(T)[None, :] < batch.lengths[:, None]
+    assert batch.counts.attended_pairs == int((expected[:, 0] & real[:, :, None] & real[:, None, :]).sum())
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # eager on CPU, on purpose

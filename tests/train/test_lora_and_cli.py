@@ -12,7 +12,6 @@ from jepa.eval.loading import load_for_eval
 from jepa.models import load_pretrained
 from jepa.models.lora import apply_lora, load_adapter, lora_state_dict, merge_lora
 from jepa.models.predictors import PredictorEmbeddings
-from jepa.objective import forward_hidden
 from tests.train.helpers import chat_config, tiny_chat_model_dir
 
 pytestmark = pytest.mark.slow  # runs train.py in a new process
@@ -86,9 +85,7 @@ def test_merged_export_loads_in_transformers_with_the_same_logits(chat_run):
     load_adapter(adapted, root / "runs" / "chat" / "step_3")
     ids = torch.tensor([[1, 50, 300, 7, 2048, 9, 11]])
     with torch.no_grad():
-        ours = adapted.lm_head(
-            forward_hidden(adapted.eval(), None, {"input_ids": ids, "attn_mask": None, "position_ids": None})
-        )
+        ours = adapted.lm_head(adapted.eval()(ids))
         hf = transformers.AutoModelForCausalLM.from_pretrained(root / "runs" / "chat" / "final").eval()
         theirs = hf(ids).logits
         plain = load_pretrained(model_dir)

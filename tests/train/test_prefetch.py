@@ -1,6 +1,9 @@
+import dataclasses
+
 import pytest
 import torch
 
+from jepa.data.batch import Batch
 from jepa.train import prefetch
 from jepa.train.build import build
 from jepa.train.prefetch import Prefetcher
@@ -15,10 +18,12 @@ def _state(tmp_path, name):
     return build(typed(cfg), verbose=False)
 
 
-def _same(a: list[dict], b: list[dict]) -> bool:
+def _same(a: list[Batch], b: list[Batch]) -> bool:
+    def equal(u, v) -> bool:
+        return torch.equal(u, v) if torch.is_tensor(u) else u == v
+
     return len(a) == len(b) and all(
-        x.keys() == y.keys() and all(torch.equal(x[k], y[k]) if torch.is_tensor(x[k]) else x[k] == y[k] for k in x)
-        for x, y in zip(a, b)
+        all(equal(getattr(x, f.name), getattr(y, f.name)) for f in dataclasses.fields(x)) for x, y in zip(a, b)
     )
 
 

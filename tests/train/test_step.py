@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from jepa.data.collator import collate, dense_mask
 from jepa.losses import IGNORE_INDEX
 from jepa.train.build import build
-from jepa.train.step import forward_backward, next_micro_batches, step_metrics, train_step
+from jepa.train.step import forward_backward, next_micro_batches, train_step
 from tests.train.helpers import reversal_config, typed
 
 
@@ -27,8 +27,8 @@ def test_accumulated_step_equals_one_big_batch(tmp_path):
 
     def gradients(micro_rows):  # the first half of train_step, on a freshly built (identically seeded) state
         state = build(cfg, verbose=False)
-        totals = forward_backward(state, [collate(m, state.dataset.pad_id) for m in micro_rows])
-        logged = step_metrics(totals.tolist(), cfg.jepa.gamma, cfg.jepa.lam)
+        sums = forward_backward(state, [collate(m, state.dataset.pad_id) for m in micro_rows])
+        logged = sums.read().metrics(cfg.jepa.gamma, cfg.jepa.lam)
         return logged, {n: p.grad.clone() for n, p in state.objective.named_parameters()}
 
     (big_logged, big_grads), (acc_logged, acc_grads) = gradients(big), gradients(micro)
@@ -118,7 +118,7 @@ class SyncCounter(TorchDispatchMode):
 def test_a_training_step_never_waits_for_the_device_inside_its_micro_batches(tmp_path):
     state = build(typed(reversal_config(tmp_path, jepa={"lambda": 1.0, "ratio": 1.0})), verbose=False)
     micro_batches = next_micro_batches(state)
-    assert any(b["num_jepa"] for b in micro_batches) and len(micro_batches) == 2
+    assert any(b.counts.jepa_rows for b in micro_batches) and len(micro_batches) == 2
     with SyncCounter() as counter:
         totals = forward_backward(state, micro_batches)  # both micro-batches, forward and backward
     assert counter.syncs == []
@@ -134,7 +134,7 @@ def test_a_training_step_never_waits_for_the_device_inside_its_micro_batches(tmp
     micro_batches = next_micro_batches(state)  # host-side collate: nothing on the device yet
     with SyncCounter() as counter:
         metrics = train_step(state, micro_batches)
-    assert counter.syncs == [] and totals.shape == (7,) and metrics["jepa_rows"] > 0
+    assert counter.syncs == [] and totals.losses.shape == (2,) and metrics["jepa_rows"] > 0
     assert state.step == 1
 
 
@@ -168,7 +168,7 @@ def test_the_step_logs_model_flops_counted_by_hand(tmp_path):
     block_weights = layers * (d * 3 * d + d * d + d * 4 * d + 4 * d * d)  # c_attn, attn c_proj, c_fc, mlp c_proj
     pairs = 0
     for batch in micro_batches:  # (query, key) pairs the masks allow among real tokens
-        real = batch["input_ids"] != state.dataset.pad_id
+        real = batch.input_ids != state.dataset.pad_id
         pairs += int((dense_mask(batch)[:, 0] & real[:, :, None] & real[:, None, :]).sum())
     flops = 6 * block_weights * metrics["tokens"] + 6 * vocab * d * metrics["lm_tokens"] + 12 * layers * d * pairs
     assert metrics["tflops"] == pytest.approx(flops / metrics["step_s"] / 1e12, rel=1e-2)
