@@ -5,7 +5,7 @@ PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 SMOLLM2 := data/models/smollm2-135m-instruct
 
-.PHONY: install install-test assets prepare demo test test-fast lint format bench experiments gpu-check
+.PHONY: docs install install-test assets prepare demo test test-fast lint format bench experiments gpu-check
 
 # torch first, pinned: a bare `torch` requirement pulls a multi-GB CUDA build on a CPU machine.
 install:
@@ -56,6 +56,10 @@ lint:
 format:
 	$(PYTHON) -m ruff check --fix $(LINTED)
 	$(PYTHON) -m ruff format $(LINTED)
+
+# docs/config.md is generated from the config schema; tests/train/test_config.py fails when it is out of date
+docs:
+	$(PYTHON) -c "import sys; from jepa.train.config import config_reference; sys.stdout.write(config_reference())" > docs/config.md
 
 bench: install-test prepare
 	$(PYTHON) bench/models_vs_transformers.py

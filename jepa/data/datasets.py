@@ -20,6 +20,7 @@ from jepa.data.layouts import LayoutConfig, Row, build_chat_row, build_reversal_
 from jepa.data.reversal import load_reversal, relation_inverses
 from jepa.data.sources import SkippedLines, chat_record, iter_jsonl
 from jepa.losses import IGNORE_INDEX
+from jepa.settings import Section, setting
 from jepa.tokenizer import Tokenizer
 
 # What a chat run exports next to the model, from its tokenizer directory.
@@ -27,15 +28,28 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 @dataclass
-class DataConfig:
-    train: str = ""  # chat jsonl ({"messages": [...]}) for regular/jepa/step; the reversal directory for reversal
-    limit: int | None = None  # use the first N records only (a subset for quick runs)
-    skip_bad: bool = False  # skip and count records that cannot be laid out, instead of failing
-    shuffle: bool = True  # reshuffle every epoch (seeded by run.seed and the epoch)
-    date_string: str = "26 Jul 2024"  # Llama-3 template "Today Date", fixed for reproducibility
-    pad_to_multiple: int = 1  # pad micro-batches to a multiple of this length (e.g. 8 on GPU)
-    pack_length: int = 0  # > 0: pack each micro-batch's examples into rows of at most this many tokens
-    prefetch: int = 2  # optimizer steps collated ahead in a background thread (0 = collate in the loop)
+class DataConfig(Section):
+    section: ClassVar[str] = "data"
+    train: str = setting(
+        "", 'chat jsonl ({"messages": [...]}) for regular / jepa / step / stp; the reversal directory for reversal'
+    )
+    limit: int | None = setting(None, "use the first N records only (a subset for quick runs)")
+    skip_bad: bool = setting(False, "skip and count records that cannot be laid out, instead of failing")
+    shuffle: bool = setting(True, "reshuffle every epoch (seeded by run.seed and the epoch)")
+    date_string: str = setting("26 Jul 2024", 'the Llama-3 template\'s "Today Date", fixed for reproducibility')
+    pad_to_multiple: int = setting(1, "pad micro-batches to a multiple of this length (e.g. 8 on GPU)", resume=True)
+    pack_length: int = setting(0, "> 0: pack each micro-batch's examples into rows of at most this many tokens")
+    prefetch: int = setting(
+        2, "optimizer steps collated ahead in a background thread (0 = collate in the loop)", resume=True
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.require(bool(self.train), "train", "must name the training data (a jsonl file or a directory)")
+        self.require(self.limit is None or self.limit >= 1, "limit", "must be >= 1")
+        self.require(self.pad_to_multiple >= 1, "pad_to_multiple", "must be >= 1")
+        self.require(self.pack_length >= 0, "pack_length", "must be >= 0 (0 = no packing)")
+        self.require(self.prefetch >= 0, "prefetch", "must be >= 0 (0 = collate in the loop)")
 
 
 @dataclass

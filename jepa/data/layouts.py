@@ -21,11 +21,13 @@ chords of the span and of the whole path off the LM pass (docs/method.md §2).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import numpy as np
 
 from jepa.data.sources import STEP_SEPARATOR, BadRecord
 from jepa.losses import IGNORE_INDEX
+from jepa.settings import Section, setting
 from jepa.tokenizer import ChatEncoding, Tokenizer
 
 MODES = ("regular", "jepa", "step", "reversal", "stp")
@@ -34,22 +36,41 @@ STEP_PAIRS = ("first", "all")
 
 
 @dataclass
-class LayoutConfig:
-    mode: str = "step"
-    predictors: int = 2  # K; 0 => view A's own last token is the prediction
-    isolated_positions: str = "restart"  # "restart" at 0, or "continue" after the previous segment (seed parity)
-    front_pred: bool = False  # jepa mode: predictors before the user content instead of after it
-    # "assistant": content + end of turn; "all": every token; "paper": every token but the pad token, as the
-    # official LLM-JEPA collator trains (pad = end of turn for Llama-3 and SmolLM2: those are never targets)
-    lm_labels: str = "assistant"
-    last_token: int | None = None  # jepa mode: None = last content token; k < 0 = official `real_length + k`
-    max_length: int = 1024  # truncates the LM sequence; JEPA segments come on top of it
-    step_separator: str = STEP_SEPARATOR
-    # step mode: "first" = the pair (step 1 -> step 2), the seed's Step-JEPA; "all" = every consecutive pair
-    # (step k -> step k+1), each with its own K predictor tokens and isolated copy of step k+1, in the same row
-    step_pairs: str = "first"
-    # stp mode: every span starts at the path's start (the STP paper's "zero" ablation) instead of anywhere
-    stp_zero: bool = False
+class LayoutConfig(Section):
+    """How an example becomes a packed row (docs/method.md); checked on construction (`__post_init__`)."""
+
+    section: ClassVar[str] = "layout"
+    mode: str = setting(
+        "step",
+        "regular | jepa (Text <-> Code views) | step (Step-JEPA) | stp (semantic tube "
+        "prediction) | reversal (GPT2-JEPA)",
+    )
+    predictors: int = setting(2, "K predictor tokens; 0 = view A's own last token is the prediction")
+    isolated_positions: str = setting(
+        "restart",
+        "positions of an isolated view: restart at 0, or continue after the previous segment (the seed code's)",
+    )
+    front_pred: bool = setting(False, "jepa mode: predictors before the user content instead of after it")
+    lm_labels: str = setting(
+        "assistant",
+        "assistant: content + end of turn; all: every token; paper: every token "
+        "but the pad token, as the official LLM-JEPA collator trains (pad = end of turn for "
+        "Llama-3 and SmolLM2: those are never targets)",
+    )
+    last_token: int | None = setting(
+        None, "jepa mode: null = the last content token; k < 0 = the official `real_length + k`"
+    )
+    max_length: int = setting(1024, "truncates the LM sequence; JEPA segments come on top of it")
+    step_separator: str = setting(STEP_SEPARATOR, "what separates reasoning steps inside an assistant content")
+    step_pairs: str = setting(
+        "first",
+        "step mode: first = the pair (step 1 -> step 2), the seed's Step-JEPA; all "
+        "= every consecutive pair, each with its own K predictor tokens and isolated copy of "
+        "step k+1, in the same row",
+    )
+    stp_zero: bool = setting(
+        False, "stp mode: every span starts at the path's start (the STP paper's \"zero\" ablation) instead of anywhere"
+    )
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from jepa.data.datasets import DataConfig, dataset_class
 from jepa.data.layouts import LayoutConfig
 from jepa.losses import JEPA_LOSSES
+from jepa.settings import Section, setting, yaml_key
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 HF_MODEL_FILES = "config.json, model.safetensors, tokenizer.json, tokenizer_config.json"
@@ -37,113 +37,250 @@ STRATEGIES = ("ddp", "fsdp")
 
 
 @dataclass
-class RunConfig:
-    name: str = "run"  # the run directory is `dir/name`
-    dir: str = "runs"
-    seed: int = 42  # python / numpy / torch seeds and the data order
-    device: str = "auto"  # auto = cuda when available (torchrun: cuda:LOCAL_RANK), else cpu
-    threads: int | None = None  # torch.set_num_threads on CPU; None = torch's default
-    log_every: int = 1  # metrics.jsonl gets every optimizer step; tqdm refreshes every `log_every` steps
-    peak_tflops: float | None = None  # the device's peak for MFU; None = a table of known GPUs (no MFU on CPU)
+class RunConfig(Section):
+    section: ClassVar[str] = "run"
+    name: str = setting("run", "the run directory is `run.dir/run.name`", resume=True)
+    dir: str = setting("runs", "the folder that holds the run directory", resume=True)
+    seed: int = setting(42, "python / numpy / torch seeds and the data order")
+    device: str = setting(
+        "auto", "auto = cuda when available (torchrun: cuda:LOCAL_RANK), else cpu; or cpu, cuda", resume=True
+    )
+    threads: int | None = setting(None, "torch.set_num_threads on CPU; null = torch's default", resume=True)
+    log_every: int = setting(
+        1, "metrics.jsonl gets every optimizer step; the progress bar refreshes every N steps", resume=True
+    )
+    peak_tflops: float | None = setting(
+        None, "the device's peak for MFU; null = a table of known GPUs (no MFU on CPU)", resume=True
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.require(
+            bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+            "name",
+            "must be a non-empty name without '/' (and not '.' or '..': the run stays inside run.dir)",
+        )
+        self.require_choice("device", DEVICES)
+        self.require(self.threads is None or self.threads >= 1, "threads", "must be >= 1")
+        self.require(self.log_every >= 1, "log_every", "must be >= 1")
 
 
 @dataclass
-class ModelConfig:
-    path: str | None = None  # an HF-format directory (config.json + model.safetensors) to fine-tune
-    name: str = ""  # what belongs in `path` (named in the error when the directory is missing)
-    arch: dict | None = None  # instead of `path`: an HF config.json dict, trained from scratch
-    tokenizer: str | None = None  # directory with tokenizer.json; default `path` (reversal data has its own vocab)
-    gradient_checkpointing: bool = False  # recompute each block in the backward pass (activation checkpointing)
-    # auto = sdpa until FlexAttention has been checked on a GPU; flex = FlexAttention with a block mask (CUDA only:
-    # no CPU backward in torch 2.13)
-    attention: str = "auto"
-    # torch.compile each block (fullgraph, in place: the state dict's names are unchanged); all blocks share one
-    # graph. Fixed shapes (data.pack_length, pad_to_multiple) avoid recompiles. CPU needs a C++ compiler.
-    compile: bool = False
+class ModelConfig(Section):
+    section: ClassVar[str] = "model"
+    path: str | None = setting(None, "an HF-format directory (config.json + model.safetensors) to fine-tune")
+    name: str = setting("", "what belongs in `path` (named in the error when the directory is missing)", resume=True)
+    arch: dict | None = setting(None, "instead of `path`: an HF config.json dict, trained from scratch")
+    tokenizer: str | None = setting(
+        None, "directory with tokenizer.json; default `path` (reversal data has its own vocabulary)"
+    )
+    gradient_checkpointing: bool = setting(
+        False, "recompute each block in the backward pass (activation checkpointing)", resume=True
+    )
+    attention: str = setting(
+        "auto",
+        "auto = sdpa until FlexAttention has been checked on a GPU; sdpa; flex = "
+        "FlexAttention with a block mask (CUDA only)",
+        resume=True,
+    )
+    compile: bool = setting(
+        False,
+        "torch.compile each block (fullgraph, in place: the state dict's names are "
+        "unchanged); fixed shapes (data.pack_length, pad_to_multiple) avoid recompiles; CPU "
+        "needs a C++ compiler",
+        resume=True,
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.require(
+            (self.path is None) != (self.arch is None),
+            "path",
+            "set exactly one of model.path (fine-tune a checkpoint) and model.arch (train from scratch)",
+        )
+        self.require_choice("attention", ATTENTIONS)
 
 
 @dataclass
-class OptimConfig:
-    lr: float = 2e-5  # peak learning rate
-    weight_decay: float = 0.0  # AdamW decay, applied to matrices only (not biases, norms, predictor tokens)
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    clip: float = 1.0  # max global gradient norm; 0 disables clipping
+class OptimConfig(Section):
+    section: ClassVar[str] = "optim"
+    lr: float = setting(2e-5, "peak learning rate (on resume the schedule is rescaled to a new one)", resume=True)
+    weight_decay: float = setting(0.0, "AdamW decay, applied to matrices only (not biases, norms, predictor tokens)")
+    beta1: float = setting(0.9, "AdamW beta1")
+    beta2: float = setting(0.999, "AdamW beta2")
+    eps: float = setting(1e-8, "AdamW epsilon")
+    clip: float = setting(1.0, "max global gradient norm; 0 disables clipping", resume=True)
+
+    def check(self) -> None:
+        super().check()
+        self.require(self.lr > 0, "lr", "must be > 0")
+        self.require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        for key in ("beta1", "beta2"):
+            self.require(0 <= getattr(self, key) < 1, key, "must be in [0, 1)")
+        self.require(self.eps > 0, "eps", "must be > 0")
+        self.require(self.clip >= 0, "clip", "must be >= 0 (0 disables clipping)")
 
 
 @dataclass
-class ScheduleConfig:
-    kind: str = "linear"  # constant | linear (decay to min_lr_ratio) | cosine
-    warmup_steps: int = 0  # linear warm-up from 0; overrides warmup_ratio when > 0
-    warmup_ratio: float = 0.0  # warm-up as a fraction of the total optimizer steps
-    min_lr_ratio: float = 0.0  # final lr = lr * min_lr_ratio (linear, cosine)
-    epochs: int = 1
-    max_steps: int | None = None  # total optimizer steps; overrides epochs
-    stop_at_step: int | None = None  # end this invocation at this step (checkpointed); the schedule is unchanged
-    batch_size: int = 4  # rows per micro-batch per process
-    grad_accum: int = 1  # micro-batches per optimizer step; global batch = batch_size * grad_accum * world size
+class ScheduleConfig(Section):
+    section: ClassVar[str] = "schedule"
+    kind: str = setting("linear", "constant | linear (decay to min_lr_ratio) | cosine", resume=True)
+    warmup_steps: int = setting(0, "linear warm-up from 0; overrides warmup_ratio when > 0", resume=True)
+    warmup_ratio: float = setting(0.0, "warm-up as a fraction of the total optimizer steps", resume=True)
+    min_lr_ratio: float = setting(0.0, "final lr = lr * min_lr_ratio (linear, cosine)", resume=True)
+    epochs: int = setting(1, "passes over the training rows", resume=True)
+    max_steps: int | None = setting(None, "total optimizer steps; overrides epochs", resume=True)
+    stop_at_step: int | None = setting(
+        None, "end this invocation at this step (checkpointed); the schedule is unchanged", resume=True
+    )
+    batch_size: int = setting(4, "rows per micro-batch per process")
+    grad_accum: int = setting(1, "micro-batches per optimizer step; global batch = batch_size * grad_accum * processes")
+
+    def check(self) -> None:
+        super().check()
+        self.require_choice("kind", SCHEDULES)
+        self.require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        self.require(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        self.require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "must be in [0, 1]")
+        self.require(self.epochs >= 1, "epochs", "must be >= 1")
+        self.require(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
+        self.require(self.stop_at_step is None or self.stop_at_step >= 1, "stop_at_step", "must be >= 1")
+        self.require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        self.require(self.grad_accum >= 1, "grad_accum", "must be >= 1")
 
 
 @dataclass
-class PrecisionConfig:
-    mode: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + GradScaler) | pure_bf16 (bf16 weights, no master)
+class PrecisionConfig(Section):
+    section: ClassVar[str] = "precision"
+    mode: str = setting(
+        "fp32", "fp32 | bf16 (autocast) | fp16 (autocast + GradScaler) | pure_bf16 (bf16 weights, no fp32 master copy)"
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.require_choice("mode", PRECISIONS)
 
 
 @dataclass
-class LoRAConfig:
-    enabled: bool = False
-    rank: int = 16
-    alpha: float = 32.0  # update scaled by alpha / rank
-    dropout: float = 0.0  # on the adapter's input only
-    targets: list[str] = field(default_factory=list)  # module names; empty = the architecture's `lora_targets`
+class LoRAConfig(Section):
+    section: ClassVar[str] = "lora"
+    enabled: bool = setting(False, "train low-rank adapters on frozen weights instead of every weight")
+    rank: int = setting(16, "adapter rank r")
+    alpha: float = setting(32.0, "the update is scaled by alpha / rank")
+    dropout: float = setting(0.0, "dropout on the adapter's input only")
+    targets: list[str] = setting(doc="module names; empty = the architecture's `lora_targets`", factory=list)
+
+    def check(self) -> None:
+        super().check()
+        self.require(self.rank >= 1, "rank", "must be >= 1")
+        self.require(self.alpha > 0, "alpha", "must be > 0")
+        self.require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
 
 
 @dataclass
-class JepaConfig:
-    gamma: float = 1.0  # weight of L_LM
-    lam: float = field(default=0.0, metadata={"key": "lambda"})  # weight of L_JEPA (YAML key `lambda`)
-    loss: str = "cosine"  # a name in jepa.losses.JEPA_LOSSES
-    temperature: float = 0.07  # infonce only
-    ratio: float = 1.0  # jepa_ratio (docs/method.md §1): per micro-batch, JEPA with this probability, else LM rows only
-    predictor_seed: int = 0  # init of the K predictor-token embeddings
-    gather_negatives: bool = False  # infonce under DDP: other ranks' targets as extra negatives (no gradient)
-    # stp mode: the hidden states the chords are read from, as Hugging Face's `hidden_states` index (0 = the
-    # embeddings, k = after block k, -1 = after the final norm: the released STP runs')
-    stp_layer: int = -1
+class JepaConfig(Section):
+    section: ClassVar[str] = "jepa"
+    gamma: float = setting(1.0, "weight of L_LM")
+    lam: float = setting(0.0, "weight of L_JEPA (attribute `lam`)", key="lambda")
+    loss: str = setting("cosine", "the JEPA loss: a name in jepa.losses.JEPA_LOSSES (cosine, l2, mse, infonce)")
+    temperature: float = setting(0.07, "infonce only: the softmax temperature")
+    ratio: float = setting(
+        1.0, "jepa_ratio (docs/method.md): per micro-batch, the JEPA term with this probability, else LM rows only"
+    )
+    predictor_seed: int = setting(0, "init of the K predictor-token embeddings")
+    gather_negatives: bool = setting(False, "infonce under DDP: other ranks' targets as extra negatives (no gradient)")
+    stp_layer: int = setting(
+        -1,
+        "stp mode: the hidden states the chords are read from, as Hugging Face's "
+        "`hidden_states` index (0 = the embeddings, k = after block k, -1 = after the final "
+        "norm: the released STP runs')",
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.require(self.gamma >= 0, "gamma", "must be >= 0")
+        self.require(self.lam >= 0, "lam", "must be >= 0")
+        self.require_choice("loss", tuple(JEPA_LOSSES))
+        self.require(self.temperature > 0, "temperature", "must be > 0")
+        self.require(0 <= self.ratio <= 1, "ratio", "must be in [0, 1]")
+        self.require(
+            not self.gather_negatives or self.loss == "infonce", "gather_negatives", "only applies to jepa.loss=infonce"
+        )
 
 
 @dataclass
-class CheckpointConfig:
-    every: int = 0  # save runs/NAME/step_N every N optimizer steps (0 = only at the end)
-    keep_last: int = 2  # older step_N directories are deleted
-    resume: str = "auto"  # auto = newest complete step_N of this run if any; none = fresh; or a step_N path
-    export: str = "hf"  # at the end, runs/NAME/final: hf = HF directory (LoRA merged), adapter = adapter only
+class CheckpointConfig(Section):
+    section: ClassVar[str] = "checkpoint"
+    every: int = setting(0, "save run_dir/step_N every N optimizer steps (0 = only at the end)", resume=True)
+    keep_last: int = setting(2, "older step_N directories are deleted", resume=True)
+    resume: str = setting(
+        "auto", "auto = newest complete step_N of this run if any; none = fresh; or a step_N path", resume=True
+    )
+    export: str = setting(
+        "hf", "at the end, run_dir/final: hf = HF directory (LoRA merged), adapter = adapter only, none", resume=True
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.require(self.every >= 0, "every", "must be >= 0")
+        self.require(self.keep_last >= 1, "keep_last", "must be >= 1")
+        self.require_choice("export", EXPORTS)
 
 
 @dataclass
-class EvalConfig:
-    every: int = 0  # call the evaluation hook every N optimizer steps (0 = never) and at the end
-    fn: str | None = None  # "module:factory"; factory(cfg) returns a callable (model, predictors, step) -> dict
-    # For the hooks in jepa/eval/hooks.py (`jepa.eval.hooks:reversal` | `:gsm8k` | `:views`):
-    data: str | None = None  # held-out data: reversal dir with valid.json / chat jsonl; default data.train
-    limit: int | None = None  # evaluate the first N examples (per probe split for reversal)
-    max_new_tokens: int | None = None  # gsm8k: None = the protocol's default (512)
-    # gsm8k and the generation tasks: also the view diagnostics (cosine, effective ranks) of the same records with
-    # the views this layout mode cuts (jepa | step), whatever layout.mode trains, so a regular run is measured too
-    views: str | None = None
-    # the chat hooks: also the held-out LM loss (teacher-forced CE per answer token, jepa/eval/heldout.py) of the
-    # same records, laid out as regular rows, so it reads where a generation metric sits at its floor
-    heldout_loss: bool = False
+class EvalConfig(Section):
+    section: ClassVar[str] = "eval"
+    every: int = setting(0, "call the evaluation hook every N optimizer steps (0 = never) and at the end", resume=True)
+    fn: str | None = setting(
+        None,
+        '"module:factory"; factory(cfg) returns a callable (model, predictors, step) '
+        "-> dict; the hooks of jepa/eval/hooks.py: reversal, gsm8k, task, views",
+        resume=True,
+    )
+    data: str | None = setting(
+        None, "held-out data of the hooks: reversal dir with valid.json / chat jsonl; default data.train", resume=True
+    )
+    limit: int | None = setting(None, "evaluate the first N examples (per probe split for reversal)", resume=True)
+    max_new_tokens: int | None = setting(None, "generation hooks: null = the task's or protocol's default", resume=True)
+    views: str | None = setting(
+        None,
+        "generation hooks: also the view diagnostics (cosine, effective ranks) of the "
+        "same records with the views this layout mode cuts (jepa | step), whatever "
+        "layout.mode trains",
+        resume=True,
+    )
+    heldout_loss: bool = setting(
+        False,
+        "chat hooks: also the held-out LM loss (teacher-forced CE per answer token) "
+        "of the same records, laid out as regular rows",
+        resume=True,
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.require(self.every >= 0, "every", "must be >= 0")
+        self.require(self.fn is None or ":" in self.fn, "fn", "must look like package.module:factory")
+        self.require(self.views in (None, "jepa", "step"), "views", "must be jepa, step or null")
 
 
 @dataclass
-class DistributedConfig:
-    # ddp = DistributedDataParallel (each process the whole model); fsdp = FSDP2, parameters, gradients and AdamW
-    # state sharded over the processes (jepa/train/parallel.py); both under torchrun
-    strategy: str = "ddp"
-    # how long the other ranks wait while rank 0 evaluates or exports (a gloo barrier; NCCL's default is 10 min)
-    wait_minutes: float = 120.0
+class DistributedConfig(Section):
+    section: ClassVar[str] = "distributed"
+    strategy: str = setting(
+        "ddp",
+        "ddp = DistributedDataParallel (each process the whole model); fsdp = FSDP2, "
+        "parameters, gradients and AdamW state sharded over the processes; both under torchrun",
+    )
+    wait_minutes: float = setting(
+        120.0,
+        "how long the other ranks wait while rank 0 evaluates, exports or checkpoints (NCCL's default is 10 min)",
+        resume=True,
+    )
+
+    def check(self) -> None:
+        super().check()
+        self.require_choice("strategy", STRATEGIES)
+        self.require(self.wait_minutes > 0, "wait_minutes", "must be > 0")
 
 
 @dataclass
@@ -175,6 +312,29 @@ class TrainConfig:
         mode (no predictor tokens: the chords are read off the LM pass)."""
         return 0 if self.layout.mode in ("regular", "stp") or self.jepa.lam == 0 else self.layout.predictors
 
+    def sections(self) -> list[Any]:
+        """The section objects, in schema order."""
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+    def check(self) -> None:
+        """Every section's own checks, then the ones that span sections; ValueError naming the key."""
+        for section in self.sections():
+            if isinstance(section, Section):
+                section.check()
+        _check(
+            self.jepa.stp_layer == -1 or not self.model.compile,
+            "jepa.stp_layer",
+            "only -1 (the final norm) with model.compile (an earlier layer is captured by a hook on its block)",
+            self.jepa.stp_layer,
+        )
+        _check(
+            not (self.distributed.strategy == "fsdp" and self.precision.mode == "fp16"),
+            "precision.mode",
+            "fp16 is not supported with distributed.strategy=fsdp (its gradient scaler would need the shards); use "
+            "bf16",
+            self.precision.mode,
+        )
+
     def to_dict(self) -> dict:
         return _to_dict(self)
 
@@ -182,13 +342,9 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------ typing
 
 
-def _key(f: dataclasses.Field) -> str:
-    return f.metadata.get("key", f.name)
-
-
 def _to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {_key(f): _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {yaml_key(f): _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, list):
         return [_to_dict(v) for v in obj]
     return obj
@@ -259,7 +415,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    by_key = {_key(f): f for f in dataclasses.fields(cls) if f.init}
+    by_key = {yaml_key(f): f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in data.items():
         if key not in by_key:
@@ -389,109 +545,23 @@ def _check(ok: bool, key: str, message: str, value: Any) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Range and consistency checks that need no file system access."""
-    _check(
-        bool(cfg.run.name) and "/" not in cfg.run.name and cfg.run.name not in (".", ".."), "run.name",
-        "must be a non-empty name without '/' (and not '.' or '..': the run stays inside run.dir)", cfg.run.name,
-    )  # fmt: skip
-    _check(cfg.run.device in DEVICES, "run.device", f"must be one of {', '.join(DEVICES)}", cfg.run.device)
-    _check(cfg.run.threads is None or cfg.run.threads >= 1, "run.threads", "must be >= 1", cfg.run.threads)
-    _check(cfg.run.log_every >= 1, "run.log_every", "must be >= 1", cfg.run.log_every)
-    _check(
-        (cfg.model.path is None) != (cfg.model.arch is None),
-        "model.path",
-        "set exactly one of model.path (fine-tune a checkpoint) and model.arch (train from scratch)",
-        cfg.model.path,
-    )
-    _check(cfg.model.attention in ATTENTIONS, "model.attention", f"must be one of {', '.join(ATTENTIONS)}",
-           cfg.model.attention)  # fmt: skip
-    _check(
-        bool(cfg.data.train), "data.train", "must name the training data (a jsonl file or a directory)", cfg.data.train
-    )
-    _check(cfg.data.limit is None or cfg.data.limit >= 1, "data.limit", "must be >= 1", cfg.data.limit)
-    _check(cfg.data.pad_to_multiple >= 1, "data.pad_to_multiple", "must be >= 1", cfg.data.pad_to_multiple)
-    _check(cfg.data.pack_length >= 0, "data.pack_length", "must be >= 0 (0 = no packing)", cfg.data.pack_length)
-    _check(cfg.data.prefetch >= 0, "data.prefetch", "must be >= 0 (0 = collate in the loop)", cfg.data.prefetch)
-    for section in dataclasses.fields(cfg):  # inf / nan pass every range check below; a run would diverge
-        values = getattr(cfg, section.name)
-        for f in dataclasses.fields(values) if dataclasses.is_dataclass(values) else ():
-            value = getattr(values, f.name)
-            key = f"{section.name}.{f.metadata.get('key', f.name)}"
-            _check(not isinstance(value, float) or math.isfinite(value), key, "must be a finite number", value)
-    _check(cfg.optim.lr > 0, "optim.lr", "must be > 0", cfg.optim.lr)
-    _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0", cfg.optim.weight_decay)
-    for key in ("beta1", "beta2"):
-        value = getattr(cfg.optim, key)
-        _check(0 <= value < 1, f"optim.{key}", "must be in [0, 1)", value)
-    _check(cfg.optim.eps > 0, "optim.eps", "must be > 0", cfg.optim.eps)
-    _check(cfg.optim.clip >= 0, "optim.clip", "must be >= 0 (0 disables clipping)", cfg.optim.clip)
-    s = cfg.schedule
-    _check(s.kind in SCHEDULES, "schedule.kind", f"must be one of {', '.join(SCHEDULES)}", s.kind)
-    _check(s.warmup_steps >= 0, "schedule.warmup_steps", "must be >= 0", s.warmup_steps)
-    _check(0 <= s.warmup_ratio < 1, "schedule.warmup_ratio", "must be in [0, 1)", s.warmup_ratio)
-    _check(0 <= s.min_lr_ratio <= 1, "schedule.min_lr_ratio", "must be in [0, 1]", s.min_lr_ratio)
-    _check(s.epochs >= 1, "schedule.epochs", "must be >= 1", s.epochs)
-    _check(s.max_steps is None or s.max_steps >= 1, "schedule.max_steps", "must be >= 1", s.max_steps)
-    _check(s.stop_at_step is None or s.stop_at_step >= 1, "schedule.stop_at_step", "must be >= 1", s.stop_at_step)
-    _check(s.batch_size >= 1, "schedule.batch_size", "must be >= 1", s.batch_size)
-    _check(s.grad_accum >= 1, "schedule.grad_accum", "must be >= 1", s.grad_accum)
-    _check(
-        cfg.precision.mode in PRECISIONS,
-        "precision.mode",
-        f"must be one of {', '.join(PRECISIONS)}",
-        cfg.precision.mode,
-    )
-    lo = cfg.lora
-    _check(lo.rank >= 1, "lora.rank", "must be >= 1", lo.rank)
-    _check(lo.alpha > 0, "lora.alpha", "must be > 0", lo.alpha)
-    _check(0 <= lo.dropout < 1, "lora.dropout", "must be in [0, 1)", lo.dropout)
-    j = cfg.jepa
-    _check(j.gamma >= 0, "jepa.gamma", "must be >= 0", j.gamma)
-    _check(j.lam >= 0, "jepa.lambda", "must be >= 0", j.lam)
-    _check(j.loss in JEPA_LOSSES, "jepa.loss", f"must be one of {', '.join(JEPA_LOSSES)}", j.loss)
-    _check(j.temperature > 0, "jepa.temperature", "must be > 0", j.temperature)
-    _check(0 <= j.ratio <= 1, "jepa.ratio", "must be in [0, 1]", j.ratio)
-    _check(
-        not j.gather_negatives or j.loss == "infonce",
-        "jepa.gather_negatives",
-        "only applies to jepa.loss=infonce",
-        j.gather_negatives,
-    )
-    _check(
-        j.stp_layer == -1 or not cfg.model.compile,
-        "jepa.stp_layer",
-        "only -1 (the final norm) with model.compile (an earlier layer is captured by a hook on its block)",
-        j.stp_layer,
-    )
-    c = cfg.checkpoint
-    _check(c.every >= 0, "checkpoint.every", "must be >= 0", c.every)
-    _check(c.keep_last >= 1, "checkpoint.keep_last", "must be >= 1", c.keep_last)
-    _check(c.export in EXPORTS, "checkpoint.export", f"must be one of {', '.join(EXPORTS)}", c.export)
-    _check(cfg.eval.every >= 0, "eval.every", "must be >= 0", cfg.eval.every)
-    d = cfg.distributed
-    _check(d.strategy in STRATEGIES, "distributed.strategy", f"must be one of {', '.join(STRATEGIES)}", d.strategy)
-    _check(d.wait_minutes > 0, "distributed.wait_minutes", "must be > 0", d.wait_minutes)
-    _check(
-        not (d.strategy == "fsdp" and cfg.precision.mode == "fp16"),
-        "precision.mode",
-        "fp16 is not supported with distributed.strategy=fsdp (its gradient scaler would need the shards); use bf16",
-        cfg.precision.mode,
-    )
-    _check(cfg.eval.fn is None or ":" in cfg.eval.fn, "eval.fn", "must look like package.module:factory", cfg.eval.fn)
-    _check(cfg.eval.views in (None, "jepa", "step"), "eval.views", "must be jepa, step or null", cfg.eval.views)
+    """Range and consistency checks that need no file system access (`TrainConfig.check`)."""
+    cfg.check()
 
 
-# Keys that may differ between a checkpoint's config and the config that resumes it: where the run lives and
-# runs, how it logs, checkpoints and evaluates, how long the schedule is, and the two a diverged run is told to
-# change (optim.lr: the resumed schedule is rescaled to it; optim.clip: read every step). Anything else would
-# change the model, the optimizer state (AdamW restores its own betas / decay) or the data order: refused.
-RESUME_MAY_CHANGE = (
-    "optim.lr", "optim.clip",
-    "run.dir", "run.device", "run.threads", "run.log_every", "run.peak_tflops", "model.name", "model.attention",
-    "model.gradient_checkpointing", "model.compile", "data.pad_to_multiple", "data.prefetch", "schedule.kind",
-    "schedule.warmup_steps", "schedule.warmup_ratio", "schedule.min_lr_ratio", "schedule.epochs",
-    "schedule.max_steps", "schedule.stop_at_step", "checkpoint.", "eval.", "distributed.wait_minutes",
-)  # fmt: skip
+def resume_may_change(cls: type = None, prefix: str = "") -> set[str]:  # type: ignore[assignment]
+    """The dotted keys a resumed run may set differently from its checkpoint's config: the fields declared with
+    `resume=True` (jepa/settings.py), plus run.name (a copied run directory resumes under its new name)."""
+    cls = TrainConfig if cls is None else cls
+    keys = {"run.name"} if cls is TrainConfig else set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + yaml_key(f)
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys |= resume_may_change(hints[f.name], key + ".")
+        elif f.metadata.get("resume", False):
+            keys.add(key)
+    return keys
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -505,11 +575,13 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
-    """`key: old -> new` for every setting outside RESUME_MAY_CHANGE that differs from a checkpoint's config."""
+    """`key: old -> new` for every setting a resume may not change (`resume_may_change`) that differs from a
+    checkpoint's config. A key the schema no longer has (or not yet had) counts as changed."""
     old, new = _flatten(saved), _flatten(cfg.to_dict())
+    may_change = resume_may_change()
     changed = []
     for key in sorted(set(old) | set(new)):
-        if key.startswith(RESUME_MAY_CHANGE) or key == "run.name":
+        if key in may_change:
             continue
         if old.get(key) != new.get(key):
             changed.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
@@ -544,3 +616,45 @@ def check_paths(cfg: TrainConfig) -> None:
                 f"({HF_MODEL_FILES}); this project never downloads models"
             )
     dataset_class(cfg.layout.mode).check_paths(cfg.data, cfg.tokenizer_dir)
+
+
+# ------------------------------------------------------------------------------------------------ reference
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+    else:
+        value = f.default
+    return "`" + yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip() + "`"
+
+
+def config_reference() -> str:
+    """docs/config.md: every key of the schema (section by section, in schema order) with its type, default,
+    meaning and whether a resumed run may change it, read off the `setting(...)` declarations. `make docs` writes
+    it; tests/train/test_config.py fails when the file is out of date."""
+    lines = [
+        "# Config reference",
+        "",
+        "Generated from the schema (`jepa/train/config.py`, `jepa/data/datasets.py` `DataConfig`, "
+        "`jepa/data/layouts.py` `LayoutConfig`) by `make docs`; do not edit by hand. A YAML file sets any of these "
+        "keys by section (`optim: {lr: 1e-4}`), the command line by dotted key (`optim.lr=1e-4`). *Resume*: whether "
+        "a run resumed from a checkpoint may set the key differently (`yes`), or refuses the change (`no`: it would "
+        "change the model, the optimizer state or the data order). `run.name` may always change.",
+    ]
+    hints = typing.get_type_hints(TrainConfig)
+    for section_field in dataclasses.fields(TrainConfig):
+        cls = hints[section_field.name]
+        lines += ["", f"## {section_field.name}", "", "| key | type | default | resume | meaning |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        section_hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            doc = f.metadata.get("doc", "").replace("|", "\\|")
+            if not doc:
+                raise ValueError(f"{section_field.name}.{yaml_key(f)}: declared without a doc (use setting(...))")
+            type_name = _type_name(section_hints[f.name]).replace("|", "\\|")
+            resume = "yes" if f.metadata.get("resume") else "no"
+            lines.append(
+                f"| `{section_field.name}.{yaml_key(f)}` | {type_name} | {_default_text(f)} | {resume} | {doc} |"
+            )
+    return "\n".join(lines) + "\n"

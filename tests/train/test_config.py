@@ -1,10 +1,31 @@
+import dataclasses
+import typing
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
 
 import train as train_cli
-from jepa.train.config import apply_override, check_paths, config_from_dict, load_config
+from jepa.data.datasets import DataConfig
+from jepa.settings import Section
+from jepa.train import config as config_module
+from jepa.train.config import (
+    EvalConfig,
+    JepaConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    TrainConfig,
+    apply_override,
+    changed_on_resume,
+    check_paths,
+    config_from_dict,
+    config_reference,
+    load_config,
+    resume_may_change,
+)
 from tests.train.helpers import reversal_config
 
 
@@ -157,3 +178,60 @@ def test_a_warm_up_longer_than_the_run_and_a_long_run_are_warned_about(tmp_path,
     err = capsys.readouterr().err
     assert "schedule.warmup_steps: the warm-up (10 steps) is not shorter than the run (4 steps)" in err
     assert "steps take about" in err and "the config's header says what hardware it expects" in err
+
+
+# ------------------------------------------------------------------------------------------------ the schema
+
+
+def test_docs_config_md_is_the_generated_reference():
+    """docs/config.md is generated from the schema (`make docs`): a key added, removed or re-documented without
+    regenerating it fails here."""
+    written = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
+    assert written == config_reference(), "docs/config.md is out of date: run `make docs`"
+    for section in dataclasses.fields(TrainConfig):  # every key of every section is in it
+        for f in dataclasses.fields(typing.get_type_hints(TrainConfig)[section.name]):
+            assert f"| `{section.name}.{f.metadata.get('key', f.name)}` |" in written
+
+
+def test_a_key_declared_without_its_meaning_is_refused(monkeypatch):
+    @dataclasses.dataclass
+    class Undocumented(Section):
+        section: ClassVar[str] = "extra"
+        knob: int = 3  # a plain field: no setting(...), no doc
+
+    @dataclasses.dataclass
+    class Extended(TrainConfig):
+        extra: Undocumented = dataclasses.field(default_factory=Undocumented)
+
+    monkeypatch.setattr(config_module, "TrainConfig", Extended)
+    with pytest.raises(ValueError, match="extra.knob: declared without a doc"):
+        config_module.config_reference()
+
+
+def test_what_a_resume_may_change_is_read_off_the_fields():
+    may_change = resume_may_change()
+    # where the run lives, how it logs, checkpoints, evaluates, and how long it runs
+    assert {"run.dir", "run.name", "optim.lr", "optim.clip", "schedule.max_steps", "checkpoint.every",
+            "eval.every", "data.prefetch", "model.compile"} <= may_change  # fmt: skip
+    # what would change the model, the optimizer state or the data order
+    fixed = {"run.seed", "optim.beta1", "optim.weight_decay", "jepa.lambda", "layout.mode", "data.train",
+             "data.pack_length", "schedule.batch_size", "model.path", "lora.rank"}  # fmt: skip
+    assert not may_change & fixed
+    keys = {f"{s.name}.{f.metadata.get('key', f.name)}" for s in dataclasses.fields(TrainConfig)
+            for f in dataclasses.fields(typing.get_type_hints(TrainConfig)[s.name])}  # fmt: skip
+    assert may_change <= keys
+    saved = TrainConfig(data=DataConfig(train="x"), model=ModelConfig(path="m")).to_dict()
+    changed = dataclasses.replace(config_from_dict(saved), run=RunConfig(dir="elsewhere", seed=7))
+    assert changed_on_resume(saved, changed) == ["run.seed: 42 -> 7"]
+
+
+@pytest.mark.parametrize("section,message", [
+    (OptimConfig(lr=-1.0), "optim.lr: must be > 0, got -1.0"),
+    (ScheduleConfig(warmup_ratio=1.5), r"schedule.warmup_ratio: must be in \[0, 1\), got 1.5"),
+    (JepaConfig(lam=float("nan")), "jepa.lambda: must be a finite number, got nan"),
+    (DataConfig(train="x", pack_length=-1), "data.pack_length: must be >= 0"),
+    (EvalConfig(views="other"), "eval.views: must be jepa, step or null"),
+])  # fmt: skip
+def test_every_section_checks_itself_naming_its_key(section, message):
+    with pytest.raises(ValueError, match=message):
+        section.check()
