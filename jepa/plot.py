@@ -174,7 +174,7 @@ def plot_cells(table: dict, metrics: list[str], out: str | Path) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jepa.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories holding metrics.jsonl")
     parser.add_argument("--out", type=Path, help="PNG to write (default: RUN/curves.png of the first run)")
@@ -185,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         dest="eval_patterns",
         help="only these eval metrics, e.g. 'eval/*/mrr' 'eval/test/*' (default: all)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     first = args.runs[0] if args.runs[0].is_dir() else args.runs[0].parent
     out = args.out or first / "curves.png"
     try:

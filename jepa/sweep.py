@@ -343,7 +343,7 @@ def markdown(spec: SweepSpec, table: dict, comparisons: dict, examples: dict | N
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m jepa.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("spec", help="the sweep spec (YAML)")
     parser.add_argument("--protocol", help="one of the spec's protocols (its overrides on top of the spec's)")
@@ -352,7 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at the same time")
     parser.add_argument("--dry-run", action="store_true", help="print the train.py commands and stop")
     parser.add_argument("--verbose", action="store_true", help="the runs' own output")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         spec = SweepSpec.read(args.spec, args.protocol)
         if args.cells:

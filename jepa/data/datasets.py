@@ -1,12 +1,12 @@
 """Training data sources: one class per kind of data, each turning its files into packed rows for a layout.
 
-    ChatDataset      a chat jsonl ({"messages": [...]} per line) + a tokenizer directory   regular, jepa, step, stp
-    ReversalDataset  a reversal directory (train.json, valid.json, vocab.json), no tokenizer   reversal
+    ChatDataset      source "chat": a chat jsonl ({"messages": [...]} per line) + a tokenizer directory
+    ReversalDataset  source "reversal": a reversal directory (train.json, valid.json, vocab.json), no tokenizer
 
 A source knows the paths it needs (`check_paths`: one line naming the key and what to put there), its rows, its
 pad id and vocabulary size (a model trained from scratch is built for it), and the files a run exports next to
-the model (`export_files`). `dataset_class(mode)` picks the source whose `modes` hold the layout's mode, so a
-new kind of data is a new class here, not a branch in the trainer.
+the model (`export_files`). `dataset_class(mode)` picks the class that `reads` the source the layout mode
+declares (`jepa.data.layouts.Mode`), so a new kind of data is a new class here, not a branch in the trainer.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from jepa.data.layouts import LayoutConfig, Row, build_chat_row, build_reversal_row
+from jepa.data.layouts import MODES, LayoutConfig, Row, build_chat_row, build_reversal_row
 from jepa.data.reversal import load_reversal, relation_inverses
 from jepa.data.sources import SkippedLines, chat_record, iter_jsonl
 from jepa.losses import IGNORE_INDEX
@@ -56,7 +56,7 @@ class DataConfig(Section):
 class Dataset:
     """Packed rows of one training set plus what the trainer and the start-up summary need."""
 
-    modes: ClassVar[tuple[str, ...]] = ()
+    reads: ClassVar[str] = ""  # the `Mode.source` it lays out
 
     rows: list[Row]
     pad_id: int
@@ -118,7 +118,7 @@ def _check_messages(obj: dict) -> list[dict]:
 
 @dataclass
 class ChatDataset(Dataset):
-    modes: ClassVar[tuple[str, ...]] = ("regular", "jepa", "step", "stp")
+    reads: ClassVar[str] = "chat"
     tokenizer_dir: Path = Path()
 
     @staticmethod
@@ -161,7 +161,7 @@ def tokenize_chats(
                 raise ValueError(f"{where}: {exc}" if not str(exc).startswith(str(path)) else str(exc)) from None
             skipped.add(getattr(exc, "reason", str(exc)), where)
             continue
-        if layout.mode != "regular" and not row.has_jepa:
+        if MODES[layout.mode].jepa_term and not row.has_jepa:
             truncated += 1
         rows.append(row)
         if limit is not None and len(rows) >= limit:
@@ -173,7 +173,7 @@ def tokenize_chats(
 
 @dataclass
 class ReversalDataset(Dataset):
-    modes: ClassVar[tuple[str, ...]] = ("reversal",)
+    reads: ClassVar[str] = "reversal"
     data_dir: Path = Path()
 
     @staticmethod
@@ -203,5 +203,5 @@ DATASETS: tuple[type[Dataset], ...] = (ChatDataset, ReversalDataset)
 
 
 def dataset_class(mode: str) -> type[Dataset]:
-    """The data source that lays out rows for `layout.mode`."""
-    return next(cls for cls in DATASETS if mode in cls.modes)
+    """The dataset that reads the data `layout.mode` lays out (its Mode's `source`)."""
+    return next(cls for cls in DATASETS if cls.reads == MODES[mode].source)

@@ -16,10 +16,16 @@ are never an LM target, and do not exist at inference.
 STP (Semantic Tube Prediction) adds no segment: a row carries its path (`StpPath`: the user content followed by
 the answer content), and every optimizer step draws a span on it (`draw_stp_spans`); the objective reads the
 chords of the span and of the whole path off the LM pass (docs/method.md §2).
+
+Each mode is one `Mode` declaration (`register_mode`, at the end of this file): its row builder and what the rest
+of the library needs to know about it (which data it reads, whether it has a JEPA term, trains predictor tokens,
+has view pairs, which views its evaluation reads). Adding a mode is a row builder and a declaration here; the
+dataset, the config checks, the trainer and the evaluation hooks read the declaration.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -30,7 +36,6 @@ from jepa.losses import IGNORE_INDEX
 from jepa.settings import Section, setting
 from jepa.tokenizer import ChatEncoding, Tokenizer
 
-MODES = ("regular", "jepa", "step", "reversal", "stp")
 LM_LABELS = ("assistant", "all", "paper")
 STEP_PAIRS = ("first", "all")
 
@@ -74,7 +79,7 @@ class LayoutConfig(Section):
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"layout.mode must be one of {MODES}, got {self.mode!r}")
+            raise ValueError(f"layout.mode must be one of {tuple(MODES)}, got {self.mode!r}")
         if self.isolated_positions not in ("restart", "continue"):
             raise ValueError(
                 f"layout.isolated_positions must be 'restart' or 'continue', got {self.isolated_positions!r}"
@@ -385,17 +390,11 @@ def build_reversal_row(
 
 
 def build_chat_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig) -> Row:
-    """Dispatch a chat record ({"messages": [...]}) to its mode's layout."""
-    if cfg.mode == "jepa":
-        return build_jepa_row(messages, tokenizer, cfg)
-    enc = tokenizer.encode_chat(messages)
-    if cfg.mode == "step":
-        return build_step_row(enc, cfg, tokenizer.pad_id)
-    if cfg.mode == "regular":
-        return build_regular_row(enc, cfg, tokenizer.pad_id)
-    if cfg.mode == "stp":
-        return build_stp_row(enc, cfg, tokenizer.pad_id)
-    raise ValueError(f"mode {cfg.mode!r} does not take chat records")
+    """A chat record ({"messages": [...]}) laid out by its mode's row builder."""
+    chat_row = MODES[cfg.mode].chat_row
+    if chat_row is None:
+        raise ValueError(f"mode {cfg.mode!r} does not take chat records")
+    return chat_row(messages, tokenizer, cfg)
 
 
 def pack_rows(rows: list[Row], pack_length: int) -> list[Row]:
@@ -435,3 +434,93 @@ def concat_rows(rows: list[Row]) -> Row:
         out.stp_paths += [path.shifted(tokens) for path in row.stp_paths]
     out.main_length = len(out.input_ids)
     return out
+
+
+# ------------------------------------------------------------------------------------------------ the modes
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A layout mode, declared once: how its rows are built and what the rest of the library reads about it.
+
+    `source`: the data it lays out, "chat" ({"messages": [...]} records, through `chat_row`) or "reversal" (the
+    GPT2-JEPA items, through `build_reversal_row`). `jepa_term`: its rows carry a JEPA term when jepa.lambda > 0
+    (a row that lost it to truncation is counted). `predictor_tokens`: it trains the K predictor-token
+    embeddings. `view_pairs`: its JEPA term compares (prediction, target) hidden states that the `views`
+    diagnostics can read. `eval_views`: the views the evaluation hooks' diagnostics cut for a run of this mode
+    when eval.views is null. `lambda_zero_warning`: said at start-up when it is trained with jepa.lambda = 0.
+    """
+
+    name: str
+    doc: str
+    source: str
+    chat_row: Callable[[list[dict], Tokenizer, LayoutConfig], Row] | None = None
+    jepa_term: bool = True
+    predictor_tokens: bool = True
+    view_pairs: bool = True
+    eval_views: str = "jepa"
+    lambda_zero_warning: str | None = None
+
+
+MODES: dict[str, Mode] = {}
+SOURCES = ("chat", "reversal")
+
+
+def register_mode(mode: Mode) -> Mode:
+    """Add a mode to MODES (its name once; a source the datasets know)."""
+    if mode.name in MODES:
+        raise ValueError(f"layout mode {mode.name!r} is registered twice")
+    if mode.source not in SOURCES or (mode.source == "chat") != (mode.chat_row is not None):
+        raise ValueError(f"layout mode {mode.name!r}: source must be one of {SOURCES}, with a chat_row for chat")
+    MODES[mode.name] = mode
+    return mode
+
+
+def _encoded(build: Callable[[ChatEncoding, LayoutConfig, int | None], Row]) -> Callable[..., Row]:
+    """A row builder over the encoded chat, as a chat_row (messages, tokenizer, cfg) -> Row."""
+    return lambda messages, tokenizer, cfg: build(tokenizer.encode_chat(messages), cfg, tokenizer.pad_id)
+
+
+register_mode(
+    Mode(
+        "regular",
+        "plain fine-tuning: the LM sequence only",
+        source="chat",
+        chat_row=_encoded(build_regular_row),
+        jepa_term=False,
+        predictor_tokens=False,
+        view_pairs=False,
+    )
+)
+register_mode(
+    Mode(
+        "jepa",
+        "LLM-JEPA: the Text view (user message + K predictors) against the Code view (the answer alone)",
+        source="chat",
+        chat_row=build_jepa_row,
+    )
+)
+register_mode(
+    Mode(
+        "step",
+        "Step-JEPA: system + user + step k + K predictors against step k+1 alone",
+        source="chat",
+        chat_row=_encoded(build_step_row),
+        eval_views="step",
+    )
+)
+register_mode(
+    Mode("reversal", "GPT2-JEPA: the forward fact + K predictors against the reverse fact alone", source="reversal")
+)
+register_mode(
+    Mode(
+        "stp",
+        "STP: the chord of a drawn span against the rest of the path, read off the LM pass",
+        source="chat",
+        chat_row=_encoded(build_stp_row),
+        predictor_tokens=False,
+        view_pairs=False,
+        lambda_zero_warning="layout.mode: stp with jepa.lambda=0 trains plain SFT rows (no STP term); the "
+        "released STP runs use jepa.lambda=0.02",
+    )
+)

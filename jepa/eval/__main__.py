@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from jepa.data.datasets import tokenize_chats
-from jepa.data.layouts import LayoutConfig, build_reversal_row
+from jepa.data.layouts import MODES, LayoutConfig, build_reversal_row
 from jepa.data.reversal import load_probes, relation_inverses
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SEED_SYSTEM_PROMPT
 from jepa.eval.diagnostics import collect_views, view_diagnostics
@@ -159,12 +159,13 @@ def chat_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, l
     return loaded, cfg, rows, pad_id
 
 
-# --mode -> how its rows are read: the reversal probes or prepared chat records.
-VIEW_ROWS = {"step": chat_view_rows, "jepa": chat_view_rows, "reversal": reversal_view_rows}
+# A mode's source -> how its rows are read: the reversal probes or prepared chat records.
+VIEW_ROWS = {"chat": chat_view_rows, "reversal": reversal_view_rows}
+VIEW_MODES = sorted(name for name, mode in MODES.items() if mode.view_pairs)  # what `views --mode` takes
 
 
 def run_views(args: argparse.Namespace) -> None:
-    loaded, cfg, rows, pad_id = VIEW_ROWS[args.mode](args)
+    loaded, cfg, rows, pad_id = VIEW_ROWS[MODES[args.mode].source](args)
     pred, target = collect_views(loaded.model, loaded.predictors, rows, pad_id, batch_size=args.batch_size)
     cosines = torch.nn.functional.cosine_similarity(pred.double(), target.double(), dim=-1).tolist()
     examples = [{"row": i, "cosine": c} for i, c in zip([i for i, r in enumerate(rows) if r.has_jepa], cosines)]
@@ -239,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     views = commands.add_parser("views", help="view cosine, effective ranks, linear-map error of a JEPA mode")
     common(views, 16)
-    views.add_argument("--mode", required=True, choices=sorted(VIEW_ROWS))
+    views.add_argument("--mode", required=True, choices=VIEW_MODES)
     views.add_argument("--data", type=Path, help="prepared chat records (step, jepa)")
     views.add_argument("--valid", type=Path, help="valid.json (reversal: its train probes)")
     views.add_argument("--vocab", type=Path, help="vocab.json (reversal)")

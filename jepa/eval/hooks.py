@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from jepa.data.datasets import tokenize_chats
-from jepa.data.layouts import build_reversal_row
+from jepa.data.layouts import MODES, build_reversal_row
 from jepa.data.reversal import load_probes, relation_inverses
 from jepa.eval.diagnostics import evaluate_views
 from jepa.eval.gsm8k import evaluate_gsm8k, load_gsm8k_records
@@ -115,8 +115,8 @@ def gsm8k(cfg) -> EvalHook:
 
 def views(cfg) -> EvalHook:
     """Representation diagnostics (cosine, effective ranks, linear-map error) on held-out chat records, the views
-    cut as `eval.views` (default: layout.mode, as training reads them; jepa for the other modes)."""
-    mode = cfg.eval.views or (cfg.layout.mode if cfg.layout.mode in ("jepa", "step") else "jepa")
+    cut as `eval.views` (default: the views layout.mode's declaration names, `Mode.eval_views`)."""
+    mode = cfg.eval.views or MODES[cfg.layout.mode].eval_views
     view_metrics, loss_metrics = _view_metrics(cfg, mode), _loss_metrics(cfg)
     return lambda model, predictors, step: view_metrics(model, predictors) | loss_metrics(model)
 

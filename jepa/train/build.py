@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from jepa.data.datasets import Dataset, dataset_class
+from jepa.data.layouts import MODES
 from jepa.eval.hooks import EvalHook
 from jepa.models import build_model, load_pretrained
 from jepa.models.lora import apply_lora, cast_frozen_bases
@@ -93,9 +94,9 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         eval_hook=eval_hook,
         verbose=verbose,
     )
-    if cfg.layout.mode == "stp" and cfg.jepa.lam == 0:  # lambda's default is 0: say so rather than train SFT silently
-        state.warn("layout.mode: stp with jepa.lambda=0 trains plain SFT rows (no STP term); the released STP runs "
-                   "use jepa.lambda=0.02")  # fmt: skip
+    lambda_zero_warning = MODES[cfg.layout.mode].lambda_zero_warning
+    if lambda_zero_warning and cfg.jepa.lam == 0:  # lambda's default is 0: say so rather than train SFT silently
+        state.warn(lambda_zero_warning)
     warmup = s.warmup_steps or int(s.warmup_ratio * total_steps)
     if warmup >= total_steps:
         state.warn(f"schedule.warmup_steps: the warm-up ({warmup} steps) is not shorter than the run ({total_steps} "

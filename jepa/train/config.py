@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import yaml
 
 from jepa.data.datasets import DataConfig, dataset_class
-from jepa.data.layouts import LayoutConfig
+from jepa.data.layouts import MODES, LayoutConfig
 from jepa.losses import JEPA_LOSSES
 from jepa.settings import Section, setting, yaml_key
 
@@ -310,7 +310,7 @@ class TrainConfig:
     def trained_predictors(self) -> int:
         """K of the predictor tokens this run trains: 0 without a JEPA term (mode regular or lambda 0) and in stp
         mode (no predictor tokens: the chords are read off the LM pass)."""
-        return 0 if self.layout.mode in ("regular", "stp") or self.jepa.lam == 0 else self.layout.predictors
+        return self.layout.predictors if MODES[self.layout.mode].predictor_tokens and self.jepa.lam > 0 else 0
 
     def sections(self) -> list[Any]:
         """The section objects, in schema order."""

@@ -75,4 +75,5 @@ def test_reversal_dataset_has_its_own_vocabulary_and_exports_it(tmp_path):
 )
 def test_missing_paths_name_the_key(tmp_path, cls, data, message):
     with pytest.raises(FileNotFoundError, match=message):
-        cls.load(DataConfig(train=str(tmp_path / data)), LayoutConfig(mode=cls.modes[0]), str(tmp_path))
+        mode = next(m for m in MODES if MODES[m].source == cls.reads)
+        cls.load(DataConfig(train=str(tmp_path / data)), LayoutConfig(mode=mode), str(tmp_path))
