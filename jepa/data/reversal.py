@@ -42,7 +42,7 @@ PROBE_SPLITS = ("train", "atomic", "test")
 REVERSAL_PRESETS: dict[str, dict[str, int]] = {
     "paper": dict(n_learning=50_000, n_test=30_000, n_first=8_000, n_last=8_000, comb=10, n_relations=6, n_valid=3_000),
     "small": dict(n_learning=2_000, n_test=1_000, n_first=300, n_last=300, comb=10, n_relations=2, n_valid=200),
-    # The reversal-curse experiment (docs/results.md) and `make demo`: small enough for a d=128 GPT-2 to memorise in ~40 epochs on a CPU.
+    # The reversal-curse experiment (docs/results.md) and `make demo`: a d=128 GPT-2 memorises it in ~40 CPU epochs.
     "tiny": dict(n_learning=400, n_test=200, n_first=60, n_last=60, comb=10, n_relations=2, n_valid=100),
 }
 
