@@ -49,9 +49,11 @@ test-fast: install-test assets
 
 LINTED := jepa tests bench experiments train.py prepare.py setup.py
 
+# ruff everywhere; mypy --strict on jepa/ (pyproject.toml [tool.mypy])
 lint:
 	$(PYTHON) -m ruff check $(LINTED)
 	$(PYTHON) -m ruff format --check $(LINTED)
+	$(PYTHON) -m mypy
 
 format:
 	$(PYTHON) -m ruff check --fix $(LINTED)

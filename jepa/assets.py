@@ -112,7 +112,7 @@ def _build_tokenizer_json(tokens: list[str], token_types: list[int], merges: lis
 
     vocab = {token: index for index, token in enumerate(tokens)}
     # GGUF merges are "left right"; byte-level tokens never contain a literal space (it is "Ġ").
-    merge_pairs = [tuple(merge.split(" ", 1)) for merge in merges]
+    merge_pairs = [(left, right) for left, right in (merge.split(" ", 1) for merge in merges)]
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merge_pairs, fuse_unk=False, byte_fallback=False))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [

@@ -7,6 +7,7 @@ a whole optimizer step: mean over all label tokens of all micro-batches, mean ov
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ class LinearCrossEntropySum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         # The gradients are formed here, before a GradScaler's factor exists: in fp16 the small ones would flush to
         # zero, so they are formed scaled by a fixed 2**12 (|softmax - onehot| <= 1 stays far from fp16's max) and
@@ -46,16 +47,16 @@ class LinearCrossEntropySum(torch.autograd.Function):
                 del logits
                 probs[torch.arange(len(y_c), device=h.device), y_c] -= 1.0
                 probs = (probs * scale).to(h.dtype)
-                if need_h:
+                if grad_h is not None:
                     grad_h[start : start + chunk] = probs @ w
-                if need_w:
+                if grad_w is not None:
                     grad_w += (probs.T @ h_c).float()
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype, ctx.scale = weight.dtype, scale
         return total
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         grad_h, grad_w = ctx.saved_tensors
         factor = grad_out.float() / ctx.scale
         gh = (grad_h.float() * factor).to(grad_h.dtype) if grad_h is not None else None

@@ -13,6 +13,7 @@ of the span and D the chord of the whole path (`stp_chords`), read off the same 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,6 +24,7 @@ from jepa.data.batch import Batch
 from jepa.data.collator import collate, dense_mask, flex_block_mask
 from jepa.data.layouts import Row
 from jepa.losses import IGNORE_INDEX, jepa_loss_fn, lm_loss_at, lm_loss_sum
+from jepa.models.base import CausalLM
 from jepa.models.predictors import PredictorEmbeddings
 
 
@@ -41,7 +43,7 @@ class LossTerms:
 
 
 def forward_hidden(
-    model: nn.Module, predictors: PredictorEmbeddings | None, batch: Batch, attn_mask: torch.Tensor | BlockMask
+    model: CausalLM, predictors: PredictorEmbeddings | None, batch: Batch, attn_mask: torch.Tensor | BlockMask
 ) -> torch.Tensor:
     """One pass over a batch (input_ids [B, T] with predictor ids < 0, position_ids) under `attn_mask` (what
     `Objective.attention_mask` builds) -> final-norm hidden states [B, T, D]."""
@@ -92,7 +94,7 @@ class Objective(nn.Module):
 
     def __init__(
         self,
-        model: nn.Module,
+        model: CausalLM,
         predictors: PredictorEmbeddings | None = None,
         jepa_loss: str = "cosine",
         temperature: float = 0.07,
@@ -106,7 +108,7 @@ class Objective(nn.Module):
         self.attention = attention
         self.model, self.predictors = model, predictors
         self.jepa_loss = jepa_loss_fn(jepa_loss)
-        self.loss_kwargs = {"temperature": temperature} if jepa_loss == "infonce" else {}
+        self.loss_kwargs: dict[str, Any] = {"temperature": temperature} if jepa_loss == "infonce" else {}
         self.gather_negatives = gather_negatives
         self.stp_hidden_index = hidden_state_index(stp_layer, len(model.blocks))
 
@@ -163,7 +165,7 @@ class Objective(nn.Module):
                          jepa_rows=batch.counts.jepa_rows, pred=pred, target=target)  # fmt: skip
 
     def jepa_sum(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        kwargs = dict(self.loss_kwargs)
+        kwargs: dict[str, Any] = dict(self.loss_kwargs)
         if self.gather_negatives and dist.is_initialized():
             kwargs["negatives"] = gather_other_targets(target)
         return self.jepa_loss(pred, target, **kwargs).sum()
@@ -177,7 +179,9 @@ class Objective(nn.Module):
         packed single pass against it; users may run it to see the unpacked computation.
         """
         device = self.model.embed_tokens.weight.device
-        lm_sum, lm_tokens, preds, targets = 0.0, 0, [], []
+        lm_sum, lm_tokens = torch.zeros((), device=device), 0
+        preds: list[torch.Tensor] = []
+        targets: list[torch.Tensor] = []
         for row in rows:
             lm_batch = collate([row.lm_only()], pad_id).to(device)
             s, n = lm_loss_sum(self.hidden(lm_batch), lm_batch.labels, self.model.lm_head)

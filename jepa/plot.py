@@ -15,6 +15,7 @@ import fnmatch
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from jepa.data.sources import SkippedLines, iter_jsonl
 
@@ -73,7 +74,7 @@ def panel_keys(
     return [k for k in TRAIN_KEYS if k in present] + evals
 
 
-def pyplot():
+def pyplot() -> Any:
     """matplotlib.pyplot on the file-only Agg backend; ValueError naming the extra when matplotlib is missing."""
     try:
         import matplotlib
@@ -142,7 +143,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, eval_patterns: list[s
     return out
 
 
-def plot_cells(table: dict, metrics: list[str], out: str | Path) -> Path:
+def plot_cells(table: dict[str, Any], metrics: list[str], out: str | Path) -> Path:
     """The final metrics of a sweep, one panel per metric: each cell's runs as dots (one per seed) and its mean as
     a bar (`table` as `jepa.sweep.summarise` returns it: cell -> metric -> {"by_seed", "mean"}). Returns the PNG."""
     plt = pyplot()

@@ -27,9 +27,9 @@ def setting(default: Any = dataclasses.MISSING, doc: str = "", *, resume: bool =
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def yaml_key(f: dataclasses.Field) -> str:
+def yaml_key(f: dataclasses.Field[Any]) -> str:
     """The key a field has in YAML and in a saved config (`lam` is `lambda`)."""
-    return f.metadata.get("key", f.name)
+    return str(f.metadata.get("key", f.name))
 
 
 class Section:
@@ -44,7 +44,7 @@ class Section:
             value = getattr(self, f.name)
             self.require(not isinstance(value, float) or math.isfinite(value), f, "must be a finite number")
 
-    def require(self, ok: bool, key: str | dataclasses.Field, message: str) -> None:
+    def require(self, ok: bool, key: str | dataclasses.Field[Any], message: str) -> None:
         """ValueError ``section.key: message, got VALUE`` unless `ok`."""
         if not ok:
             f = key if isinstance(key, dataclasses.Field) else self.field(key)
@@ -54,5 +54,5 @@ class Section:
         self.require(getattr(self, key) in choices, key, f"must be one of {', '.join(choices)}")
 
     @classmethod
-    def field(cls, name: str) -> dataclasses.Field:
+    def field(cls, name: str) -> dataclasses.Field[Any]:
         return next(f for f in dataclasses.fields(cls) if f.name == name)  # type: ignore[arg-type]

@@ -40,9 +40,11 @@ import math
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -88,7 +90,7 @@ class SweepSpec:
         unknown = sorted(set(raw) - {f for f in cls.__dataclass_fields__})
         if unknown:
             raise ValueError(f"{path}: unknown key {unknown[0]!r}")
-        checks = {
+        checks: dict[str, Callable[[Any], Any]] = {
             "config": lambda v: isinstance(v, str) and v,
             "seeds": lambda v: isinstance(v, list) and v and all(isinstance(s, int) for s in v),
             "cells": lambda v: isinstance(v, dict) and v and all(
@@ -148,7 +150,7 @@ class SweepSpec:
         return out
 
 
-def final_evaluation(run_dir: Path) -> dict:
+def final_evaluation(run_dir: Path) -> dict[str, Any]:
     """The last `kind: eval` line of a run's metrics.jsonl ({} when it has none)."""
     path, last = run_dir / "metrics.jsonl", {}
     for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
@@ -161,7 +163,7 @@ def final_evaluation(run_dir: Path) -> dict:
     return last
 
 
-def run_one(spec: SweepSpec, cell: str, seed: int, args: list[str], *, quiet: bool) -> dict:
+def run_one(spec: SweepSpec, cell: str, seed: int, args: list[str], *, quiet: bool) -> dict[str, Any]:
     """Train one run (or skip it when done with the same command); returns its final evaluation."""
     run_dir = Path(spec.runs_dir) / f"{cell}_s{seed}"
     done = run_dir / "sweep_done.json"
@@ -225,7 +227,7 @@ def regularized_beta(x: float, a: float, b: float) -> float:
     return front * (f - 1.0)
 
 
-def paired_difference(cell: dict[int, float], baseline: dict[int, float]) -> dict:
+def paired_difference(cell: dict[int, float], baseline: dict[int, float]) -> dict[str, Any]:
     """cell - baseline over the seeds both have: mean, 95 % t interval, paired t-test p-value, n."""
     seeds = sorted(set(cell) & set(baseline))
     diffs = [cell[s] - baseline[s] for s in seeds]
@@ -240,9 +242,9 @@ def paired_difference(cell: dict[int, float], baseline: dict[int, float]) -> dic
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "p": t_two_sided_p(t, n - 1), "n": n}
 
 
-def summarise(spec: SweepSpec, evaluations: dict[tuple[str, int], dict]) -> dict:
+def summarise(spec: SweepSpec, evaluations: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
     """Per cell and metric: the values by seed, mean, sample std, n."""
-    table: dict = {}
+    table: dict[str, Any] = {}
     for cell in spec.cells:
         table[cell] = {}
         for metric in spec.metrics:
@@ -258,7 +260,7 @@ def summarise(spec: SweepSpec, evaluations: dict[tuple[str, int], dict]) -> dict
     return table
 
 
-def compare(spec: SweepSpec, table: dict) -> dict:
+def compare(spec: SweepSpec, table: dict[str, Any]) -> dict[str, Any]:
     """Per comparison ("cell - other") and metric: the paired difference over the seeds both have."""
     return {
         f"{a} - {b}": {metric: paired_difference(table[a][metric]["by_seed"], table[b][metric]["by_seed"])
@@ -285,19 +287,22 @@ def read_examples(path: Path) -> dict[int, bool]:
     return out
 
 
-def paired_examples(spec: SweepSpec, evaluations: dict[tuple[str, int], dict]) -> dict:
+def paired_examples(spec: SweepSpec, evaluations: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
     """Per comparison (cell - other): per seed and pooled, the examples both runs scored, the discordant counts
     (b: only the cell right, c: only the other right), the difference in accuracy (b - c) / n and McNemar's exact
     p-value. A run without per-example results is left out (its seed is missing)."""
 
     def correct(cell: str, seed: int) -> dict[int, bool] | None:
         step = evaluations.get((cell, seed), {}).get("step")
+        if step is None:
+            return None
         path = examples_path(Path(spec.runs_dir) / f"{cell}_s{seed}", spec.examples, step)
-        return read_examples(path) if step is not None and path.is_file() else None
+        return read_examples(path) if path.is_file() else None
 
     out = {}
     for a, b in spec.pairs():
-        per_seed, total = {}, {"n": 0, "b": 0, "c": 0}
+        per_seed: dict[int, dict[str, float]] = {}
+        total: dict[str, float] = {"n": 0, "b": 0, "c": 0}
         for seed in spec.seeds:
             ra, rb = correct(a, seed), correct(b, seed)
             if ra is None or rb is None:
@@ -310,15 +315,20 @@ def paired_examples(spec: SweepSpec, evaluations: dict[tuple[str, int], dict]) -
                 total[key] += value
         for counts in [*per_seed.values(), total]:
             counts["difference"] = (counts["b"] - counts["c"]) / counts["n"] if counts["n"] else float("nan")
-            counts["p"] = mcnemar_p(counts["b"], counts["c"])
+            counts["p"] = mcnemar_p(int(counts["b"]), int(counts["c"]))
         out[f"{a} - {b}"] = {"by_seed": per_seed, "pooled": total}
     return out
 
 
-def markdown(spec: SweepSpec, table: dict, comparisons: dict, examples: dict | None = None) -> str:
+def markdown(
+    spec: SweepSpec, table: dict[str, Any], comparisons: dict[str, Any], examples: dict[str, Any] | None = None
+) -> str:
     """mean ± std (n) per cell and metric; then the paired differences of the comparisons; then McNemar."""
     head = "| cell | " + " | ".join(spec.metrics) + " |\n|---|" + "---|" * len(spec.metrics) + "\n"
-    cell_text = lambda t: f"{t['mean']:.4g} ± {t['std']:.2g} (n={t['n']})"  # noqa: E731
+
+    def cell_text(t: dict[str, Any]) -> str:
+        return f"{t['mean']:.4g} ± {t['std']:.2g} (n={t['n']})"
+
     rows = "".join(f"| {cell} | " + " | ".join(cell_text(table[cell][m]) for m in spec.metrics) + " |\n"
                    for cell in spec.cells)  # fmt: skip
     diffs = ""

@@ -197,18 +197,18 @@ class Tokenizer:
         A token holding part of a multi-byte character reports that character's offsets.
         """
         encoding = self.backend.encode(text, add_special_tokens=False)
-        return encoding.ids, [tuple(offset) for offset in encoding.offsets]
+        return encoding.ids, [(start, end) for start, end in encoding.offsets]
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         """Text of `ids`; special tokens appear as their strings unless `skip_special_tokens`."""
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     # ----------------------------------------------------------------------------------------- chat
-    def render_chat(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
         """The exact string the official chat template renders for `messages` ({"role", "content"} dicts)."""
         return "".join(piece.text for piece in self._chat_layout(messages, add_generation_prompt).pieces)
 
-    def encode_chat(self, messages: list[dict], add_generation_prompt: bool = False) -> ChatEncoding:
+    def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> ChatEncoding:
         """Token ids, assistant mask and per-message spans of the rendered chat (see ChatEncoding)."""
         layout = self._chat_layout(messages, add_generation_prompt)
         pieces, span_meta = layout.pieces, layout.spans
@@ -250,7 +250,7 @@ class Tokenizer:
         ]
         return ChatEncoding(ids=ids, assistant_mask=assistant_mask, spans=spans)
 
-    def _chat_layout(self, messages: list[dict], add_generation_prompt: bool) -> ChatLayout:
+    def _chat_layout(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> ChatLayout:
         """The template's pieces of the chat, after checking the messages."""
         if self.template is None:
             raise ValueError(f"this tokenizer has no chat template (pass chat_template=one of {tuple(TEMPLATES)})")

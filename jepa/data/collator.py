@@ -74,9 +74,9 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> Batch:
         span_terms = path.displacement(stop) + [(t, -sign) for t, sign in path.displacement(start)]
         stp += [(b * T + t, sign, slot) for t, sign in span_terms]
         stp += [(b * T + t, sign, len(paths) + slot) for t, sign in path.displacement(path.length)]
-    stp = np.asarray(stp, dtype=np.int64).reshape(-1, 3)
+    stp_terms = np.asarray(stp, dtype=np.int64).reshape(-1, 3)
     label_index = np.flatnonzero(labels != IGNORE_INDEX)
-    jepa = np.asarray(jepa, dtype=np.int64).reshape(-1, 3)
+    jepa_pairs = np.asarray(jepa, dtype=np.int64).reshape(-1, 3)
     counts = BatchCounts(
         labels=len(label_index),
         jepa_rows=len(jepa) + len(paths),
@@ -94,12 +94,12 @@ def collate(rows: list[Row], pad_id: int, pad_to_multiple: int = 1) -> Batch:
         lengths=torch.tensor([len(r.input_ids) for r in rows], dtype=torch.long),
         label_index=torch.from_numpy(label_index),
         label_target=torch.from_numpy(labels.reshape(-1)[label_index]),
-        jepa_row=torch.from_numpy(jepa[:, 0].copy()),
-        pred_pos=torch.from_numpy(jepa[:, 1].copy()),
-        target_pos=torch.from_numpy(jepa[:, 2].copy()),
-        stp_index=torch.from_numpy(stp[:, 0].copy()),
-        stp_sign=torch.from_numpy(stp[:, 1].astype(np.float32)),
-        stp_slot=torch.from_numpy(stp[:, 2].copy()),
+        jepa_row=torch.from_numpy(jepa_pairs[:, 0].copy()),
+        pred_pos=torch.from_numpy(jepa_pairs[:, 1].copy()),
+        target_pos=torch.from_numpy(jepa_pairs[:, 2].copy()),
+        stp_index=torch.from_numpy(stp_terms[:, 0].copy()),
+        stp_sign=torch.from_numpy(stp_terms[:, 1].astype(np.float32)),
+        stp_slot=torch.from_numpy(stp_terms[:, 2].copy()),
         counts=counts,
         has_predictor_tokens=any(t < 0 for r in rows for t in r.input_ids),
     )
@@ -118,12 +118,12 @@ def dense_mask(batch: Batch) -> torch.Tensor:
     return (mask | torch.eye(T, dtype=torch.bool, device=seg.device))[:, None]  # padding sees itself only
 
 
-def flex_mask_mod(batch: Batch) -> Callable:
+def flex_mask_mod(batch: Batch) -> Callable[..., torch.Tensor]:
     """The collated mask as a FlexAttention `mask_mod(b, h, q, kv)`: equal to `dense_mask` (tested), built from
     segment ids and visibility tables instead of a [B, T, T] tensor."""
     segment_ids, visible, lengths = batch.segment_ids, batch.visible, batch.lengths
 
-    def mask_mod(b, h, q, kv):
+    def mask_mod(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         real = (q < lengths[b]) & (kv < lengths[b])
         sees = visible[b, segment_ids[b, q].clamp(min=0), segment_ids[b, kv].clamp(min=0)]
         return (q == kv) | (real & (kv <= q) & sees)  # padding attends only to itself, as in attention_mask

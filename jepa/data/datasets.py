@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from jepa.data.layouts import MODES, LayoutConfig, Row, build_chat_row, build_reversal_row
 from jepa.data.reversal import load_reversal, relation_inverses
@@ -110,7 +110,7 @@ class Dataset:
         return text
 
 
-def _check_messages(obj: dict) -> list[dict]:
+def _check_messages(obj: dict[str, Any]) -> list[dict[str, Any]]:
     """The record's messages, checked by the rules `prepare.py chat` applies (`chat_record`): training never
     takes a record that preparing would refuse (an empty answer would make a template token the JEPA target)."""
     return chat_record(obj)["messages"]
@@ -137,6 +137,7 @@ class ChatDataset(Dataset):
         """Rows of the chat jsonl `cfg.train`. A record that cannot be laid out (e.g. fewer than 2 steps in step
         mode) raises ValueError("path:LINE: reason"), or is skipped and counted with `cfg.skip_bad`."""
         cls.check_paths(cfg, tokenizer_dir)
+        assert tokenizer_dir is not None  # check_paths refuses a missing one
         tokenizer = Tokenizer.from_dir(tokenizer_dir, date_string=cfg.date_string)
         rows = tokenize_chats(cfg.train, tokenizer, layout, limit=cfg.limit, skip_bad=cfg.skip_bad)
         return cls(*rows, source=cfg.train, tokenizer_dir=Path(tokenizer_dir))

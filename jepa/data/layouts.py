@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -298,9 +298,12 @@ def build_step_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = No
     pairs = pairs if cfg.step_pairs == "all" else [k for k in pairs[:1] if k == 0]
     if not pairs:  # max_length cut into step 1 or step 2: the plain LM row, LM loss only
         return build_regular_row(enc, cfg, pad_id)
-    suffix = lambda n: "" if n == 0 else str(n + 1)  # noqa: E731 - A, A2, A3 ...
+
+    def suffix(n: int) -> str:  # A, A2, A3 ...
+        return "" if n == 0 else str(n + 1)
+
     cuts = [steps[k][1] + 1 for k in pairs]
-    row, main = Row(), []
+    row, main = Row(), list[str]()
     for n, (start, stop) in enumerate(zip([0, *cuts], [*cuts, len(ids)])):
         name = f"A{suffix(n)}" if n < len(cuts) else "B"
         row.add_segment(name, ids[start:stop], list(range(start, stop)), sees=tuple(main), labels=labels[start:stop])
@@ -337,7 +340,7 @@ def build_stp_row(enc: ChatEncoding, cfg: LayoutConfig, pad_id: int | None = Non
     return row
 
 
-def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig) -> Row:
+def build_jepa_row(messages: list[dict[str, Any]], tokenizer: Tokenizer, cfg: LayoutConfig) -> Row:
     """Original LLM-JEPA: Text view (user message alone + K predictors) vs Code view (assistant message alone)."""
     enc = tokenizer.encode_chat(messages)
     ids, labels = main_sequence(enc, cfg, tokenizer.pad_id)
@@ -367,7 +370,7 @@ def build_jepa_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig
 
 
 def build_reversal_row(
-    item: dict, inverse_relation: dict[int, int], cfg: LayoutConfig, with_jepa: bool | None = None
+    item: dict[str, Any], inverse_relation: dict[int, int], cfg: LayoutConfig, with_jepa: bool | None = None
 ) -> Row:
     """GPT2-JEPA: forward fact [e1, r, <mask>, e2] with LM labels on e2's two tokens; prediction = K predictors
     after it; target = the reverse fact [e2, r_inv, <mask>, e1] encoded alone. JEPA only on `train` items."""
@@ -389,7 +392,7 @@ def build_reversal_row(
     return row
 
 
-def build_chat_row(messages: list[dict], tokenizer: Tokenizer, cfg: LayoutConfig) -> Row:
+def build_chat_row(messages: list[dict[str, Any]], tokenizer: Tokenizer, cfg: LayoutConfig) -> Row:
     """A chat record ({"messages": [...]}) laid out by its mode's row builder."""
     chat_row = MODES[cfg.mode].chat_row
     if chat_row is None:
@@ -454,7 +457,7 @@ class Mode:
     name: str
     doc: str
     source: str
-    chat_row: Callable[[list[dict], Tokenizer, LayoutConfig], Row] | None = None
+    chat_row: Callable[[list[dict[str, Any]], Tokenizer, LayoutConfig], Row] | None = None
     jepa_term: bool = True
     predictor_tokens: bool = True
     view_pairs: bool = True

@@ -24,6 +24,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,7 +115,9 @@ def _draw_names(rng: np.random.Generator, n_first: int, n_last: int, comb: int) 
     )
 
 
-def _items(facts: np.ndarray, kind: str, *, first_id: np.ndarray, last_id: np.ndarray, mask_id: int) -> list[dict]:
+def _items(
+    facts: np.ndarray, kind: str, *, first_id: np.ndarray, last_id: np.ndarray, mask_id: int
+) -> list[dict[str, Any]]:
     """facts [M, 3] int (e1 entity, relation id, e2 entity) → seed-format items of type ``kind``."""
     rows = np.stack(
         [first_id[facts[:, 0]], last_id[facts[:, 0]], facts[:, 1], first_id[facts[:, 2]], last_id[facts[:, 2]]], axis=1
@@ -141,7 +144,7 @@ def generate_reversal(
     n_relations: int = 6,
     n_valid: int = 3_000,
     seed: int = 0,
-) -> dict:
+) -> dict[str, Any]:
     """Write ``train.json``, ``valid.json``, ``vocab.json`` (seed format, see module docstring) to ``out_dir``.
 
     Learning entities (EA): per relation pair, shuffled into n_learning/2 pairs, both directions ``train``, so
@@ -224,7 +227,7 @@ def relation_inverses(vocab: dict[str, int]) -> dict[int, int]:
     return inverses
 
 
-def reverse_item(item: dict, inverses: dict[int, int], kind: str | None = None) -> dict:
+def reverse_item(item: dict[str, Any], inverses: dict[int, int], kind: str | None = None) -> dict[str, Any]:
     """The reverse fact of an item: entities swapped, relation flipped; ``type`` = ``kind`` or unchanged."""
     (e1, (r,), mask), (e2,) = item["input_text"], item["target_text"]
     return {
@@ -280,8 +283,8 @@ def _check_item(
 
 
 def _read_probes(
-    valid_path: Path, vocab_size: int, require_all: bool, hint: str = "", **checks
-) -> dict[str, list[dict]]:
+    valid_path: Path, vocab_size: int, require_all: bool, hint: str = "", **checks: Any
+) -> dict[str, list[dict[str, Any]]]:
     """The probe splits of a ``valid.json``, every item checked (``_check_item``); at least one split, or all
     three with ``require_all``."""
     valid = read_json(valid_path, hint)
@@ -296,7 +299,9 @@ def _read_probes(
     return {split: valid[split] for split in present}
 
 
-def load_probes(valid_path: str | Path, vocab_path: str | Path) -> tuple[dict[str, list[dict]], dict[str, int]]:
+def load_probes(
+    valid_path: str | Path, vocab_path: str | Path
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
     """Probes to score a model on: a seed-format ``valid.json`` (any of ``train``, ``atomic``, ``test``) and the
     ``vocab.json`` its ids refer to (any token names). Checks shapes and that every id is a vocabulary id; a
     bad item raises ValueError naming the file and ``[split][index]``."""
@@ -308,7 +313,7 @@ def load_probes(valid_path: str | Path, vocab_path: str | Path) -> tuple[dict[st
     return _read_probes(valid_path, vocab_size, require_all=False), vocab
 
 
-def load_reversal(data_dir: str | Path) -> tuple[list[dict], dict[str, list[dict]], dict[str, int]]:
+def load_reversal(data_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]], dict[str, int]]:
     """Read ``train.json``, ``valid.json``, ``vocab.json`` in the seed's format (whoever wrote them).
 
     Returns ``(train_items, valid, vocab)`` with ``valid`` = ``{"train", "atomic", "test"}`` → items. Every item

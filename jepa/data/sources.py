@@ -24,8 +24,9 @@ import re
 import tempfile
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 STEP_SEPARATOR = "\n\n"
 
@@ -45,8 +46,11 @@ GSM8K_SYSTEM_PROMPT = (
 GSM8K_URL = "https://raw.githubusercontent.com/openai/grade-school-math/master/grade_school_math/data/{split}.jsonl"
 GSM8K_SPLITS = ("train", "test")
 
+# A converter's per-record function: the record as written, and its number of assistant steps (a histogram).
+RecordBuilder = Callable[[dict[str, Any]], tuple[dict[str, Any], int]]
 
-class SkippedLines(Counter):
+
+class SkippedLines(Counter[str]):
     """Input lines skipped with ``skip_bad``: a count per short reason ("not JSON", "missing field 'answer'",
     ...) and the first few ``FILE:LINE`` of each reason, for a summary a person can act on."""
 
@@ -95,7 +99,7 @@ def _normalise_step(text: str) -> str:
     return re.sub(r"\n\s*\n", "\n", text).strip()
 
 
-def _chat(system: str, question: str, steps: list[str], answer: str) -> dict:
+def _chat(system: str, question: str, steps: list[str], answer: str) -> dict[str, Any]:
     return {
         "messages": [
             {"role": "system", "content": system},
@@ -106,7 +110,7 @@ def _chat(system: str, question: str, steps: list[str], answer: str) -> dict:
     }
 
 
-def assistant_steps(record: dict) -> list[str]:
+def assistant_steps(record: dict[str, Any]) -> list[str]:
     """The steps of a prepared record: its assistant content split on :data:`STEP_SEPARATOR`."""
     return record["messages"][-1]["content"].split(STEP_SEPARATOR)
 
@@ -137,7 +141,7 @@ def split_gsm8k_answer(answer: str, keep_calculator: bool = False) -> tuple[list
     return steps, final
 
 
-def gsm8k_record(question: str, answer: str, keep_calculator: bool = False) -> dict:
+def gsm8k_record(question: str, answer: str, keep_calculator: bool = False) -> dict[str, Any]:
     """One GSM8K example → chat record; assistant = steps, then the ``#### N`` line, all joined by "\\n\\n".
 
     Raises :class:`BadRecord` for an empty answer or fewer than 2 steps (the ``#### N`` line is not a step).
@@ -185,7 +189,7 @@ def _final_answer(answer: str) -> str:
     return answer.rsplit("####", 1)[-1].strip()
 
 
-def steps_record(question: str, answer: str, deepseek_response: str) -> dict | None:
+def steps_record(question: str, answer: str, deepseek_response: str) -> dict[str, Any] | None:
     """One seed-format example → chat record with :data:`SEED_SYSTEM_PROMPT`, or None if < 2 steps survive.
 
     The assistant content is the steps only (the response's own ``\\boxed{}`` stays inside its last step);
@@ -213,7 +217,7 @@ def _bad(where: str, reason: str, detail: str | None, *, skip_bad: bool, bad: Sk
 
 def iter_jsonl(
     path: str | Path, required: tuple[str, ...], skip_bad: bool, bad: SkippedLines
-) -> Iterator[tuple[int, dict]]:
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each JSON-object line of ``path`` whose ``required`` fields are
     non-empty strings. Bad lines (not UTF-8, not JSON, not an object, a missing field) raise
     ``ValueError("path:LINE: reason")`` or are counted in ``bad``. Whitespace-only lines are not records and are
@@ -257,14 +261,16 @@ def iter_jsonl(
             yield line_number, obj
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...], skip_bad: bool = False) -> tuple[list[dict], SkippedLines]:
+def read_jsonl(
+    path: str | Path, required: tuple[str, ...], skip_bad: bool = False
+) -> tuple[list[dict[str, Any]], SkippedLines]:
     """All good records of a jsonl file (see :func:`iter_jsonl`) and the skipped lines by reason."""
     bad = SkippedLines()
     records = [obj for _, obj in iter_jsonl(path, required, skip_bad=skip_bad, bad=bad)]
     return records, bad
 
 
-def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Write atomically (temporary file + rename) so an interrupted run never leaves a file that looks done."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -275,11 +281,13 @@ def _write_jsonl(path: Path, records: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _convert_file(src: Path, dst: Path, *, required: tuple[str, ...], build, skip_bad: bool) -> dict:
+def _convert_file(
+    src: Path, dst: Path, *, required: tuple[str, ...], build: RecordBuilder, skip_bad: bool
+) -> dict[str, Any]:
     """Turn each line of ``src`` into a record with ``build(obj)`` and write ``dst``; returns the split summary."""
     bad = SkippedLines()
     records = []
-    histogram: Counter = Counter()
+    histogram: Counter[int] = Counter()
     for line_number, obj in iter_jsonl(src, required, skip_bad=skip_bad, bad=bad):
         try:
             record, n_steps = build(obj)
@@ -319,7 +327,9 @@ def _download_gsm8k(dest: Path, timeout_s: float = 10.0) -> None:
             ) from None
 
 
-def prepare_gsm8k(src: Path | None, out_dir: Path, keep_calculator: bool = False, skip_bad: bool = False) -> dict:
+def prepare_gsm8k(
+    src: Path | None, out_dir: Path, keep_calculator: bool = False, skip_bad: bool = False
+) -> dict[str, Any]:
     """GSM8K ``{train,test}.jsonl`` (``question``/``answer``) in ``src`` → chat records in ``out_dir``.
 
     With ``src=None`` the files are downloaded from the openai/grade-school-math repository. Returns
@@ -328,11 +338,11 @@ def prepare_gsm8k(src: Path | None, out_dir: Path, keep_calculator: bool = False
     """
     out_dir = Path(out_dir)
 
-    def build(obj: dict) -> tuple[dict, int]:
+    def build(obj: dict[str, Any]) -> tuple[dict[str, Any], int]:
         record = gsm8k_record(obj["question"], obj["answer"], keep_calculator)
         return record, len(assistant_steps(record)) - 1
 
-    def convert(src_dir: Path) -> dict:
+    def convert(src_dir: Path) -> dict[str, Any]:
         missing = [str(src_dir / f"{s}.jsonl") for s in GSM8K_SPLITS if not (src_dir / f"{s}.jsonl").is_file()]
         if missing:
             raise FileNotFoundError(
@@ -357,11 +367,11 @@ def prepare_gsm8k(src: Path | None, out_dir: Path, keep_calculator: bool = False
         return convert(Path(tmp))
 
 
-def prepare_steps(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = False) -> dict:
+def prepare_steps(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = False) -> dict[str, Any]:
     """Seed-format jsonl files (``question``, ``answer``, ``deepseek_response``) → chat records, each input
     ``NAME.jsonl`` to ``out_dir/NAME.jsonl``. Records with fewer than 2 steps are bad records."""
 
-    def build(obj: dict) -> tuple[dict, int]:
+    def build(obj: dict[str, Any]) -> tuple[dict[str, Any], int]:
         record = steps_record(obj["question"], obj["answer"], obj["deepseek_response"])
         if record is None:
             raise BadRecord("fewer than 2 steps")
@@ -372,8 +382,8 @@ def prepare_steps(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = Fal
 
 
 def _convert_files(
-    src_files: Iterable[Path], out_dir: Path, *, required: tuple[str, ...], build, skip_bad: bool
-) -> dict:
+    src_files: Iterable[Path], out_dir: Path, *, required: tuple[str, ...], build: RecordBuilder, skip_bad: bool
+) -> dict[str, Any]:
     """`_convert_file` for each input ``NAME.jsonl`` into ``out_dir/NAME.jsonl`` (so a train/test pair keeps its
     split names); two inputs with the same name are an error."""
     out_dir = Path(out_dir)
@@ -392,7 +402,7 @@ def _convert_files(
 CHAT_ROLES = ("system", "user", "assistant")
 
 
-def chat_record(obj: dict) -> dict:
+def chat_record(obj: dict[str, Any]) -> dict[str, Any]:
     """A chat record ``{"messages": [...], ...}`` checked: messages with roles in CHAT_ROLES and string contents,
     a user message and a non-empty assistant message after it. Other keys are kept. BadRecord otherwise."""
     messages = obj.get("messages")
@@ -414,19 +424,19 @@ def chat_record(obj: dict) -> dict:
     return obj
 
 
-def prepare_chat(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = False) -> dict:
+def prepare_chat(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = False) -> dict[str, Any]:
     """Chat jsonl files (``{"messages": [...]}`` per line, e.g. the LLM-JEPA paper's NL-RX and NQ-Open files) →
     checked chat records (`chat_record`), each input ``NAME.jsonl`` to ``out_dir/NAME.jsonl``. The histogram
     counts the assistant answer's steps (paragraphs), what step mode would see."""
 
-    def build(obj: dict) -> tuple[dict, int]:
+    def build(obj: dict[str, Any]) -> tuple[dict[str, Any], int]:
         record = chat_record(obj)
         return record, len(assistant_steps(record))
 
     return _convert_files(src_files, out_dir, required=(), build=build, skip_bad=skip_bad)
 
 
-def split_jsonl(src: Path, out_dir: Path, n_valid: int, seed: int = 0) -> dict:
+def split_jsonl(src: Path, out_dir: Path, n_valid: int, seed: int = 0) -> dict[str, Any]:
     """A validation split cut from a training file, for choosing hyper-parameters without the test set:
     ``n_valid`` records drawn with a seeded permutation -> ``out_dir/NAME_valid.jsonl``, the rest (in their
     original order) -> ``out_dir/NAME_train.jsonl``. Blank lines are not records; lines are copied verbatim."""

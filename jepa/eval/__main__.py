@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from jepa.data.datasets import tokenize_chats
-from jepa.data.layouts import MODES, LayoutConfig, build_reversal_row
+from jepa.data.layouts import MODES, LayoutConfig, Row, build_reversal_row
 from jepa.data.reversal import load_probes, relation_inverses
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SEED_SYSTEM_PROMPT
 from jepa.eval.diagnostics import collect_views, view_diagnostics
@@ -131,7 +131,7 @@ def run_reversal(args: argparse.Namespace) -> None:
     )
 
 
-def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list, int]:
+def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list[Row], int]:
     """The JEPA rows of the `train` probes in --valid (forward fact + predictors vs the reverse fact)."""
     if not (args.valid and args.vocab):
         raise ValueError("views --mode reversal needs --valid FILE and --vocab FILE")
@@ -148,7 +148,7 @@ def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfi
     return loaded, cfg, rows, vocab["<pad>"] if "<pad>" in vocab else 0
 
 
-def chat_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list, int]:
+def chat_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list[Row], int]:
     """The rows of the first --limit chat records ({"messages": [...]}) in --data, laid out for --mode (step or
     jepa) exactly as training lays them out."""
     if not args.data:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 # A number as written in prose or LaTeX: optional sign, digits with well-formed thousands commas ("1,080",
 # not "1,2"), optional decimals; or a bare decimal like ".5".
@@ -160,7 +161,7 @@ def numbers_match(predicted: float | None, gold: float | None) -> bool:
     return abs(predicted - gold) <= _RELATIVE_TOLERANCE * max(1.0, abs(gold))
 
 
-def score_default(generation: str, gold: str) -> dict:
+def score_default(generation: str, gold: str) -> dict[str, Any]:
     """Default protocol for one generation: {"predicted": str|None, "source", "predicted_value", "correct"}."""
     predicted, source = extract_answer(generation)
     value = parse_number(predicted)
@@ -178,7 +179,7 @@ def paper_answer(generation: str) -> str | None:
     return match.group(1) if match else None
 
 
-def score_paper(generation: str, gold: str) -> dict:
+def score_paper(generation: str, gold: str) -> dict[str, Any]:
     """Paper protocol: exact string equality of the final ``#### X`` with the gold string (no normalisation)."""
     predicted = paper_answer(generation)
     return {

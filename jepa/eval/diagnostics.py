@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from jepa.data.collator import collate
 from jepa.data.layouts import Row
 from jepa.eval.progress import Progress
+from jepa.models.base import CausalLM
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.objective import Objective
 
@@ -86,7 +86,7 @@ def view_diagnostics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, floa
 
 @torch.no_grad()
 def collect_views(
-    model: nn.Module,
+    model: CausalLM,
     predictors: PredictorEmbeddings | None,
     rows: list[Row],
     pad_id: int,
@@ -123,7 +123,7 @@ def collect_views(
 
 
 def evaluate_views(
-    model: nn.Module, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int, *, batch_size: int = 16
+    model: CausalLM, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int, *, batch_size: int = 16
 ) -> dict[str, float]:
     """:func:`view_diagnostics` of the rows' views (see :func:`collect_views`)."""
     return view_diagnostics(*collect_views(model, predictors, rows, pad_id, batch_size=batch_size))

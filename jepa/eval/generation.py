@@ -8,16 +8,17 @@ decoded without special tokens.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import nn
 
 from jepa.eval.progress import Progress
 from jepa.models import generate
+from jepa.models.base import CausalLM
 from jepa.tokenizer import Tokenizer
 
 
-def prompt_messages(record: dict) -> list[dict]:
+def prompt_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The record's system message (if any) and its first user message: what the model is prompted with."""
     messages = record["messages"]
     system = [m for m in messages[:1] if m.get("role") == "system"]
@@ -27,19 +28,19 @@ def prompt_messages(record: dict) -> list[dict]:
 
 @torch.no_grad()
 def generate_and_score(
-    model: nn.Module,
+    model: CausalLM,
     tokenizer: Tokenizer,
-    records: list[dict],
-    score: Callable[[int, dict, str, int], dict],
+    records: list[dict[str, Any]],
+    score: Callable[[int, dict[str, Any], str, int], dict[str, Any]],
     *,
     max_new_tokens: int,
     batch_size: int = 16,
     progress: bool | None = None,
     desc: str = "generate",
     unit: str = "example",
-    done: dict[int, dict] | None = None,
-    on_example: Callable[[dict], None] | None = None,
-) -> list[dict]:
+    done: dict[int, dict[str, Any]] | None = None,
+    on_example: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """`score(index, record, response, n_tokens)` for every record, in record order.
 
     Prompts are sorted by token length (longest first) before batching, so a batch pads little and memory peaks
@@ -76,7 +77,7 @@ def generate_and_score(
     return [examples[i] for i in range(len(records))]
 
 
-def response_ending(response: str, reference: str, n_tokens: int, max_new_tokens: int) -> dict:
+def response_ending(response: str, reference: str, n_tokens: int, max_new_tokens: int) -> dict[str, Any]:
     """How a response relates to its reference beyond correctness (the same for every task): `contains` (the
     reference occurs in it), `overgeneration` (it starts with the reference and goes on: the answer was given and
     the model did not stop), `truncated` (generation hit `max_new_tokens` without a stop token)."""

@@ -12,18 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-from torch import nn
+from typing import Any
 
 from jepa.data.sources import GSM8K_SYSTEM_PROMPT, SkippedLines, iter_jsonl
 from jepa.eval.answers import gold_answer, score_default, score_paper
 from jepa.eval.generation import generate_and_score, prompt_messages, response_ending
+from jepa.models.base import CausalLM
 from jepa.tokenizer import Tokenizer
 
 PROTOCOLS = {"default": 512, "paper": 128}  # protocol -> default max_new_tokens
 
 
-def load_gsm8k_records(path: str | Path, system_prompt: str = GSM8K_SYSTEM_PROMPT) -> list[dict]:
+def load_gsm8k_records(path: str | Path, system_prompt: str = GSM8K_SYSTEM_PROMPT) -> list[dict[str, Any]]:
     """Records from a jsonl file: prepared chat records (``{"messages": [...], "answer": "72"}``, as written by
     ``prepare.py gsm8k``) or raw GSM8K lines (``{"question", "answer": "...\\n#### 72"}``), the latter given
     ``system_prompt``. Returns chat records; a bad line raises ValueError("path:LINE: reason")."""
@@ -57,17 +57,17 @@ def load_gsm8k_records(path: str | Path, system_prompt: str = GSM8K_SYSTEM_PROMP
 
 
 def evaluate_gsm8k(
-    model: nn.Module,
+    model: CausalLM,
     tokenizer: Tokenizer,
-    records: list[dict],
+    records: list[dict[str, Any]],
     limit: int | None = None,
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     protocol: str = "default",
     progress: bool | None = None,
-    done: dict[int, dict] | None = None,
-    on_example: Callable[[dict], None] | None = None,
-) -> tuple[list[dict], dict]:
+    done: dict[int, dict[str, Any]] | None = None,
+    on_example: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Generate an answer for the first ``limit`` records and score them (`jepa.eval.generation`).
 
     Returns (examples, summary). Each example: index, question, generation, predicted, gold, correct (chosen
@@ -84,7 +84,7 @@ def evaluate_gsm8k(
     records = records[:limit] if limit is not None else records
     start = time.perf_counter()
 
-    def score(index: int, record: dict, generation: str, n_tokens: int) -> dict:
+    def score(index: int, record: dict[str, Any], generation: str, n_tokens: int) -> dict[str, Any]:
         return score_example(index, record, generation, n_tokens, max_new_tokens=max_new_tokens, protocol=protocol)
 
     examples = generate_and_score(model, tokenizer, records, score, max_new_tokens=max_new_tokens,
@@ -93,8 +93,8 @@ def evaluate_gsm8k(
     return examples, summarise_gsm8k(examples, protocol, max_new_tokens, time.perf_counter() - start)
 
 
-def score_example(index: int, record: dict, generation: str, n_tokens: int, *, max_new_tokens: int,
-                  protocol: str) -> dict:  # fmt: skip
+def score_example(index: int, record: dict[str, Any], generation: str, n_tokens: int, *, max_new_tokens: int,
+                  protocol: str) -> dict[str, Any]:  # fmt: skip
     """One generated answer scored under both protocols (see :func:`evaluate_gsm8k`)."""
     default, paper = score_default(generation, record["answer"]), score_paper(generation, record["answer"])
     chosen = default if protocol == "default" else paper
@@ -116,7 +116,9 @@ def score_example(index: int, record: dict, generation: str, n_tokens: int, *, m
     }
 
 
-def summarise_gsm8k(examples: list[dict], protocol: str, max_new_tokens: int, seconds: float) -> dict:
+def summarise_gsm8k(
+    examples: list[dict[str, Any]], protocol: str, max_new_tokens: int, seconds: float
+) -> dict[str, Any]:
     n = len(examples)
 
     def mean(key: str) -> float:

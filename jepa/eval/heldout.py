@@ -14,26 +14,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-from torch import nn
 
 from jepa.data.collator import collate
 from jepa.data.layouts import Row
 from jepa.eval.progress import Progress
 from jepa.losses import IGNORE_INDEX
+from jepa.models.base import CausalLM
 from jepa.objective import Objective
 
 
 @torch.no_grad()
 def heldout_lm_loss(
-    model: nn.Module,
+    model: CausalLM,
     rows: list[Row],
     pad_id: int,
     batch_size: int = 16,
     progress: bool | None = None,
     stop_ids: Sequence[int] = (),
-) -> tuple[list[dict], dict[str, float]]:
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """(per row, summary) of the LM cross-entropy (nats per label token, float64 sums of fp32 terms).
 
     Per row: ``{"row": i, "lm_sum": CE summed over its label tokens, "label_tokens": n, "eot_sum": CE summed

@@ -13,10 +13,11 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 
 from jepa.data.datasets import tokenize_chats
 from jepa.data.layouts import MODES, build_reversal_row
@@ -27,24 +28,36 @@ from jepa.eval.heldout import heldout_lm_loss
 from jepa.eval.report import flat_metrics
 from jepa.eval.reversal import evaluate_reversal
 from jepa.eval.tasks import TASKS, evaluate_task, load_task_records
+from jepa.models.base import CausalLM
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.tokenizer import Tokenizer
 
 # What the trainer calls every `eval.every` steps and at the end (model in eval mode, under no_grad):
 # hook(model, predictors, step) -> flat metrics for metrics.jsonl. A hook may carry `headline(result) -> str`,
-# the one line printed after the final evaluation.
-EvalHook = Callable[[nn.Module, PredictorEmbeddings | None, int], dict]
+# the one line printed after the final evaluation (`Headlined`).
+EvalHook = Callable[[CausalLM, PredictorEmbeddings | None, int], dict[str, Any]]
 
 
-def _eval_path(cfg) -> Path:
+@dataclass(frozen=True)
+class Headlined:
+    """A hook with the one line the trainer prints after the final evaluation, `headline(result)`."""
+
+    hook: EvalHook
+    headline: Callable[[dict[str, Any]], str]
+
+    def __call__(self, model: CausalLM, predictors: PredictorEmbeddings | None, step: int) -> dict[str, Any]:
+        return self.hook(model, predictors, step)
+
+
+def _eval_path(cfg: Any) -> Path:
     return Path(cfg.eval.data or cfg.data.train)
 
 
-def _tokenizer(cfg) -> Tokenizer:
+def _tokenizer(cfg: Any) -> Tokenizer:
     return Tokenizer.from_dir(cfg.tokenizer_dir, date_string=cfg.data.date_string)
 
 
-def reversal(cfg) -> EvalHook:
+def reversal(cfg: Any) -> EvalHook:
     """MRR / joint accuracy on the train, atomic (forward) and test (reverse) probes, plus the view
     diagnostics of the `train` probes (prediction after the forward fact vs the reverse fact)."""
     data_dir = _eval_path(cfg)
@@ -55,7 +68,7 @@ def reversal(cfg) -> EvalHook:
     view_rows = [build_reversal_row(item, inverses, cfg.layout, with_jepa=True) for item in valid.get("train", [])]
     pad_id = vocab["<pad>"]
 
-    def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
+    def hook(model: CausalLM, predictors: PredictorEmbeddings | None, step: int) -> dict[str, Any]:
         _, summary = evaluate_reversal(model, valid)
         out = flat_metrics(summary, prefix="eval/")
         if view_rows and (predictors is not None or cfg.layout.predictors == 0):  # K = 0: no predictor tokens
@@ -63,8 +76,7 @@ def reversal(cfg) -> EvalHook:
         return out
 
     chance = chance_mrr(vocab)
-    hook.headline = lambda result: reversal_headline(result, chance)
-    return hook
+    return Headlined(hook, lambda result: reversal_headline(result, chance))
 
 
 def chance_mrr(vocab: dict[str, int]) -> float:
@@ -74,7 +86,7 @@ def chance_mrr(vocab: dict[str, int]) -> float:
     return sum(sum(1 / k for k in range(1, n + 1)) / n for n in counts if n) / 2
 
 
-def reversal_headline(result: dict, chance: float) -> str:
+def reversal_headline(result: dict[str, Any], chance: float) -> str:
     """One line a person reads at the end of a run: forward vs reverse MRR and exact match, and the verdict they
     support, derived from the numbers: "near chance" means an MRR below twice the chance level; the curse is a
     reverse MRR near chance (or below half the forward one) while the forward facts are learnt."""
@@ -98,13 +110,13 @@ def reversal_headline(result: dict, chance: float) -> str:
             f"{verdict}")  # fmt: skip
 
 
-def gsm8k(cfg) -> EvalHook:
+def gsm8k(cfg: Any) -> EvalHook:
     """GSM8K accuracy by greedy generation on the first `eval.limit` records of `eval.data` (+ `eval.views`)."""
     tokenizer = _tokenizer(cfg)
     records = load_gsm8k_records(_eval_path(cfg))
     view_metrics, loss_metrics = _view_metrics(cfg, cfg.eval.views), _loss_metrics(cfg)
 
-    def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
+    def hook(model: CausalLM, predictors: PredictorEmbeddings | None, step: int) -> dict[str, Any]:
         _, summary = evaluate_gsm8k(
             model, tokenizer, records, limit=cfg.eval.limit, max_new_tokens=cfg.eval.max_new_tokens
         )
@@ -113,7 +125,7 @@ def gsm8k(cfg) -> EvalHook:
     return hook
 
 
-def views(cfg) -> EvalHook:
+def views(cfg: Any) -> EvalHook:
     """Representation diagnostics (cosine, effective ranks, linear-map error) on held-out chat records, the views
     cut as `eval.views` (default: the views layout.mode's declaration names, `Mode.eval_views`)."""
     mode = cfg.eval.views or MODES[cfg.layout.mode].eval_views
@@ -121,7 +133,7 @@ def views(cfg) -> EvalHook:
     return lambda model, predictors, step: view_metrics(model, predictors) | loss_metrics(model)
 
 
-def _view_metrics(cfg, mode: str | None) -> Callable[[nn.Module, PredictorEmbeddings | None], dict]:
+def _view_metrics(cfg: Any, mode: str | None) -> Callable[[CausalLM, PredictorEmbeddings | None], dict[str, Any]]:
     """(model, predictors) -> `eval/views/*` of the first `eval.limit` chat records of `eval.data`, laid out in
     `mode` (jepa | step; None: no diagnostics, {}). A run without trained predictors (regular, lambda 0, K 0) is
     measured with K = 0: its "prediction" is the last token of the first view itself."""
@@ -132,13 +144,13 @@ def _view_metrics(cfg, mode: str | None) -> Callable[[nn.Module, PredictorEmbedd
     rows, *_ = tokenize_chats(_eval_path(cfg), tokenizer, layout, limit=cfg.eval.limit)
 
     @torch.no_grad()
-    def view_metrics(model: nn.Module, predictors: PredictorEmbeddings | None) -> dict:
+    def view_metrics(model: CausalLM, predictors: PredictorEmbeddings | None) -> dict[str, Any]:
         return flat_metrics(evaluate_views(model, predictors, rows, tokenizer.pad_id), prefix="eval/views/")
 
     return view_metrics
 
 
-def _loss_metrics(cfg) -> Callable[[nn.Module], dict]:
+def _loss_metrics(cfg: Any) -> Callable[[CausalLM], dict[str, Any]]:
     """model -> `eval/heldout/*` (lm_loss, perplexity, label_tokens, rows) of the first `eval.limit` chat records
     of `eval.data` as regular rows with the answer's labels (`lm_labels: assistant`: the same tokens whatever a run
     trained on), the end-of-turn token's CE and probability apart (eot_loss, eot_prob, answer_loss); {} unless
@@ -149,7 +161,7 @@ def _loss_metrics(cfg) -> Callable[[nn.Module], dict]:
     layout = dataclasses.replace(cfg.layout, mode="regular", predictors=0, lm_labels="assistant")
     rows, *_ = tokenize_chats(_eval_path(cfg), tokenizer, layout, limit=cfg.eval.limit)
 
-    def loss_metrics(model: nn.Module) -> dict:
+    def loss_metrics(model: CausalLM) -> dict[str, Any]:
         summary = heldout_lm_loss(model, rows, tokenizer.pad_id, stop_ids=tokenizer.stop_ids)[1]
         return flat_metrics(summary, prefix="eval/heldout/")
 
@@ -165,7 +177,7 @@ def examples_path(run_dir: Path, task: str, step: int) -> Path:
     return run_dir / "eval" / f"{task}_step{step}.jsonl"
 
 
-def write_examples(path: Path, examples: list[dict]) -> None:
+def write_examples(path: Path, examples: list[dict[str, Any]]) -> None:
     """One JSON line per example (EXAMPLE_FIELDS it has), written whole or not at all (a temporary file renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -174,17 +186,17 @@ def write_examples(path: Path, examples: list[dict]) -> None:
     tmp.replace(path)
 
 
-def generation_task(name: str) -> Callable:
+def generation_task(name: str) -> Callable[[Any], EvalHook]:
     """The hook factory of a generation task in jepa.eval.tasks.TASKS: its accuracy (paper's criterion and the
     normalised one, with 95 % intervals) and how the responses end on the first `eval.limit` records of
     `eval.data`; every evaluation's per-example results go to `examples_path(run dir, task, step)`."""
 
-    def factory(cfg) -> EvalHook:
+    def factory(cfg: Any) -> EvalHook:
         tokenizer = _tokenizer(cfg)
         records = load_task_records(_eval_path(cfg), TASKS[name], limit=cfg.eval.limit)
         view_metrics, loss_metrics = _view_metrics(cfg, cfg.eval.views), _loss_metrics(cfg)
 
-        def hook(model: nn.Module, predictors: PredictorEmbeddings | None, step: int) -> dict:
+        def hook(model: CausalLM, predictors: PredictorEmbeddings | None, step: int) -> dict[str, Any]:
             examples, summary = evaluate_task(model, tokenizer, name, records, max_new_tokens=cfg.eval.max_new_tokens)
             try:
                 write_examples(examples_path(cfg.run_dir, name, step), examples)
@@ -192,7 +204,7 @@ def generation_task(name: str) -> Callable:
                 print(f"warning: {examples_path(cfg.run_dir, name, step)}: not written ({exc})", file=sys.stderr)
             return flat_metrics(summary, prefix=f"eval/{name}/") | view_metrics(model, predictors) | loss_metrics(model)
 
-        def headline(result: dict) -> str:
+        def headline(result: dict[str, Any]) -> str:
             key = f"eval/{name}/accuracy"
             ending = f"eval/{name}/"
             return (f"{name} accuracy {result[key]:.1%} (95 % CI {result[key + '_ci_low']:.1%} to "
@@ -200,8 +212,7 @@ def generation_task(name: str) -> Callable:
                     f"{result[ending + 'contains']:.1%}, over-generated {result[ending + 'overgeneration']:.1%}, "
                     f"truncated {result[ending + 'truncated_fraction']:.1%}")  # fmt: skip
 
-        hook.headline = headline
-        return hook
+        return Headlined(hook, headline)
 
     factory.__doc__ = f"{name}: accuracy by greedy generation (jepa/eval/tasks.py)."
     return factory

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch import nn
 
 from jepa.models import load_pretrained
+from jepa.models.base import CausalLM
 from jepa.models.lora import ADAPTER_CONFIG, ADAPTER_FILE, apply_lora, load_adapter, merge_lora
 from jepa.models.predictors import PredictorEmbeddings, load_predictors
 
@@ -32,7 +32,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 class EvalModel:
     """A model ready for evaluation: in eval mode, on its device."""
 
-    model: nn.Module
+    model: CausalLM
     tokenizer_dir: Path  # where tokenizer.json (and tokenizer_config.json) live
     predictors: PredictorEmbeddings | None = None  # trained predictor-token embeddings, when the checkpoint has them
 

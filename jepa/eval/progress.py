@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tqdm import tqdm
@@ -18,7 +19,7 @@ _SHOWN = contextvars.ContextVar("jepa_eval_progress", default=False)
 
 
 @contextmanager
-def showing_progress(enabled: bool):
+def showing_progress(enabled: bool) -> Iterator[None]:
     """Within this block, evaluations called with `progress=None` show their progress iff `enabled`."""
     token = _SHOWN.set(enabled)
     try:
@@ -53,5 +54,5 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 
-def flat_metrics(summary: dict, prefix: str = "eval/") -> dict[str, float]:
+def flat_metrics(summary: dict[str, Any], prefix: str = "eval/") -> dict[str, float]:
     """Nested summary -> flat numeric metrics for metrics.jsonl: ``{"test": {"mrr": x}}`` -> ``{"eval/test/mrr": x}``.
 
     Keeps int/float values (bools and strings dropped; NaN kept — `json_safe` writes it as null); leaves out
@@ -22,7 +23,7 @@ def flat_metrics(summary: dict, prefix: str = "eval/") -> dict[str, float]:
     return flat
 
 
-def json_safe(obj):
+def json_safe(obj: Any) -> Any:
     """A copy of nested dicts/lists with non-finite floats replaced by None (strict JSON has no NaN)."""
     if isinstance(obj, dict):
         return {k: json_safe(v) for k, v in obj.items()}
@@ -33,7 +34,7 @@ def json_safe(obj):
     return obj
 
 
-def write_results(out: Path | None, name: str, examples: list[dict] | None, summary: dict) -> str:
+def write_results(out: Path | None, name: str, examples: list[dict[str, Any]] | None, summary: dict[str, Any]) -> str:
     """Summary as indented JSON (returned); with ``out`` also ``out/name.jsonl`` (examples, one per line) and
     ``out/name_summary.json``."""
     text = json.dumps(json_safe(summary), indent=2)
@@ -52,11 +53,11 @@ class PartialResults:
     settings they were made with. An evaluation with the same settings reads them back instead of computing
     them again (a torn last line is dropped); ``finish`` removes the file once the full results are written."""
 
-    def __init__(self, out: Path | None, name: str, settings: dict) -> None:
+    def __init__(self, out: Path | None, name: str, settings: dict[str, Any]) -> None:
         self.path = None if out is None else out / f"{name}.partial.jsonl"
         self.settings = json_safe(settings)
 
-    def load(self) -> dict[int, dict]:
+    def load(self) -> dict[int, dict[str, Any]]:
         """index -> example of a previous, interrupted run with the same settings (else {}; the file restarts)."""
         if self.path is None:
             return {}
@@ -73,7 +74,7 @@ class PartialResults:
                 f.write(line + "\n")
         return done
 
-    def add(self, example: dict) -> None:
+    def add(self, example: dict[str, Any]) -> None:
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(json_safe(example)) + "\n")

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from jepa.data.reversal import PROBE_SPLITS
 from jepa.eval.progress import Progress
+from jepa.models.base import CausalLM
 
 METRICS = ("mrr_token1", "mrr_token2", "mrr", "joint_accuracy", "joint_nll")
 
 
-def probe_tokens(items: list[dict]) -> torch.Tensor:
+def probe_tokens(items: list[dict[str, Any]]) -> torch.Tensor:
     """Seed-format items -> long [N, 6]: e1_f, e1_l, r, mask, e2_f, e2_l."""
     rows = []
     for item in items:
@@ -39,7 +41,7 @@ def ranks_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 1 + (logits > target_logit).sum(-1)
 
 
-def model_logits_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def model_logits_fn(model: CausalLM) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function [B, T] ids -> [B, T, V] float32 logits through ``model`` then ``model.lm_head``."""
     device = next(model.parameters()).device
 
@@ -52,7 +54,7 @@ def model_logits_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 @torch.no_grad()
 def score_probes(
     logits_fn: Callable[[torch.Tensor], torch.Tensor],
-    items: list[dict],
+    items: list[dict[str, Any]],
     batch_size: int = 256,
     progress: Progress | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -110,11 +112,11 @@ SPLIT_DIRECTIONS = {
 
 @torch.no_grad()
 def evaluate_reversal(
-    model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-    valid: dict[str, list[dict]],
+    model: CausalLM | Callable[[torch.Tensor], torch.Tensor],
+    valid: dict[str, list[dict[str, Any]]],
     batch_size: int = 256,
     progress: bool | None = None,
-) -> tuple[list[dict], dict[str, dict[str, float]]]:
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Score every probe split present in ``valid`` (``train``, ``atomic``, ``test``).
 
     ``model`` is one of our models (logits via ``lm_head``) or a function [B, 5] ids -> [B, 5, V] logits.
@@ -122,10 +124,11 @@ def evaluate_reversal(
     split to its ``direction`` (SPLIT_DIRECTIONS) and :func:`summarise`'s metrics. ``progress``: probes scored
     and tokens/s on stderr (None: as `jepa.eval.progress.showing_progress` says).
     """
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-        logits_fn = model_logits_fn(model)
+    module = model if isinstance(model, nn.Module) else None  # one of ours (a CausalLM), or a logits function
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
+        logits_fn = model_logits_fn(cast(CausalLM, module))
     else:
         logits_fn = model
     examples, summary = [], {}
@@ -153,6 +156,6 @@ def evaluate_reversal(
                 )
     finally:
         bar.close()
-        if was_training:
-            model.train()
+        if module is not None and was_training:
+            module.train()
     return examples, summary

@@ -32,17 +32,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from torch import nn
+from typing import Any
 
 from jepa.data.sources import BadRecord, SkippedLines, chat_record, iter_jsonl
 from jepa.eval.answers import gold_answer, score_default, score_paper
 from jepa.eval.generation import generate_and_score, prompt_messages, response_ending
+from jepa.models.base import CausalLM
 from jepa.tokenizer import Tokenizer
 
 
-def score_exact(response: str, reference: str) -> dict:
-    squeeze = lambda s: re.sub(r"\s+", "", s)  # noqa: E731
+def score_exact(response: str, reference: str) -> dict[str, Any]:
+    def squeeze(s: str) -> str:
+        return re.sub(r"\s+", "", s)
+
     return {"correct": response == reference, "normalised": squeeze(response) == squeeze(reference),
             "startswith": response.startswith(reference)}  # fmt: skip
 
@@ -54,7 +56,7 @@ def normalise_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def score_nq_open(response: str, reference: str) -> dict:
+def score_nq_open(response: str, reference: str) -> dict[str, Any]:
     parts = [p for p in response.split("; ") if p]
     references = {normalise_answer(r) for r in reference.split("; ")}
     return {
@@ -63,12 +65,12 @@ def score_nq_open(response: str, reference: str) -> dict:
     }
 
 
-def score_gsm8k(response: str, reference: str) -> dict:
+def score_gsm8k(response: str, reference: str) -> dict[str, Any]:
     return {"correct": score_default(response, reference)["correct"],
             "normalised": score_paper(response, reference)["correct"]}  # fmt: skip
 
 
-SCORERS: dict[str, Callable[[str, str], dict]] = {"exact": score_exact, "nq_open": score_nq_open,
+SCORERS: dict[str, Callable[[str, str], dict[str, Any]]] = {"exact": score_exact, "nq_open": score_nq_open,
                                                   "gsm8k": score_gsm8k}  # fmt: skip
 
 
@@ -87,7 +89,7 @@ TASKS = {
 }
 
 
-def load_task_records(path: str | Path, task: Task, limit: int | None = None) -> list[dict]:
+def load_task_records(path: str | Path, task: Task, limit: int | None = None) -> list[dict[str, Any]]:
     """Chat records (checked like `prepare.py chat`: a user message and an assistant answer after it; gsm8k also
     needs "answer") with their reference as "reference". A bad line: ValueError("path:LINE: reason")."""
     path, records = Path(path), []
@@ -120,16 +122,16 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def evaluate_task(
-    model: nn.Module,
+    model: CausalLM,
     tokenizer: Tokenizer,
     task_name: str,
-    records: list[dict],
+    records: list[dict[str, Any]],
     batch_size: int = 16,
     max_new_tokens: int | None = None,
     progress: bool | None = None,
-    done: dict[int, dict] | None = None,
-    on_example: Callable[[dict], None] | None = None,
-) -> tuple[list[dict], dict]:
+    done: dict[int, dict[str, Any]] | None = None,
+    on_example: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(examples, summary). Example: index, prompt, reference, response, the scorer's criteria (correct,
     normalised, ...), n_tokens, and `response_ending`'s (contains, overgeneration, truncated). Summary: task,
     scorer, n, accuracy and its 95 % Wilson interval (accuracy_ci_low / _high), the same for every other
@@ -140,7 +142,7 @@ def evaluate_task(
     max_new_tokens = max_new_tokens or task.max_new_tokens
     started = time.perf_counter()
 
-    def score(index: int, record: dict, generation: str, n_tokens: int) -> dict:
+    def score(index: int, record: dict[str, Any], generation: str, n_tokens: int) -> dict[str, Any]:
         response = generation.strip()
         return {"index": index, "prompt": prompt_messages(record)[-1]["content"], "reference": record["reference"],
                 "response": response, **scorer(response, record["reference"]), "n_tokens": n_tokens,

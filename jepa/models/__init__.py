@@ -1,6 +1,7 @@
 """Minimal Llama and GPT-2 that load Hugging Face checkpoints and accept 4-D masks and explicit positions."""
 
 from jepa.models.attention import KVCache
+from jepa.models.base import CausalLM
 from jepa.models.checkpoint import build_model, load_pretrained, save_pretrained
 from jepa.models.generate import generate
 from jepa.models.gpt2 import GPT2, GPT2Config
@@ -8,6 +9,7 @@ from jepa.models.llama import Llama, LlamaConfig
 
 __all__ = [
     "GPT2",
+    "CausalLM",
     "GPT2Config",
     "KVCache",
     "Llama",

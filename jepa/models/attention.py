@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+# What attention takes as a mask: None (causal), a bool / additive tensor for SDPA, or a FlexAttention BlockMask.
+AttentionMask = torch.Tensor | BlockMask | None
 
 
 class KVCache:
@@ -47,7 +53,7 @@ def attend(
     k: torch.Tensor,
     v: torch.Tensor,
     *,
-    attn_mask: torch.Tensor | BlockMask | None,
+    attn_mask: AttentionMask,
     cache: KVCache | None,
     layer: int,
 ) -> torch.Tensor:
@@ -70,10 +76,10 @@ def attend(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
 
 
-_COMPILED_FLEX = None
+_COMPILED_FLEX: Callable[..., Any] | None = None
 
 
-def _flex_attention(cuda: bool):
+def _flex_attention(cuda: bool) -> Callable[..., Any]:
     """flex_attention, compiled once for CUDA (its fast kernels need compilation); eager elsewhere (CPU: forward
     only in torch 2.13)."""
     global _COMPILED_FLEX

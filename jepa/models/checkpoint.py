@@ -8,21 +8,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch import nn
 
 from jepa.io import read_json_object
+from jepa.models.base import CausalLM
 from jepa.models.gpt2 import GPT2, GPT2Config
 from jepa.models.llama import VARIANTS, Llama, LlamaConfig
 
 # model_type -> (module, config); the Llama variants (jepa.models.llama.VARIANTS) share one module.
-ARCHITECTURES = {**{name: (Llama, LlamaConfig) for name in VARIANTS}, "gpt2": (GPT2, GPT2Config)}
+ARCHITECTURES: dict[str, tuple[type[CausalLM], Any]] = {
+    **{name: (Llama, LlamaConfig) for name in VARIANTS},
+    "gpt2": (GPT2, GPT2Config),
+}
 
 
-def read_config(path: str | Path) -> dict:
+def read_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"model directory not found: {path}")
@@ -33,7 +37,7 @@ def read_config(path: str | Path) -> dict:
     return config
 
 
-def build_model(hf_config: dict, source: str = "config") -> nn.Module:
+def build_model(hf_config: dict[str, Any], source: str = "config") -> CausalLM:
     """A randomly initialised model for an HF config dict (`model_type` picks the architecture)."""
     model_type = hf_config.get("model_type")
     if model_type not in ARCHITECTURES:
@@ -71,11 +75,13 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def tied(model: nn.Module) -> bool:
+def tied(model: CausalLM) -> bool:
     return model.lm_head.weight is model.embed_tokens.weight
 
 
-def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+def load_pretrained(
+    path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> CausalLM:
     """Load an HF-format directory into our Llama or GPT-2. Errors name the file and the offending tensors."""
     path = Path(path)
     hf_config = read_config(path)
@@ -107,7 +113,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     return model.eval()
 
 
-def save_pretrained(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+def save_pretrained(model: CausalLM, path: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write config.json + model.safetensors that transformers (and `load_pretrained`) read back."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

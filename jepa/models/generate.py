@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
+
+from jepa.models.base import CausalLM
 
 
 def sample_next(
@@ -26,7 +27,7 @@ def sample_next(
 
 @torch.no_grad()
 def generate(
-    model: nn.Module,
+    model: CausalLM,
     prompts: list[list[int]],
     max_new_tokens: int,
     stop_ids: list[int] | tuple[int, ...] = (),

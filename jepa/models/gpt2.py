@@ -7,12 +7,14 @@ transposes them. `forward` returns hidden states after the final LayerNorm; `lm_
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa.models.attention import KVCache, attend
+from jepa.models.attention import AttentionMask, KVCache, attend
+from jepa.models.base import CausalLM
 from jepa.models.hf_config import check_sizes, known_fields
 from jepa.models.init import normal_init
 
@@ -31,7 +33,7 @@ class GPT2Config:
     attn_pdrop: float = 0.1
     bos_token_id: int | None = 50256
     eos_token_id: int | None = 50256
-    extra: dict = field(default_factory=dict, repr=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         check_sizes(self, ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner"))
@@ -39,14 +41,14 @@ class GPT2Config:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
 
     @classmethod
-    def from_hf(cls, cfg: dict) -> GPT2Config:
+    def from_hf(cls, cfg: dict[str, Any]) -> GPT2Config:
         act = cfg.get("activation_function", "gelu_new")
         if act not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"GPT-2 activation_function {act!r} is not supported (tanh GELU only)")
         known, extra = known_fields(cls, cfg)
         return cls(**known, extra=extra)
 
-    def to_hf(self) -> dict:
+    def to_hf(self) -> dict[str, Any]:
         out = dict(self.extra)
         out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
         out.update(
@@ -67,7 +69,7 @@ class GPT2Attention(nn.Module):
         self.attn_pdrop = cfg.attn_pdrop
         self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
 
-    def forward(self, x, attn_mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: AttentionMask, cache: KVCache | None, layer: int) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
         if self.training and self.attn_pdrop > 0:
@@ -104,7 +106,7 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_epsilon)
         self.mlp = GPT2MLP(cfg)
 
-    def forward(self, x, attn_mask, cache, layer):
+    def forward(self, x: torch.Tensor, attn_mask: AttentionMask, cache: KVCache | None, layer: int) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), attn_mask, cache, layer)
         return x + self.mlp(self.ln_2(x))
 
@@ -127,9 +129,9 @@ HF_CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", "
 HF_IGNORED = (".attn.bias", ".attn.masked_bias")
 
 
-class GPT2(nn.Module):
+class GPT2(CausalLM):
     # LoRA targets when `lora.targets` is empty: every attention and MLP projection.
-    lora_targets = ("c_attn", "c_proj", "c_fc")
+    lora_targets: ClassVar[tuple[str, ...]] = ("c_attn", "c_proj", "c_fc")
 
     def __init__(self, cfg: GPT2Config) -> None:
         super().__init__()
@@ -184,7 +186,7 @@ class GPT2(nn.Module):
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: AttentionMask = None,
         position_ids: torch.Tensor | None = None,
         input_embeds: torch.Tensor | None = None,
         cache: KVCache | None = None,

@@ -6,7 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 
-def known_fields(cls: type, cfg: dict) -> tuple[dict[str, Any], dict[str, Any]]:
+def known_fields(cls: type, cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the keys `cls` has, typed; every other key) of `cfg`. Numbers are checked against the field's type: a
     float field takes an int or a number written as a string (YAML 1.1 reads `1e-5` as the string '1e-5');
     ValueError naming the key for anything else, instead of a TypeError deep inside the first forward pass."""
@@ -29,7 +29,7 @@ def known_fields(cls: type, cfg: dict) -> tuple[dict[str, Any], dict[str, Any]]:
     return known, {k: v for k, v in cfg.items() if k not in types}
 
 
-def check_sizes(cfg, positive: tuple[str, ...]) -> None:
+def check_sizes(cfg: Any, positive: tuple[str, ...]) -> None:
     """Every field named in `positive` is an integer >= 1; ValueError naming the key (a zero or negative size
     crashes only in the first forward pass otherwise)."""
     for name in positive:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa.models.attention import KVCache, attend
+from jepa.models.attention import AttentionMask, KVCache, attend
+from jepa.models.base import CausalLM
 from jepa.models.hf_config import check_sizes, known_fields
 from jepa.models.init import normal_init
 
@@ -46,14 +48,16 @@ class LlamaConfig:
     head_dim: int | None = None  # None => hidden_size // num_attention_heads
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    rope_scaling: dict | None = None  # {"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor", ...}
+    rope_scaling: dict[str, Any] | None = (
+        None  # {"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor", ...}
+    )
     max_position_embeddings: int = 2048
     attention_bias: bool = False
     mlp_bias: bool = False
     tie_word_embeddings: bool = False
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
-    extra: dict = field(default_factory=dict, repr=False)  # other config.json keys, written back on save
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # other config.json keys, written back on save
 
     def __post_init__(self) -> None:
         if self.model_type not in VARIANTS:
@@ -72,7 +76,7 @@ class LlamaConfig:
             )
 
     @classmethod
-    def from_hf(cls, cfg: dict) -> LlamaConfig:
+    def from_hf(cls, cfg: dict[str, Any]) -> LlamaConfig:
         """Build from a config.json dict; accepts a top-level `rope_theta`/`rope_scaling` (Hub checkpoints) or
         `rope_parameters` (what transformers 5 writes)."""
         cfg = dict(cfg)
@@ -92,11 +96,19 @@ class LlamaConfig:
 
     @property
     def qkv_bias(self) -> bool:
-        return self.attention_bias if VARIANTS[self.model_type][1] is None else VARIANTS[self.model_type][1]
+        fixed = VARIANTS[self.model_type][1]
+        return self.attention_bias if fixed is None else fixed
 
     @property
     def o_bias(self) -> bool:
-        return self.attention_bias if VARIANTS[self.model_type][2] is None else VARIANTS[self.model_type][2]
+        fixed = VARIANTS[self.model_type][2]
+        return self.attention_bias if fixed is None else fixed
+
+    @property
+    def per_head(self) -> int:
+        """head_dim as `__post_init__` resolved it (hidden_size / heads when config.json does not set it)."""
+        assert self.head_dim is not None
+        return self.head_dim
 
     @property
     def qk_norm(self) -> str | None:
@@ -106,7 +118,7 @@ class LlamaConfig:
     def norms_after(self) -> bool:
         return VARIANTS[self.model_type][4]
 
-    def to_hf(self) -> dict:
+    def to_hf(self) -> dict[str, Any]:
         out = dict(self.extra)
         out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
         out.update(architectures=[VARIANTS[self.model_type][0]], hidden_act="silu")
@@ -117,7 +129,7 @@ class LlamaConfig:
 
 def rope_inverse_frequencies(cfg: LlamaConfig) -> torch.Tensor:
     """[head_dim / 2] float32 inverse frequencies, with Llama-3's long-context scaling when configured."""
-    dim = cfg.head_dim
+    dim = cfg.per_head
     # float32 like the reference implementation, so positions far out rotate identically.
     inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
     scaling = cfg.rope_scaling or {}
@@ -162,7 +174,7 @@ class RMSNorm(nn.Module):
 class LlamaAttention(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
-        self.n_head, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.n_head, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.per_head
         d, b = cfg.hidden_size, cfg.qkv_bias
         self.q_proj = nn.Linear(d, self.n_head * self.head_dim, bias=b)
         self.k_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=b)
@@ -176,7 +188,16 @@ class LlamaAttention(nn.Module):
             self.q_norm = RMSNorm(self.n_head * self.head_dim, cfg.rms_norm_eps, weight_in_fp32=True)
             self.k_norm = RMSNorm(self.n_kv * self.head_dim, cfg.rms_norm_eps, weight_in_fp32=True)
 
-    def forward(self, x, cos, sin, *, attn_mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        *,
+        attn_mask: AttentionMask,
+        cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
         B, T, _ = x.shape
         q, k = self.q_proj(x), self.k_proj(x)
         if self.qk_norm == "full":
@@ -220,7 +241,16 @@ class LlamaBlock(nn.Module):
             self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, weight_in_fp32=True)
         self.mlp = LlamaMLP(cfg)
 
-    def forward(self, x, cos, sin, *, attn_mask, cache, layer):
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        *,
+        attn_mask: AttentionMask,
+        cache: KVCache | None,
+        layer: int,
+    ) -> torch.Tensor:
         if self.norms_after:
             x = x + self.post_attention_layernorm(
                 self.self_attn(x, cos, sin, attn_mask=attn_mask, cache=cache, layer=layer)
@@ -240,9 +270,17 @@ class LlamaBody(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, weight_in_fp32=cfg.norms_after)
 
 
-class Llama(nn.Module):
+class Llama(CausalLM):
     # LoRA targets when `lora.targets` is empty: every attention and MLP projection.
-    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lora_targets: ClassVar[tuple[str, ...]] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
 
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
@@ -264,14 +302,7 @@ class Llama(nn.Module):
     def embed_tokens(self) -> nn.Embedding:
         return self.model.embed_tokens
 
-    @staticmethod
-    def state_from_hf(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """An HF `LlamaForCausalLM` state dict -> ours: the names are HF's, so nothing changes."""
-        return tensors
-
-    @staticmethod
-    def state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return state
+    # state_from_hf / state_to_hf: CausalLM's (the names are HF's `LlamaForCausalLM`'s, so nothing changes)
 
     def materialize(self, device: torch.device | str) -> None:
         """After loading weights into a model built on the meta device: tie the head (when configured) and
@@ -283,18 +314,18 @@ class Llama(nn.Module):
     def attention_shape(self) -> tuple[int, int]:
         """(layers, query width = heads x head dim), for counting attention FLOPs."""
         cfg = self.config
-        return cfg.num_hidden_layers, cfg.num_attention_heads * cfg.head_dim
+        return cfg.num_hidden_layers, cfg.num_attention_heads * cfg.per_head
 
     def kv_cache(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str) -> KVCache:
         """An empty cache for `batch` sequences of up to `max_len` positions (grouped-query K/V heads)."""
         cfg = self.config
         return KVCache(n_layers=cfg.num_hidden_layers, batch=batch, n_kv_heads=cfg.num_key_value_heads, max_len=max_len,
-                       head_dim=cfg.head_dim, dtype=dtype, device=device)  # fmt: skip
+                       head_dim=cfg.per_head, dtype=dtype, device=device)  # fmt: skip
 
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        attn_mask: torch.Tensor | None = None,
+        attn_mask: AttentionMask = None,
         position_ids: torch.Tensor | None = None,
         input_embeds: torch.Tensor | None = None,
         cache: KVCache | None = None,

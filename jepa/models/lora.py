@@ -13,12 +13,14 @@ import copy
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from jepa.models.base import CausalLM
 from jepa.models.checkpoint import save_pretrained
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -51,7 +53,7 @@ class LoRALinear(nn.Module):
         return self.base
 
 
-def apply_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, *, dropout: float = 0.0) -> list[str]:
+def apply_lora(model: CausalLM, targets: list[str], rank: int, alpha: float, *, dropout: float = 0.0) -> list[str]:
     """Freeze `model` and wrap every nn.Linear whose last name is in `targets`. Returns the wrapped paths.
 
     Raises ValueError when no module matches (a typo in `lora.targets` would otherwise train nothing).
@@ -69,7 +71,7 @@ def apply_lora(model: nn.Module, targets: list[str], rank: int, alpha: float, *,
     return wrapped
 
 
-def cast_frozen_bases(model: nn.Module, dtype: torch.dtype) -> int:
+def cast_frozen_bases(model: CausalLM, dtype: torch.dtype) -> int:
     """Store every adapted layer's frozen base weight (and bias) in `dtype`, the autocast compute dtype: autocast
     would cast them to exactly these values on every forward, so results are unchanged and the copies (and half
     the base's memory) are saved. Embeddings and norms keep their dtype. Returns the number of layers cast."""
@@ -79,12 +81,12 @@ def cast_frozen_bases(model: nn.Module, dtype: torch.dtype) -> int:
     return len(layers)
 
 
-def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+def lora_state_dict(model: CausalLM) -> dict[str, torch.Tensor]:
     """Only the adapter tensors: {"<path>.lora_A": [r, in], "<path>.lora_B": [out, r]}."""
     return {name: p.detach() for name, p in model.named_parameters() if name.endswith((".lora_A", ".lora_B"))}
 
 
-def merge_lora(model: nn.Module) -> nn.Module:
+def merge_lora(model: CausalLM) -> CausalLM:
     """Fold every adapter into its base weight and put the plain nn.Linear back (in place). Returns `model`."""
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
@@ -93,7 +95,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def save_adapter(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
+def save_adapter(model: CausalLM, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write adapter.safetensors + adapter_config.json (rank, alpha, targets) to the directory `path`."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -121,7 +123,7 @@ def read_adapter(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{file}: unreadable safetensors file ({exc})") from None
 
 
-def set_adapter(model: nn.Module, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
+def set_adapter(model: CausalLM, tensors: dict[str, torch.Tensor], source: str | Path) -> None:
     """Copy adapter tensors into an already-wrapped model (exact copy); `source` names them in errors."""
     params = dict(model.named_parameters())
     missing = sorted(set(lora_state_dict(model)) - set(tensors))
@@ -132,11 +134,11 @@ def set_adapter(model: nn.Module, tensors: dict[str, torch.Tensor], source: str 
             params[key].copy_(value)
 
 
-def load_adapter(model: nn.Module, path: str | Path) -> None:
+def load_adapter(model: CausalLM, path: str | Path) -> None:
     """Copy the adapter saved in `path` into an already-wrapped model (exact copy)."""
     set_adapter(model, read_adapter(path), Path(path) / ADAPTER_FILE)
 
 
-def save_merged(model: nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+def save_merged(model: CausalLM, path: str | Path, dtype: torch.dtype | None = None) -> Path:
     """An HF-format directory of the base with the adapters merged; `model` itself is left adapted."""
     return save_pretrained(merge_lora(copy.deepcopy(model)), path, dtype=dtype)

@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from jepa.models.base import CausalLM
+
 PREDICTORS_FILE = "predictors.safetensors"
 
 
@@ -58,7 +60,7 @@ def read_predictors(directory: str | Path, width: int) -> torch.Tensor | None:
     return weight
 
 
-def load_predictors(directory: str | Path, model: nn.Module) -> PredictorEmbeddings | None:
+def load_predictors(directory: str | Path, model: CausalLM) -> PredictorEmbeddings | None:
     """The predictors saved in `directory`, on the model's device and dtype; None when it has none."""
     embedding = model.embed_tokens
     weight = read_predictors(directory, embedding.weight.shape[1])

@@ -45,7 +45,8 @@ class _ChatMLFamily(ChatTemplate):
             messages = [{"role": "system", "content": system}, *messages]
         last_query = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
         for index, message in enumerate(messages):
-            role, content, glue = message["role"], message["content"], []
+            role, content = message["role"], message["content"]
+            glue: list[Piece] = []
             if role == "assistant":
                 content, glue = self.think_block(index, last_query, messages)
             span = layout.open_span(role, content)

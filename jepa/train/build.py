@@ -12,12 +12,12 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from jepa.data.datasets import Dataset, dataset_class
 from jepa.data.layouts import MODES
 from jepa.eval.hooks import EvalHook
 from jepa.models import build_model, load_pretrained
+from jepa.models.base import CausalLM
 from jepa.models.lora import apply_lora, cast_frozen_bases
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.objective import Objective
@@ -59,7 +59,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     check_model_fits_data(cfg, model, dataset)
     predictors = make_predictors(cfg, model)
     attention = attention_kind(cfg, model, world.device)
-    objective: nn.Module = Objective(
+    objective = Objective(
         model,
         predictors,
         jepa_loss=cfg.jepa.loss,
@@ -68,7 +68,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         attention=attention,
         stp_layer=cfg.jepa.stp_layer,  # ValueError naming the key when the model has fewer layers
     )
-    objective = parallel.wrap(objective, world, cfg.precision.mode)  # before the optimizer: FSDP shards in place
+    wrapped = parallel.wrap(objective, world, cfg.precision.mode)  # before the optimizer: FSDP shards in place
 
     optimizer = make_optimizer(cfg.optim, model, predictors, world.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, LRSchedule.from_config(s, total_steps))
@@ -83,7 +83,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         sampler=sampler,
         model=model,
         predictors=predictors,
-        objective=objective,
+        objective=wrapped,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
@@ -114,7 +114,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     return state
 
 
-def attention_kind(cfg: TrainConfig, model: nn.Module, device: torch.device) -> str:
+def attention_kind(cfg: TrainConfig, model: CausalLM, device: torch.device) -> str:
     """`model.attention`: auto is the dense-mask SDPA path (FlexAttention stays opt-in until it has run on a GPU);
     flex needs CUDA (checked in `build` before anything else) and no attention dropout."""
     if cfg.model.attention != "flex":
@@ -133,7 +133,7 @@ def load_dataset(cfg: TrainConfig) -> Dataset:
     return dataset
 
 
-def check_model_fits_data(cfg: TrainConfig, model: nn.Module, dataset: Dataset) -> None:
+def check_model_fits_data(cfg: TrainConfig, model: CausalLM, dataset: Dataset) -> None:
     """Every token id the rows use has an embedding row and every position id is below the model's position
     limit (GPT-2's learnt table); else ValueError naming the key, before any step (an IndexError in the first
     forward pass otherwise)."""
@@ -151,14 +151,14 @@ def check_model_fits_data(cfg: TrainConfig, model: nn.Module, dataset: Dataset) 
                          "model's limit")  # fmt: skip
 
 
-def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device, parallel: DDP) -> nn.Module:
+def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device, parallel: DDP) -> CausalLM:
     """Pretrained weights from model.path, or model.arch from scratch (vocab_size from the data if absent);
     then LoRA (default targets: the architecture's `lora_targets`), activation checkpointing and `model.compile`."""
     dtype = torch.bfloat16 if cfg.precision.mode == "pure_bf16" else torch.float32
     if cfg.model.path is not None:
         model = load_pretrained(cfg.model.path, dtype=dtype, device=device)
     else:
-        arch = dict(cfg.model.arch)
+        arch = dict(cfg.model.arch or {})  # the config check: exactly one of model.path and model.arch
         arch.setdefault("vocab_size", dataset.vocab_size)
         if arch["vocab_size"] < dataset.vocab_size:
             raise ValueError(
@@ -179,7 +179,7 @@ def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device, 
     return model.train()
 
 
-def make_predictors(cfg: TrainConfig, model: nn.Module) -> PredictorEmbeddings | None:
+def make_predictors(cfg: TrainConfig, model: CausalLM) -> PredictorEmbeddings | None:
     """K trainable predictor tokens on the model's device and dtype, only when the run has a JEPA term with
     predictors."""
     if cfg.trained_predictors == 0:

@@ -26,8 +26,10 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,14 +64,14 @@ class CheckpointMismatch(ValueError):
     """A sound checkpoint that this run cannot take (another strategy): an error, never skipped for an older one."""
 
 
-def rng_state() -> dict:
+def rng_state() -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -77,12 +79,12 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def all_rng_states() -> list[dict]:
+def all_rng_states() -> list[dict[str, Any]]:
     """Every rank's RNG state (collective under DDP), so dropout resumes exactly on each rank."""
     mine = rng_state()
     if not (dist.is_available() and dist.is_initialized()):
         return [mine]
-    states: list = [None] * dist.get_world_size()
+    states: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(states, mine)
     return states
 
@@ -113,7 +115,10 @@ def all_step_dirs(run_dir: Path) -> list[Path]:
 def non_finite_tensors(state: TrainState) -> list[str]:
     """Names of parameters and optimizer-state tensors holding NaN or inf (at most 3; this rank's shards under
     FSDP, so every rank also learns whether any other rank found one)."""
-    finite = lambda t: bool(torch.isfinite(local_shard(t)).all())  # noqa: E731
+
+    def finite(t: torch.Tensor) -> bool:
+        return bool(torch.isfinite(local_shard(t)).all())
+
     bad = [name for name, p in state.objective.named_parameters() if not finite(p)]
     for i, per_param in enumerate(state.optimizer.state.values()):
         bad += [
@@ -146,7 +151,8 @@ def save_checkpoint(state: TrainState) -> Path:
     final, tmp = cfg.run_dir / f"step_{step}", cfg.run_dir / f".step_{step}.tmp"
     error = ""
 
-    def attempt(write, everywhere: bool) -> None:  # one stage; every rank learns whether any rank failed
+    def attempt(write: Callable[[], object], everywhere: bool) -> None:
+        """One stage; every rank learns whether any rank failed."""
         nonlocal error
         if not error and (everywhere or world.is_main):
             try:
@@ -178,7 +184,7 @@ def fresh_directory(tmp: Path) -> None:
     tmp.mkdir(parents=True)
 
 
-def finish_checkpoint(state: TrainState, tmp: Path, final: Path, rng_states: list[dict]) -> None:
+def finish_checkpoint(state: TrainState, tmp: Path, final: Path, rng_states: list[dict[str, Any]]) -> None:
     """The files beside the weights into `tmp`, the manifest last, then `tmp` renamed to `final` (rank 0)."""
     cfg = state.cfg
     torch.save(state.scheduler.state_dict(), tmp / "scheduler.pt")
@@ -202,12 +208,12 @@ class CheckpointContents:
     """Everything a checkpoint holds, read into memory (so a bad file is found before anything is changed)."""
 
     path: Path
-    trainer_state: dict
-    config: dict | None  # None: written before checkpoints carried their config
-    weights: dict  # model or adapter, predictors, optimizer: what the strategy's read_weights gives
-    scheduler: dict
-    scaler: dict
-    rng: list[dict]
+    trainer_state: dict[str, Any]
+    config: dict[str, Any] | None  # None: written before checkpoints carried their config
+    weights: dict[str, Any]  # model or adapter, predictors, optimizer: what the strategy's read_weights gives
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    rng: list[dict[str, Any]]
 
 
 def manifest_problem(path: Path) -> str | None:
@@ -232,7 +238,7 @@ def manifest_problem(path: Path) -> str | None:
     return None
 
 
-def _read(file: Path, reader):
+def _read(file: Path, reader: Callable[[Path], Any]) -> Any:
     try:
         return reader(file)
     except (ValueError, FileNotFoundError):
@@ -277,6 +283,7 @@ def check_trainer_state(trainer_state: object, file: Path) -> None:
     sampler = trainer_state.get("sampler") if isinstance(trainer_state, dict) else None
     if not isinstance(sampler, dict):
         raise ValueError(f'{file}: no "sampler" object (the data order to resume)')
+    assert isinstance(trainer_state, dict)  # sampler is a dict only when it is
     for where, obj, names in (("", trainer_state, TRAINER_STATE_FIELDS), ("sampler.", sampler, SAMPLER_FIELDS)):
         for name in names:
             if isinstance(obj.get(name), bool) or not isinstance(obj.get(name), int):

@@ -70,7 +70,7 @@ class ModelConfig(Section):
     section: ClassVar[str] = "model"
     path: str | None = setting(None, "an HF-format directory (config.json + model.safetensors) to fine-tune")
     name: str = setting("", "what belongs in `path` (named in the error when the directory is missing)", resume=True)
-    arch: dict | None = setting(None, "instead of `path`: an HF config.json dict, trained from scratch")
+    arch: dict[str, Any] | None = setting(None, "instead of `path`: an HF config.json dict, trained from scratch")
     tokenizer: str | None = setting(
         None, "directory with tokenizer.json; default `path` (reversal data has its own vocabulary)"
     )
@@ -335,7 +335,7 @@ class TrainConfig:
             self.precision.mode,
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
 
 
@@ -374,7 +374,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ValueError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
         return _from_dict(tp, value, key + ".")
@@ -413,7 +413,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ValueError(f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
-def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     by_key = {yaml_key(f): f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
@@ -449,10 +449,10 @@ def resolve_config_path(name: str | Path) -> Path:
     raise FileNotFoundError(f"config file not found: {name} (configs/ has: {available})")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
     """yaml.safe_load that refuses a key written twice in one mapping (YAML would keep the last one silently)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         keys = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
@@ -464,7 +464,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in seen:
         raise ValueError(f"{path}: `base:` chain loops back to itself")
     try:
@@ -486,7 +486,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _deep_merge(_read_yaml(base_path, seen + (path.resolve(),)), data)
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "arch":
@@ -496,7 +496,7 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def apply_override(data: dict, override: str) -> None:
+def apply_override(data: dict[str, Any], override: str) -> None:
     """Set `a.b.c=value` in the raw dict; the value is read as YAML (so `null`, `true`, `[a, b]` work)."""
     if "=" not in override:
         raise ValueError(f"override {override!r} must look like section.key=value")
@@ -517,7 +517,7 @@ def apply_override(data: dict, override: str) -> None:
     node[keys[-1]] = value
 
 
-def config_from_dict(data: dict) -> TrainConfig:
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Typed, validated config from a raw dict (unknown keys and wrong types raise ValueError)."""
     cfg = _from_dict(TrainConfig, data)
     validate(cfg)
@@ -564,7 +564,7 @@ def resume_may_change(cls: type = None, prefix: str = "") -> set[str]:  # type: 
     return keys
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict) and key != "arch":
@@ -574,7 +574,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def changed_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:
+def changed_on_resume(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """`key: old -> new` for every setting a resume may not change (`resume_may_change`) that differs from a
     checkpoint's config. A key the schema no longer has (or not yet had) counts as changed."""
     old, new = _flatten(saved), _flatten(cfg.to_dict())
@@ -621,9 +621,9 @@ def check_paths(cfg: TrainConfig) -> None:
 # ------------------------------------------------------------------------------------------------ reference
 
 
-def _default_text(f: dataclasses.Field) -> str:
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        value = f.default_factory()  # type: ignore[misc]
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
     else:
         value = f.default
     return "`" + yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip() + "`"

@@ -9,6 +9,8 @@ batch is split into `world_size * grad_accum` micro-batches; rank r takes micro-
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from jepa.data.batch import Batch
@@ -48,7 +50,7 @@ class EpochSampler:
             self.epoch, self.step_in_epoch, self._order = self.epoch + 1, 0, None
         return indices
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -58,7 +60,7 @@ class EpochSampler:
             "shuffle": self.shuffle,
         }
 
-    def check_state_dict(self, state: dict) -> None:
+    def check_state_dict(self, state: dict[str, Any]) -> None:
         """ValueError unless `state` was saved by a sampler over the same rows, batch and seed."""
         for key in ("n", "global_batch", "seed", "shuffle"):
             if state[key] != getattr(self, key):
@@ -67,7 +69,7 @@ class EpochSampler:
                     f"{getattr(self, key)}; resume needs the same data, batch size and seed"
                 )
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.check_state_dict(state)
         self.epoch, self.step_in_epoch, self._order = state["epoch"], state["step_in_epoch"], None
 

@@ -20,7 +20,7 @@ class WorldInfo:
     rank: int
     world_size: int
     device: torch.device
-    wait_group: object | None = None
+    wait_group: dist.ProcessGroup | None = None
 
     @property
     def is_main(self) -> bool:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from jepa.models.base import CausalLM
+
 # Dense bf16 / fp16 tensor-core peaks in TFLOPS, by a substring of torch.cuda.get_device_name() (first match).
 PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
                "A10G": 125.0, "RTX 4090": 165.0, "V100": 125.0}  # fmt: skip
@@ -31,7 +33,7 @@ class FlopCounter:
     weight_grads: bool  # False under LoRA: frozen weights need only input gradients
 
     @classmethod
-    def for_model(cls, model: nn.Module, lora: bool) -> FlopCounter:
+    def for_model(cls, model: CausalLM, lora: bool) -> FlopCounter:
         linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear) and m is not model.lm_head)
         layers, width = model.attention_shape()
         return cls(linear_params=linear, head_params=model.lm_head.weight.numel(), layers=layers, width=width,

@@ -17,6 +17,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 LOCK_FILE = ".lock"
 
@@ -99,14 +100,14 @@ class RunLock:
                 raise
             return
 
-    def _holder(self) -> dict | None:
+    def _holder(self) -> dict[str, Any] | None:
         try:
             holder = json.loads(self.path.read_text())
             return holder if isinstance(holder.get("pid"), int) and isinstance(holder.get("host"), str) else None
         except (OSError, ValueError, AttributeError):
             return None  # unreadable (a crash while writing it): stale
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if not self.enabled:
             return
         try:

@@ -14,6 +14,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -21,8 +22,9 @@ from tqdm import tqdm
 from jepa.eval.hooks import EvalHook
 from jepa.eval.progress import showing_progress
 from jepa.models import save_pretrained
+from jepa.models.base import CausalLM
 from jepa.models.lora import save_adapter, save_merged
-from jepa.models.predictors import save_predictors
+from jepa.models.predictors import PredictorEmbeddings, save_predictors
 from jepa.train.build import build
 from jepa.train.checkpoint import WRITE_ERRORS, save_checkpoint, write_error_text
 from jepa.train.config import TrainConfig, check_run_dir, dump_config
@@ -45,7 +47,7 @@ class TrainResult:
     steps: int
     last_checkpoint: Path | None
     final_dir: Path | None
-    last_metrics: dict
+    last_metrics: dict[str, Any]
 
 
 def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = True) -> TrainResult:
@@ -141,19 +143,20 @@ def interrupted(state: TrainState, signum: int, during: str = "") -> Interrupted
                        "the same command resumes", signum)  # fmt: skip
 
 
-def print_headline(state: TrainState, result: dict | None, stored: bool = False) -> None:
+def print_headline(state: TrainState, result: dict[str, Any] | None, stored: bool = False) -> None:
     """The hook's one-line result after the final evaluation (again, from metrics.jsonl, for a finished run)."""
-    if result and hasattr(state.eval_hook, "headline"):
-        state.print_main(f"result{' (stored)' if stored else ''}: {state.eval_hook.headline(result)}")
+    headline = getattr(state.eval_hook, "headline", None)
+    if result and headline is not None:
+        state.print_main(f"result{' (stored)' if stored else ''}: {headline(result)}")
 
 
 class MetricsLog:
     """`run_dir/metrics.jsonl`, one JSON object per line, written by the main process only. `evals` maps a step
     to its logged evaluation (what a resumed run need not repeat)."""
 
-    def __init__(self, path: Path, enabled: bool, state: TrainState | None = None) -> None:
+    def __init__(self, path: Path, enabled: bool, state: TrainState) -> None:
         self.path, self.enabled, self.state = path, enabled, state
-        self.evals: dict[int, dict] = {}
+        self.evals: dict[int, dict[str, Any]] = {}
         self._config_written = False
 
     @classmethod
@@ -185,7 +188,7 @@ class MetricsLog:
             raise write_failed(state, log.path, "could not be read and rewritten", exc) from None
         return log
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         if not self._config_written:
@@ -211,7 +214,7 @@ def write_failed(state: TrainState, path: Path, what: str, exc: OSError, *, note
     )
 
 
-def evaluate(state: TrainState, metrics_log: MetricsLog, stop: StopSignals) -> dict | None:
+def evaluate(state: TrainState, metrics_log: MetricsLog, stop: StopSignals) -> dict[str, Any] | None:
     """Run the eval hook on the main process (the whole model, in eval mode, no grad; under FSDP an unsharded
     copy) and return its metrics there. Collective: the others wait on the long-timeout group. Its progress shows
     when the run's does; a signal stops a single-process evaluation at once (Interrupted: the checkpoint of this
@@ -273,7 +276,7 @@ def link_checkpoint_model(state: TrainState, out: Path) -> bool:
     return True
 
 
-def write_export(state: TrainState, model: torch.nn.Module, predictors: torch.nn.Module | None) -> Path:
+def write_export(state: TrainState, model: CausalLM, predictors: PredictorEmbeddings | None) -> Path:
     cfg = state.cfg
     final, tmp = cfg.run_dir / "final", cfg.run_dir / ".final.tmp"
     try:

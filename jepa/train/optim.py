@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
-from torch import nn
 
+from jepa.models.base import CausalLM
+from jepa.models.predictors import PredictorEmbeddings
 from jepa.train.config import OptimConfig, ScheduleConfig
 
 
 def make_optimizer(
-    cfg: OptimConfig, model: nn.Module, predictors: nn.Module | None, device: torch.device
+    cfg: OptimConfig, model: CausalLM, predictors: PredictorEmbeddings | None, device: torch.device
 ) -> torch.optim.AdamW:
     """AdamW (fused on CUDA). Weight decay on matrices only: not on biases, norms or predictor tokens."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -55,7 +57,7 @@ class LRSchedule:
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast_context(mode: str, device: torch.device) -> AbstractContextManager:
+def autocast_context(mode: str, device: torch.device) -> AbstractContextManager[Any]:
     """bf16 / fp16: autocast; fp32 and pure_bf16: nothing."""
     if mode in AUTOCAST_DTYPES:
         return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[mode])

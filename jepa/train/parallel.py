@@ -16,9 +16,10 @@ A strategy is what the trainer asks instead of branching: `wrap` the objective, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -26,10 +27,18 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from jepa.models import build_model, save_pretrained
+from jepa.models.base import CausalLM
 from jepa.models.checkpoint import read_safetensors, tied
 from jepa.models.lora import apply_lora, read_adapter, save_adapter, set_adapter
-from jepa.models.predictors import read_predictors, save_predictors
+from jepa.models.predictors import PredictorEmbeddings, read_predictors, save_predictors
+from jepa.objective import Objective
 from jepa.train.distributed import WorldInfo
+
+if TYPE_CHECKING:  # state.py holds a strategy: the state is only ever an argument here
+    from jepa.train.state import TrainState
+
+# read(file, reader): the reader's result, or one ValueError naming a damaged file (jepa/train/checkpoint.py)
+ReadFile = Callable[[Path, Callable[[Path], Any]], Any]
 
 SHARDED_DIR = "sharded"  # a checkpoint's torch.distributed.checkpoint directory (fsdp)
 
@@ -52,23 +61,23 @@ class DDP:
     shards_checkpoints = False  # rank 0 writes whole files (SHARDED_DIR only under FSDP)
     casts_for_compute = False  # the module computes in the stored dtype (autocast and frozen bases do the rest)
 
-    def wrap(self, objective: nn.Module, world: WorldInfo, precision: str) -> nn.Module:
+    def wrap(self, objective: Objective, world: WorldInfo, precision: str) -> nn.Module:
         if not world.is_distributed:
             return objective
         return DistributedDataParallel(
             objective, device_ids=[world.device.index] if world.device.type == "cuda" else None
         )
 
-    def accumulating(self, module: nn.Module, last: bool):
+    def accumulating(self, module: nn.Module, last: bool) -> AbstractContextManager[Any]:
         """The context of one micro-batch's forward and backward: gradients are reduced on the last one only."""
         return module.no_sync() if isinstance(module, DistributedDataParallel) and not last else nullcontext()
 
     @contextmanager
-    def gathered(self, state) -> Iterator[tuple[nn.Module, nn.Module | None] | None]:
+    def gathered(self, state: TrainState) -> Iterator[tuple[CausalLM, PredictorEmbeddings | None] | None]:
         """(model, predictors) whole on rank 0, None elsewhere. Collective: every rank enters it."""
         yield (state.model, state.predictors) if state.world.is_main else None
 
-    def save_weights(self, state, tmp: Path) -> None:
+    def save_weights(self, state: TrainState, tmp: Path) -> None:
         """Model (or adapter), predictor tokens and optimizer into checkpoint directory `tmp`. Every rank calls it."""
         if not state.world.is_main:
             return
@@ -80,7 +89,7 @@ class DDP:
             save_predictors(state.predictors, tmp)
         torch.save(state.optimizer.state_dict(), tmp / "optimizer.pt")
 
-    def read_weights(self, state, path: Path, read) -> dict:
+    def read_weights(self, state: TrainState, path: Path, read: ReadFile) -> dict[str, Any]:
         """What save_weights wrote, read and checked (read(file, reader) names a damaged file)."""
         load = lambda f: torch.load(f, map_location=state.world.device, weights_only=False)  # noqa: E731
         weights = {"optimizer": read(path / "optimizer.pt", load)}
@@ -97,11 +106,15 @@ class DDP:
             weights["predictors"] = read_predictors(path, state.predictors.weight.shape[1])
         return weights
 
-    def load_weights(self, state, weights: dict, path: Path) -> None:
+    def load_weights(self, state: TrainState, weights: dict[str, Any], path: Path) -> None:
         """Put read weights into the live model, predictors and optimizer; ValueError when they do not fit."""
         model, predictors = state.model, state.predictors
-        saved_predictors = weights.get("predictors")
-        if predictors is not None and saved_predictors.shape != predictors.weight.shape:
+        saved_predictors: torch.Tensor | None = weights.get("predictors")  # read when the run has predictors
+        if (
+            predictors is not None
+            and saved_predictors is not None
+            and saved_predictors.shape != predictors.weight.shape
+        ):
             raise ValueError(
                 f"{path}/predictors.safetensors: K={saved_predictors.shape[0]}, the run has "
                 f"K={predictors.weight.shape[0]} predictor tokens (layout.predictors)"
@@ -119,7 +132,7 @@ class DDP:
                     f"{path / 'model'}: does not match the model (missing {missing[:3]}, "
                     f"unexpected {result.unexpected_keys[:3]})"
                 )
-        if predictors is not None:
+        if predictors is not None and saved_predictors is not None:
             with torch.no_grad():
                 predictors.weight.copy_(saved_predictors)
         state.optimizer.load_state_dict(weights["optimizer"])
@@ -133,7 +146,7 @@ class FSDP(DDP):
     shards_checkpoints = True
     casts_for_compute = True  # MixedPrecisionPolicy casts each block's parameters for its forward
 
-    def wrap(self, objective: nn.Module, world: WorldInfo, precision: str) -> nn.Module:
+    def wrap(self, objective: Objective, world: WorldInfo, precision: str) -> nn.Module:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         # bf16: fp32 master weights, each block computes in bf16 (autocast stays on for what it keeps in fp32)
@@ -141,21 +154,23 @@ class FSDP(DDP):
         policy = MixedPrecisionPolicy(torch.bfloat16, torch.float32) if precision == "bf16" else MixedPrecisionPolicy()
         for block in objective.model.blocks:
             fully_shard(block, mp_policy=policy)
-        return fully_shard(objective, mp_policy=policy)
+        return cast(nn.Module, fully_shard(objective, mp_policy=policy))
 
-    def accumulating(self, module: nn.Module, last: bool):
-        module.set_requires_gradient_sync(last)
+    def accumulating(self, module: nn.Module, last: bool) -> AbstractContextManager[Any]:
+        from torch.distributed.fsdp import FSDPModule
+
+        cast(FSDPModule, module).set_requires_gradient_sync(last)
         return nullcontext()
 
     @contextmanager
-    def gathered(self, state):
+    def gathered(self, state: TrainState) -> Iterator[tuple[CausalLM, PredictorEmbeddings | None] | None]:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # whole tensors, on rank 0 only
         full = get_model_state_dict(state.objective, options=options)
-        yield unsharded_copy(state, full) if state.world.is_main else None
+        yield unsharded_copy(state, cast(dict[str, torch.Tensor], full)) if state.world.is_main else None
 
-    def _state_dicts(self, state):
+    def _state_dicts(self, state: TrainState) -> tuple[dict[str, Any], Any]:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
         # LoRA: only the trainable tensors (adapters, predictor tokens) and their optimizer state. Loading is not
@@ -170,22 +185,22 @@ class FSDP(DDP):
             model = {k: v for k, v in model.items() if k not in frozen}
         return {"model": model, "optimizer": optimizer}, options
 
-    def save_weights(self, state, tmp: Path) -> None:
-        import torch.distributed.checkpoint as dcp
+    def save_weights(self, state: TrainState, tmp: Path) -> None:
+        from torch.distributed.checkpoint.state_dict_saver import save
 
         dicts, _ = self._state_dicts(state)
-        dcp.save(dicts, checkpoint_id=str(tmp / SHARDED_DIR))
+        save(dicts, checkpoint_id=str(tmp / SHARDED_DIR))
 
-    def read_weights(self, state, path: Path, read) -> dict:
+    def read_weights(self, state: TrainState, path: Path, read: ReadFile) -> dict[str, Any]:
         return {}  # the manifest checked the shards' files and sizes; load_weights reads them in place
 
-    def load_weights(self, state, weights: dict, path: Path) -> None:
-        import torch.distributed.checkpoint as dcp
+    def load_weights(self, state: TrainState, weights: dict[str, Any], path: Path) -> None:
         from torch.distributed.checkpoint.state_dict import set_state_dict
+        from torch.distributed.checkpoint.state_dict_loader import load
 
         dicts, options = self._state_dicts(state)
         try:
-            dcp.load(dicts, checkpoint_id=str(path / SHARDED_DIR))
+            load(dicts, checkpoint_id=str(path / SHARDED_DIR))
         except Exception as exc:  # a missing key or a shape that does not fit: name the checkpoint
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"{path / SHARDED_DIR}: does not fit this run ({first})") from None
@@ -193,7 +208,7 @@ class FSDP(DDP):
                        optim_state_dict=dicts["optimizer"], options=options)  # fmt: skip
 
 
-def unsharded_copy(state, full: dict[str, torch.Tensor]) -> tuple[nn.Module, nn.Module | None]:
+def unsharded_copy(state: TrainState, full: dict[str, torch.Tensor]) -> tuple[CausalLM, PredictorEmbeddings | None]:
     """A plain (model, predictors) on rank 0's device from the objective's full state dict `full`."""
     cfg, device = state.cfg, state.world.device
     with torch.device("meta"):

@@ -12,8 +12,10 @@ from __future__ import annotations
 import copy
 import queue
 import threading
+from typing import Any
 
 from jepa.data.batch import Batch
+from jepa.train.data import EpochSampler
 from jepa.train.state import TrainState
 from jepa.train.step import next_micro_batches, step_micro_batches
 
@@ -26,7 +28,7 @@ class Prefetcher:
 
     def __init__(self, state: TrainState, steps: int, depth: int) -> None:
         self.state = state
-        self.queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self.queue: queue.Queue[tuple[list[int] | None, Any]] = queue.Queue(maxsize=max(depth, 1))
         self.stopped = threading.Event()
         self.pin = state.world.device.type == "cuda"
         self.thread = None
@@ -35,7 +37,7 @@ class Prefetcher:
             self.thread = threading.Thread(target=self._work, args=(sampler, first, steps), daemon=True)
             self.thread.start()
 
-    def _work(self, sampler, first: int, steps: int) -> None:
+    def _work(self, sampler: EpochSampler, first: int, steps: int) -> None:
         try:
             for step in range(first, first + steps):
                 indices = sampler.next_batch()
@@ -47,7 +49,7 @@ class Prefetcher:
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._put((None, exc))
 
-    def _put(self, item) -> bool:
+    def _put(self, item: tuple[list[int] | None, Any]) -> bool:
         while not self.stopped.is_set():
             try:
                 self.queue.put(item, timeout=0.1)
@@ -75,5 +77,5 @@ class Prefetcher:
     def __enter__(self) -> Prefetcher:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

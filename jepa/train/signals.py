@@ -13,7 +13,10 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any, TextIO
 
 import torch
 
@@ -27,7 +30,7 @@ class StopNow(BaseException):
     no `except Exception` on the way swallows it)."""
 
 
-def _exit_now(signum: int, frame) -> None:
+def _exit_now(signum: int, frame: FrameType | None) -> None:
     """A second signal: leave at once with one line (no traceback) and the shell's status for it."""
     os.write(
         2, f"{signal.Signals(signum).name} again: stopped at once; the newest step_N checkpoint resumes\n".encode()
@@ -40,18 +43,18 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-        self._stdout = None
+        self._previous: dict[int, Any] = {}
+        self._stdout: TextIO | None = None
         self._raise_now = False
 
-    def _handle(self, signum: int, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
         signal.signal(signum, _exit_now)
         if self._raise_now:
             raise StopNow(signum)
 
     @contextmanager
-    def interruptible(self, enabled: bool = True):
+    def interruptible(self, enabled: bool = True) -> Iterator[None]:
         """Within this block a signal raises `StopNow` at once (an evaluation: nothing to save). `enabled=False`
         (several processes, which must stop together) keeps the deferral."""
         self._raise_now = enabled
@@ -67,7 +70,8 @@ class StopSignals:
         if self.signum is None:
             self.signum = signal.SIGPIPE
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.__stdout__.fileno())  # the interpreter's final flush must not fail either
+        if sys.__stdout__ is not None:
+            os.dup2(devnull, sys.__stdout__.fileno())  # the interpreter's final flush must not fail either
         os.close(devnull)
 
     def __enter__(self) -> StopSignals:
@@ -76,7 +80,7 @@ class StopSignals:
         self._stdout, sys.stdout = sys.stdout, _GuardedOutput(sys.stdout, self.output_closed)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         if self._stdout is not None:
@@ -96,7 +100,7 @@ class StopSignals:
 class _GuardedOutput:
     """sys.stdout during a run: a write to a closed pipe tells `on_closed` instead of raising BrokenPipeError."""
 
-    def __init__(self, stream, on_closed) -> None:
+    def __init__(self, stream: TextIO, on_closed: Callable[[], None]) -> None:
         self._stream, self._on_closed, self._closed = stream, on_closed, False
 
     def write(self, text: str) -> int:
@@ -120,5 +124,5 @@ class _GuardedOutput:
                 self._closed = True
                 self._on_closed()
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

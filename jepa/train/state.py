@@ -11,6 +11,7 @@ from torch import nn
 
 from jepa.data.datasets import Dataset
 from jepa.eval.hooks import EvalHook
+from jepa.models.base import CausalLM
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.train.config import TrainConfig
 from jepa.train.data import EpochSampler
@@ -52,7 +53,7 @@ class TrainState:
     world: WorldInfo
     dataset: Dataset
     sampler: EpochSampler
-    model: nn.Module
+    model: CausalLM
     predictors: PredictorEmbeddings | None
     objective: nn.Module
     optimizer: torch.optim.Optimizer

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -36,7 +37,7 @@ class StepTotals:
     counts: BatchCounts
     grad_norm: float = math.nan  # before clipping (nan: not read)
 
-    def metrics(self, gamma: float, lam: float) -> dict[str, float | int]:
+    def metrics(self, gamma: float, lam: float) -> dict[str, Any]:
         """{"loss", "lm", "jepa", "lm_tokens", "jepa_rows", "tokens", "real_token_fraction"}, where loss =
         gamma * lm + lambda * jepa exactly as one big batch would give it."""
         counts = self.counts
@@ -119,7 +120,8 @@ def forward_backward(state: TrainState, micro_batches: list[Batch]) -> StepSums:
     step_counts: BatchCounts | torch.Tensor = counts
     if world.is_distributed:
         step_counts = all_reduce_sum(counts.as_tensor().to(world.device), world)
-        n_tokens, n_rows = step_counts[0].float().clamp(min=1.0), step_counts[1].float().clamp(min=1.0)
+        n_tokens: torch.Tensor | float = step_counts[0].float().clamp(min=1.0)
+        n_rows: torch.Tensor | float = step_counts[1].float().clamp(min=1.0)
     else:
         n_tokens, n_rows = max(counts.labels, 1.0), max(counts.jepa_rows, 1.0)
     gamma, lam = cfg.jepa.gamma, cfg.jepa.lam
@@ -136,7 +138,7 @@ def forward_backward(state: TrainState, micro_batches: list[Batch]) -> StepSums:
     return StepSums(losses=all_reduce_sum(totals, world), counts=step_counts)
 
 
-def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
+def train_step(state: TrainState, micro_batches: list[Batch]) -> dict[str, Any]:
     """Forward/backward, clip, AdamW step and schedule step for one optimizer step; `state.step` advances.
 
     Returns the step's metrics: StepTotals.metrics' plus step, kind, lr (the one used), grad_norm (before clipping),
@@ -148,8 +150,8 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict:
     started = time.perf_counter()
     sums = forward_backward(state, micro_batches)
     state.scaler.unscale_(state.optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(state.trainable_parameters, state.cfg.optim.clip or math.inf)
-    totals = sums.read(full_value(grad_norm.detach()).to(sums.losses.device))  # FSDP: a DTensor
+    norm = torch.nn.utils.clip_grad_norm_(state.trainable_parameters, state.cfg.optim.clip or math.inf)
+    totals = sums.read(full_value(norm.detach()).to(sums.losses.device))  # FSDP: a DTensor
     grad_norm = totals.grad_norm
     metrics = totals.metrics(state.cfg.jepa.gamma, state.cfg.jepa.lam)
     where = (
