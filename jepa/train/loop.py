@@ -30,6 +30,7 @@ from jepa.train.checkpoint import WRITE_ERRORS, save_checkpoint, write_error_tex
 from jepa.train.config import TrainConfig, check_run_dir, dump_config
 from jepa.train.distributed import any_rank, wait_for_main
 from jepa.train.lock import RunLock
+from jepa.train.optim import autocast_context
 from jepa.train.prefetch import Prefetcher
 from jepa.train.signals import StopNow, StopSignals
 from jepa.train.state import CheckpointNotWritten, Interrupted, TrainingDiverged, TrainingStopped, TrainState
@@ -215,8 +216,8 @@ def write_failed(state: TrainState, path: Path, what: str, exc: OSError, *, note
 
 
 def evaluate(state: TrainState, metrics_log: MetricsLog, stop: StopSignals) -> dict[str, Any] | None:
-    """Run the eval hook on the main process (the whole model, in eval mode, no grad; under FSDP an unsharded
-    copy) and return its metrics there. Collective: the others wait on the long-timeout group. Its progress shows
+    """Run the eval hook on the main process (the whole model, in eval mode, no grad, under the run's autocast;
+    under FSDP an unsharded copy) and return its metrics there. Collective: the others wait on the long-timeout group. Its progress shows
     when the run's does; a signal stops a single-process evaluation at once (Interrupted: the checkpoint of this
     step is written, the next invocation evaluates again)."""
     if state.eval_hook is None:
@@ -229,7 +230,8 @@ def evaluate(state: TrainState, metrics_log: MetricsLog, stop: StopSignals) -> d
             state.print_main(f"eval step {state.step}: running")
             try:
                 with stop.interruptible(not state.world.is_distributed), showing_progress(state.verbose):
-                    with torch.no_grad():
+                    # under the run's autocast, as training computes: LoRA's frozen bases are stored in its dtype
+                    with torch.no_grad(), autocast_context(state.cfg.precision.mode, state.world.device):
                         result = state.eval_hook(model, predictors, state.step)
             except StopNow as caught:
                 raise interrupted(state, caught.args[0], during=" during the evaluation") from None
