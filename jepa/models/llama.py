@@ -208,8 +208,10 @@ class LlamaAttention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv, self.head_dim).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        # RoPE in the residual stream's dtype (cos / sin: fp32 under autocast), then q, k back to v's: attention
+        # gets one dtype (FlexAttention refuses mixed ones, and fp32 q / k would run its slow fp32 kernels)
+        q = (q * cos + rotate_half(q) * sin).to(v.dtype)
+        k = (k * cos + rotate_half(k) * sin).to(v.dtype)
         y = attend(q, k, v, attn_mask=attn_mask, cache=cache, layer=layer)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 

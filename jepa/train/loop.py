@@ -217,9 +217,9 @@ def write_failed(state: TrainState, path: Path, what: str, exc: OSError, *, note
 
 def evaluate(state: TrainState, metrics_log: MetricsLog, stop: StopSignals) -> dict[str, Any] | None:
     """Run the eval hook on the main process (the whole model, in eval mode, no grad, under the run's autocast;
-    under FSDP an unsharded copy) and return its metrics there. Collective: the others wait on the long-timeout group. Its progress shows
-    when the run's does; a signal stops a single-process evaluation at once (Interrupted: the checkpoint of this
-    step is written, the next invocation evaluates again)."""
+    under FSDP an unsharded copy) and return its metrics there. Collective: the others wait on the long-timeout
+    group. Its progress shows when the run's does; a signal stops a single-process evaluation at once
+    (Interrupted: the checkpoint of this step is written, the next invocation evaluates again)."""
     if state.eval_hook is None:
         return None
     result = None

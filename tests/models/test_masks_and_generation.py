@@ -95,3 +95,24 @@ def test_every_decoding_step_reports_its_tokens_and_the_sequences_it_ended():
     assert sum(t for t, _ in steps) == sum(map(len, out))
     assert sum(e for _, e in steps) == 2
     assert steps[2][1] >= 1  # the first prompt ended at its third token, not at the end of the batch
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_attention_gets_one_dtype_under_bf16_autocast(monkeypatch, arch):
+    """q, k and v reach attention in one dtype under autocast (RoPE runs in the fp32 residual stream's dtype)."""
+    import jepa.models.gpt2 as gpt2_module
+    import jepa.models.llama as llama_module
+
+    module = llama_module if arch == "llama" else gpt2_module
+    seen = []
+    real_attend = module.attend
+
+    def spy(q, k, v, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return real_attend(q, k, v, **kwargs)
+
+    monkeypatch.setattr(module, "attend", spy)
+    model = tiny_llama(seed=0) if arch == "llama" else tiny_gpt2(seed=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.tensor([[1, 2, 3, 4]]))
+    assert seen and all(dtypes == (torch.bfloat16,) * 3 for dtypes in seen), seen
