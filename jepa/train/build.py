@@ -91,6 +91,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         peak_tflops=peak_tflops(world.device, cfg.run.peak_tflops),
         total_steps=total_steps,
         parallel=parallel,
+        attention=attention,
         eval_hook=eval_hook,
         verbose=verbose,
     )

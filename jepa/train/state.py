@@ -63,6 +63,7 @@ class TrainState:
     peak_tflops: float | None  # for MFU; None when unknown (CPU)
     total_steps: int
     parallel: DDP  # distributed.strategy: DDP or FSDP (jepa/train/parallel.py)
+    attention: str = "sdpa"  # the attention path the objective computes with (model.attention resolved)
     step: int = 0
     last_checkpoint: Path | None = None
     eval_hook: EvalHook | None = None

@@ -97,15 +97,19 @@ def step_micro_batches(state: TrainState, indices: list[int], step: int) -> list
         step=step,
         seed=cfg.run.seed,
         jepa_ratio=cfg.jepa.ratio,
-        pad_to_multiple=pad_multiple(cfg.data.pad_to_multiple, state.world.device),
+        pad_to_multiple=pad_multiple(
+            cfg.data.pad_to_multiple, state.world.device, precision=cfg.precision.mode, attention=state.attention
+        ),
         pack_length=cfg.data.pack_length,
     )
 
 
-def pad_multiple(configured: int, device: torch.device) -> int:
-    """`data.pad_to_multiple`, raised to a multiple of 128 on CUDA: cuDNN's SDPA returns NaN for masked attention
-    at lengths T % 128 == 64 (pytorch issue 196678)."""
-    return math.lcm(configured, 128) if device.type == "cuda" else configured
+def pad_multiple(configured: int, device: torch.device, *, precision: str, attention: str) -> int:
+    """`data.pad_to_multiple`, raised to a multiple of 128 where cuDNN's SDPA runs: CUDA, fp16 / bf16, the SDPA
+    path. cuDNN returns NaN for masked attention at lengths T % 128 == 64 (pytorch issue 196678); fp32 never
+    reaches cuDNN and FlexAttention is not SDPA, so neither pays the padding (13-token reversal rows stay 13)."""
+    cudnn = device.type == "cuda" and precision in ("bf16", "fp16", "pure_bf16") and attention == "sdpa"
+    return math.lcm(configured, 128) if cudnn else configured
 
 
 def forward_backward(state: TrainState, micro_batches: list[Batch]) -> StepSums:
@@ -119,7 +123,10 @@ def forward_backward(state: TrainState, micro_batches: list[Batch]) -> StepSums:
     counts = BatchCounts.total(b.counts for b in micro_batches)
     step_counts: BatchCounts | torch.Tensor = counts
     if world.is_distributed:
-        step_counts = all_reduce_sum(counts.as_tensor().to(world.device), world)
+        host = counts.as_tensor()
+        if world.device.type == "cuda":  # pinned: the copy does not wait for the stream
+            host = host.pin_memory()
+        step_counts = all_reduce_sum(host.to(world.device, non_blocking=True), world)
         n_tokens: torch.Tensor | float = step_counts[0].float().clamp(min=1.0)
         n_rows: torch.Tensor | float = step_counts[1].float().clamp(min=1.0)
     else:

@@ -177,11 +177,16 @@ def test_the_step_logs_model_flops_counted_by_hand(tmp_path):
     assert "mfu" not in train_step(plain, next_micro_batches(plain))  # CPU, no peak given: no MFU
 
 
-def test_cuda_batches_are_padded_to_a_multiple_of_128():
+def test_only_cudnn_sdpa_batches_are_padded_to_a_multiple_of_128():
     from jepa.train.step import pad_multiple
 
-    assert pad_multiple(1, torch.device("cuda")) == 128 and pad_multiple(8, torch.device("cuda")) == 128
-    assert pad_multiple(96, torch.device("cuda")) == 384 and pad_multiple(8, torch.device("cpu")) == 8
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for precision in ("bf16", "fp16", "pure_bf16"):  # cuDNN's SDPA: the T % 128 == 64 NaN
+        assert pad_multiple(1, cuda, precision=precision, attention="sdpa") == 128
+    assert pad_multiple(96, cuda, precision="bf16", attention="sdpa") == 384
+    assert pad_multiple(8, cuda, precision="fp32", attention="sdpa") == 8  # fp32 never runs cuDNN
+    assert pad_multiple(8, cuda, precision="bf16", attention="flex") == 8  # FlexAttention is not SDPA
+    assert pad_multiple(8, cpu, precision="bf16", attention="sdpa") == 8
 
 
 def test_frozen_lora_bases_in_the_compute_dtype_change_nothing_but_their_storage(tmp_path, monkeypatch):
