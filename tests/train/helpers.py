@@ -52,7 +52,8 @@ def typed(cfg: dict) -> TrainConfig:
 
 
 def tiny_chat_model_dir(root: Path, smollm2_dir: Path) -> Path:
-    """A 2-layer Llama with SmolLM2's vocabulary and tokenizer files, saved in HF format."""
+    """A 2-layer Llama with SmolLM2's vocabulary and tokenizer files, saved in HF format (head_dim 16, grouped
+    query attention: 2 query heads share 1 key/value head)."""
     out = root / "tiny_llama"
     if not (out / "config.json").is_file():
         model = tiny_llama(
@@ -60,8 +61,8 @@ def tiny_chat_model_dir(root: Path, smollm2_dir: Path) -> Path:
             vocab_size=49152,
             hidden_size=32,
             intermediate_size=48,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            num_attention_heads=2,  # head_dim 16: inductor's CUDA FlexAttention kernels need >= 16
+            num_key_value_heads=1,
             tie_word_embeddings=True,
             max_position_embeddings=512,
         )
