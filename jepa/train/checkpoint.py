@@ -39,7 +39,7 @@ from safetensors import SafetensorError
 from torch.distributed.checkpoint.api import CheckpointException
 
 from jepa.train.config import changed_on_resume, dump_config
-from jepa.train.distributed import any_rank
+from jepa.train.distributed import any_rank, wait_for_main
 from jepa.train.parallel import SHARDED_DIR, local_shard
 from jepa.train.state import CheckpointNotWritten, TrainingDiverged, TrainState
 
@@ -159,6 +159,9 @@ def save_checkpoint(state: TrainState) -> Path:
                 write()
             except WRITE_ERRORS as exc:
                 error = f"{write_error_text(exc)} ({getattr(exc, 'filename', None) or tmp})"
+        # Rank 0 may write for minutes (a large model's files): the others wait on the long-timeout group
+        # (distributed.wait_minutes), not in the collective below, which would time out under NCCL's 10 minutes.
+        wait_for_main(world)
         if any_rank(bool(error), world) and not error:
             error = "another rank could not write its part"
 

@@ -140,7 +140,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train_worker(rank: int, world_size: int, port: int, configs: list[dict], timeout_s: float | None) -> None:
+def _train_worker(
+    rank: int, world_size: int, port: int, configs: list[dict], timeout_s: float | None, slow_checkpoint_s: float
+) -> None:
     import os
     from datetime import timedelta
 
@@ -153,6 +155,18 @@ def _train_worker(rank: int, world_size: int, port: int, configs: list[dict], ti
         RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
+    if slow_checkpoint_s:  # rank 0's part of every checkpoint takes this long (a large model's files)
+        import time
+
+        from jepa.train import checkpoint
+
+        finish = checkpoint.finish_checkpoint
+
+        def slow_finish(*args, **kwargs):
+            time.sleep(slow_checkpoint_s)
+            return finish(*args, **kwargs)
+
+        checkpoint.finish_checkpoint = slow_finish
     if timeout_s is not None:  # a short collective timeout, to show who would wait past it
         dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
     try:
@@ -164,12 +178,16 @@ def _train_worker(rank: int, world_size: int, port: int, configs: list[dict], ti
             dist.destroy_process_group()
 
 
-def spawn_training(configs: list[dict], nprocs: int, timeout_s: float | None = None) -> None:
+def spawn_training(
+    configs: list[dict], nprocs: int, timeout_s: float | None = None, slow_checkpoint_s: float = 0.0
+) -> None:
     """Train each raw config in turn in `nprocs` gloo processes, with torchrun's environment; `timeout_s`: the
-    process group's collective timeout (torch's default otherwise)."""
+    process group's collective timeout (torch's default otherwise); `slow_checkpoint_s`: rank 0 takes that much
+    longer to write each checkpoint."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_train_worker, args=(nprocs, _free_port(), configs, timeout_s), nprocs=nprocs, join=True)
+    args = (nprocs, _free_port(), configs, timeout_s, slow_checkpoint_s)
+    mp.spawn(_train_worker, args=args, nprocs=nprocs, join=True)
 
 
 def stp_chat_config(root: Path, smollm2_dir: Path, **sections) -> dict:

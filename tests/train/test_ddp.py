@@ -79,3 +79,14 @@ def test_infonce_gathers_negatives_across_ranks(runs):
     one, gathered, local = (_losses(runs / n)[0] for n in ("single_infonce", "gathered", "local"))
     assert abs(one - gathered) < 1e-6
     assert abs(one - local) > 1e-4
+
+
+@pytest.mark.slow
+def test_the_other_ranks_wait_out_a_long_checkpoint_write(tmp_path):
+    """Rank 0 writes a DDP checkpoint alone (a large model's files take minutes); the other ranks wait on the
+    long-timeout group, not in a collective that would time out: here a 3 s write under a 2 s collective timeout."""
+    raw = reversal_config(tmp_path, run={"name": "slow_write"}, schedule={"max_steps": 2, "grad_accum": 1},
+                          checkpoint={"every": 1, "keep_last": 5, "export": "none"})  # fmt: skip
+    spawn_training([raw], nprocs=2, timeout_s=2, slow_checkpoint_s=3)
+    assert (tmp_path / "runs" / "slow_write" / "step_1").is_dir()
+    assert (tmp_path / "runs" / "slow_write" / "step_2").is_dir()
