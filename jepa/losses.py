@@ -27,30 +27,37 @@ class LinearCrossEntropySum(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # Under autocast the matmuls run in its dtype. The head's weight is cast to it once per call here: autocast
+        # itself would cast it in every chunk's two matmuls, since its cast cache skips weights that do not require
+        # grad (a frozen tied embedding under LoRA: ~1 GB of casts a micro-batch at Llama-3's vocabulary).
+        device_type = h.device.type
+        autocast = torch.is_autocast_enabled(device_type)
+        compute = torch.get_autocast_dtype(device_type) if autocast else h.dtype
         # The gradients are formed here, before a GradScaler's factor exists: in fp16 the small ones would flush to
         # zero, so they are formed scaled by a fixed 2**12 (|softmax - onehot| <= 1 stays far from fp16's max) and
         # unscaled in backward, in fp32.
-        scale = FP16_GRAD_SCALE if h.dtype == torch.float16 else 1.0
-        w = weight.to(h.dtype)
+        scale = FP16_GRAD_SCALE if compute == torch.float16 else 1.0
+        w, h_compute = weight.to(compute), h.to(compute)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         grad_h = torch.empty_like(h) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
-        for start in range(0, h.shape[0], chunk):
-            h_c, y_c = h[start : start + chunk], targets[start : start + chunk]
-            logits = (h_c @ w.T).float()
-            # The fused (log-)softmax kernels, not exp/logsumexp: those hit a slow path when many
-            # probabilities underflow to denormals (large logit gaps), softmax does not.
-            total -= torch.log_softmax(logits, dim=-1).gather(1, y_c[:, None]).sum()
-            if need_h or need_w:
-                # d CE / d logits = softmax - onehot
-                probs = torch.softmax(logits, dim=-1)
-                del logits
-                probs[torch.arange(len(y_c), device=h.device), y_c] -= 1.0
-                probs = (probs * scale).to(h.dtype)
-                if grad_h is not None:
-                    grad_h[start : start + chunk] = probs @ w
-                if grad_w is not None:
-                    grad_w += (probs.T @ h_c).float()
+        with torch.autocast(device_type, enabled=False):  # everything below is already in `compute`
+            for start in range(0, h.shape[0], chunk):
+                h_c, y_c = h_compute[start : start + chunk], targets[start : start + chunk]
+                logits = (h_c @ w.T).float()
+                # The fused (log-)softmax kernels, not exp/logsumexp: those hit a slow path when many
+                # probabilities underflow to denormals (large logit gaps), softmax does not.
+                total -= torch.log_softmax(logits, dim=-1).gather(1, y_c[:, None]).sum()
+                if need_h or need_w:
+                    # d CE / d logits = softmax - onehot
+                    probs = torch.softmax(logits, dim=-1)
+                    del logits
+                    probs[torch.arange(len(y_c), device=h.device), y_c] -= 1.0
+                    probs = (probs * scale).to(compute)
+                    if grad_h is not None:
+                        grad_h[start : start + chunk] = probs @ w
+                    if grad_w is not None:
+                        grad_w += (probs.T @ h_c).float()
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype, ctx.scale = weight.dtype, scale
         return total

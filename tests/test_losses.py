@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from jepa.losses import IGNORE_INDEX, JEPA_LOSSES, jepa_loss_fn, lm_loss_reference, lm_loss_sum
+from jepa.losses import IGNORE_INDEX, JEPA_LOSSES, jepa_loss_fn, lm_loss_at, lm_loss_reference, lm_loss_sum
 
 
 @pytest.mark.parametrize("chunk", [3, 1024])
@@ -69,3 +69,35 @@ def test_logit_chunks_fill_gpu_tiles_and_bound_memory():
         cpu, cuda = logit_chunk_rows(vocab, "cpu"), logit_chunk_rows(vocab, "cuda")
         assert cpu * vocab <= 2**24 < (cpu + 1) * vocab  # 64 MiB of fp32 logits on CPU
         assert cuda % 128 == 0 and cuda * vocab <= 2**26 and cuda >= cpu  # whole tiles, 256 MiB on CUDA
+
+
+def test_the_fused_lm_loss_casts_a_frozen_head_once_under_autocast():
+    """Autocast's cast cache skips weights that do not require grad (a frozen tied embedding under LoRA), so each
+    chunk's two matmuls would cast the whole head again; the fused loss casts it once per call, with the same
+    result as autocast's own casts."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    torch.manual_seed(0)
+    vocab, width, rows = 64, 16, 12
+    head = torch.nn.Linear(width, vocab, bias=False)
+    head.weight.requires_grad_(False)  # frozen, as under LoRA
+    h = torch.randn(1, rows, width, requires_grad=True)
+    index, targets = torch.arange(rows), torch.randint(0, vocab, (rows,))
+
+    class CountHeadCasts(TorchDispatchMode):
+        casts = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.startswith("_to_copy") and tuple(args[0].shape) == (vocab, width):
+                CountHeadCasts.casts += 1
+            return func(*args, **(kwargs or {}))
+
+    with torch.autocast("cpu", dtype=torch.bfloat16), CountHeadCasts():
+        loss = lm_loss_at(h, index, targets, head, chunk=3)  # 4 chunks
+    loss.backward()
+    assert CountHeadCasts.casts == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(h[0].to(torch.bfloat16)).float()
+    reference = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    torch.testing.assert_close(loss, reference, rtol=1e-2, atol=1e-2)
+    assert h.grad is not None and torch.isfinite(h.grad).all()
