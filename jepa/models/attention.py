@@ -79,6 +79,13 @@ def attend(
 _COMPILED_FLEX: Callable[..., Any] | None = None
 
 
+def compiled_flex_attention(backend: str | Callable[..., Any] = "inductor") -> Callable[..., Any]:
+    """flex_attention under torch.compile with automatic dynamic shapes: a new (batch, length) compiles a graph
+    with symbolic sizes once, instead of one graph per shape (packed jepa rows give ~11 shapes an epoch; past the
+    recompile limit, 8, torch would fall back to the unfused flex that materialises B x H x T x T scores)."""
+    return torch.compile(flex_attention, dynamic=None, backend=backend)
+
+
 def _flex_attention(cuda: bool) -> Callable[..., Any]:
     """flex_attention, compiled once for CUDA (its fast kernels need compilation); eager elsewhere (CPU: forward
     only in torch 2.13)."""
@@ -86,5 +93,5 @@ def _flex_attention(cuda: bool) -> Callable[..., Any]:
     if not cuda:
         return flex_attention
     if _COMPILED_FLEX is None:
-        _COMPILED_FLEX = torch.compile(flex_attention, dynamic=False)
+        _COMPILED_FLEX = compiled_flex_attention()
     return _COMPILED_FLEX

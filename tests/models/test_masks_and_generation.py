@@ -116,3 +116,22 @@ def test_attention_gets_one_dtype_under_bf16_autocast(monkeypatch, arch):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(torch.tensor([[1, 2, 3, 4]]))
     assert seen and all(dtypes == (torch.bfloat16,) * 3 for dtypes in seen), seen
+
+
+def test_compiled_flex_attention_does_not_compile_a_graph_per_shape():
+    """A dozen (batch, length) shapes, as packed jepa rows give in an epoch, compile a few graphs, not twelve
+    (which would pass torch's recompile limit of 8 and fall back to the unfused kernel). aot_eager on CPU."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from jepa.models.attention import compiled_flex_attention
+
+    torch._dynamo.reset()
+    counter = CompileCounterWithBackend("aot_eager")
+    flex = compiled_flex_attention(backend=counter)
+    for i, T in enumerate(range(16, 208, 16)):
+        B = 2 + i % 2
+        q, k, v = (torch.randn(B, 2, T, 16) for _ in range(3))
+        block_mask = create_block_mask(lambda b, h, q_idx, kv_idx: kv_idx <= q_idx, B, None, T, T, device="cpu")
+        flex(q, k, v, block_mask=block_mask)
+    assert 1 <= counter.frame_count <= 3, counter.frame_count
