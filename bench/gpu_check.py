@@ -1,9 +1,15 @@
 """`make gpu-check`: the CUDA tests and the GPU benchmarks in one command, one JSON file of figures.
 
-    python bench/gpu_check.py [--out gpu_check.json] [--steps 4] [--skip-tests]
+    python bench/gpu_check.py [--out gpu_check.json] [--plan] [--full] [--steps 4] [--skip-tests]
 
-1. `pytest -m cuda tests` (skipped on a machine without CUDA): passed / failed / skipped counts.
-2. The training step the loop runs (`build` + `train_step`, each setting in its own process, bench/
+The default plan fits one short GPU allocation: stages in order, each under its own timeout (their sum is at most
+8 minutes), the JSON rewritten after every stage and every measured setting (a killed run keeps what finished),
+a short table printed last. `--plan` prints the plan, one stage a line with its timeout in seconds, the total
+last. `--full` runs every setting below without stage budgets (~20 minutes on one H100).
+
+1. probe: torch / CUDA / cuDNN versions, the SDPA backends enabled, FlexAttention under bf16 autocast.
+2. `pytest -m cuda tests` (skipped on a machine without CUDA), 60 s per test: passed / failed / skipped counts.
+3. The training step the loop runs (`build` + `train_step`, each setting in its own process, bench/
    train_throughput.py's `run_once`): steps/s, tokens/s, TFLOP/s, MFU and peak memory for
    * Step-JEPA at the seed's shapes on a Llama-3.2-1B-shaped model with random weights (no checkpoint needed:
      `model.arch` is its config.json): LoRA r=16, bf16, batch 4 x accumulation 4, max length 1024; sdpa vs
@@ -16,10 +22,9 @@
    SmolLM2 tokenizer (`data/models/smollm2-135m-instruct`, its tokenizer files are enough): the row lengths of
    Llama-3's tokenizer within a few per cent, and nothing to download. The reversal data is generated
    (`python prepare.py reversal`).
-3. Ratios: packed / padded and flex / sdpa tokens/s.
+4. Ratios: packed / padded and flex / sdpa tokens/s.
 
-Sized for under 20 minutes on one H100. `--tiny` runs the same code at toy shapes on any device (the CPU test
-of this script).
+`--tiny` runs the same code at toy shapes on any device (the CPU test of this script).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -110,11 +117,23 @@ def settings(args: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     return out
 
 
-def cuda_tests(repo: Path) -> dict:
-    """`pytest -m cuda tests`: counts from its summary line, and the tail of its output when something failed."""
+def cuda_tests(repo: Path, timeout_s: float | None = None) -> dict:
+    """`pytest -m cuda tests`, 60 s per test where pytest-timeout is installed: counts from its summary line, and
+    the tail of its output when something failed or the stage ran out of time."""
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests"], cwd=repo,
-                          capture_output=True, text=True)  # fmt: skip
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests"]
+    try:
+        import pytest_timeout  # noqa: F401  (the GPU machine has it; the per-test limit is only a guard)
+
+        command += ["--timeout", "60"]
+    except ImportError:
+        pass
+    try:
+        proc = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        return {"exit": None, "error": f"timed out after {timeout_s:.0f} s", "output_tail": out[-4000:],
+                "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     counts = {key: int(n) for n, key in re.findall(r"(\d+) (passed|failed|skipped|deselected|error)", summary)}
     result = {"exit": proc.returncode, "summary": summary, "seconds": round(time.perf_counter() - started, 1)}
@@ -124,15 +143,95 @@ def cuda_tests(repo: Path) -> dict:
     return result
 
 
+def probe(cpu: bool) -> dict:
+    """Versions, the SDPA backends enabled, and FlexAttention under bf16 autocast on a small input."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from jepa.models.attention import compiled_flex_attention
+
+    cuda = torch.cuda.is_available() and not cpu
+    out: dict = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": "cpu"}
+    if cuda:
+        out.update(device=torch.cuda.get_device_name(), cudnn=torch.backends.cudnn.version(),
+                   sdpa={"flash": torch.backends.cuda.flash_sdp_enabled(),
+                         "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+                         "cudnn": torch.backends.cuda.cudnn_sdp_enabled(),
+                         "math": torch.backends.cuda.math_sdp_enabled()})  # fmt: skip
+    device = "cuda" if cuda else "cpu"
+    try:
+        attention = compiled_flex_attention() if cuda else flex_attention  # CPU: eager, forward only
+        q, k, v = (torch.randn(2, 4, 256, 64, device=device, dtype=torch.bfloat16) for _ in range(3))
+        block_mask = create_block_mask(lambda b, h, qi, ki: ki <= qi, 2, None, 256, 256, device=device)
+        with torch.autocast(device, dtype=torch.bfloat16):
+            y = attention(q, k, v, block_mask=block_mask)
+        out["flex_autocast"] = {"ok": bool(torch.isfinite(y.float()).all()), "dtype": str(y.dtype)}
+    except Exception as exc:  # noqa: BLE001 - what failed is the finding
+        out["flex_autocast"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    return out
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the plan: its timeout and the settings (names in `settings`) it measures, in order."""
+
+    name: str
+    timeout_s: int
+    what: str
+    settings: tuple[str, ...] = ()
+
+
+PLAN = (
+    Stage("probe", 30, "versions, SDPA backends, FlexAttention under bf16 autocast"),
+    Stage("cuda tests", 180, "pytest -m cuda, 60 s per test"),
+    Stage("step 1B packed", 150, "packed Step-JEPA at Llama-3.2-1B shapes, sdpa and flex",
+          ("step sdpa packed", "step flex packed")),
+    Stage("fsdp", 60, "FSDP2 on one GPU (NCCL), packed Step-JEPA", ("step sdpa packed fsdp",)),
+    Stage("extras", 60, "as time allows: compiled flex, padded rows, the LLM-JEPA paper shapes, GPT-2 reversal",
+          ("step flex packed compiled", "step sdpa padded", "jepa sdpa packed", "reversal packed")),
+)  # fmt: skip
+
+
+def plan_text() -> str:
+    lines = [f"{stage.name}\t{stage.timeout_s}\t{stage.what}" for stage in PLAN]
+    return "\n".join([*lines, f"total\t{sum(stage.timeout_s for stage in PLAN)}"])
+
+
 def ratio(runs: dict, a: str, b: str, key: str = "tokens_s") -> float | None:
     if a in runs and b in runs and key in runs[a] and key in runs[b]:
         return round(runs[a][key] / runs[b][key], 3)
     return None
 
 
+def measure_settings(
+    args: argparse.Namespace, names: list[str] | None, budget_s: float | None, report: dict, write: Callable[[], None]
+) -> None:
+    """Measure the settings named (all with None), in order, within `budget_s` seconds (None: no limit); a setting
+    that does not fit in what is left is recorded as not run. The report is written after each one."""
+    started = time.perf_counter()
+    chosen = [s for s in settings(args) if (names is None or s[0] in names)]
+    if names is not None:  # the stage's order
+        chosen.sort(key=lambda s: names.index(s[0]))
+    for name, config, overrides in chosen:
+        if args.only and not re.search(args.only, name):
+            continue
+        left = None if budget_s is None else budget_s - (time.perf_counter() - started)
+        if left is not None and left < 10:
+            report["runs"][name] = {"error": "not run: the stage's time was spent", "not_run": True}
+            continue
+        t0 = time.perf_counter()
+        result = run_once(config, overrides, warmup=2, steps=args.steps, timeout_s=left)
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        report["runs"][name] = result
+        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
+        print(f"{name}: {shown}", flush=True)
+        write()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="gpu_check.json")
+    parser.add_argument("--plan", action="store_true", help="print the default plan (stage, timeout s) and stop")
+    parser.add_argument("--full", action="store_true", help="every setting, no stage budgets (~20 min on an H100)")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per setting (after 2 warm-up)")
     parser.add_argument("--skip-tests", action="store_true", help="only the benchmarks")
     parser.add_argument("--only", default=None, help="a regular expression: measure only the settings it matches")
@@ -142,6 +241,9 @@ def main() -> None:
     parser.add_argument("--tokenizer", default="data/models/smollm2-135m-instruct")
     parser.add_argument("--reversal-data", default="data/reversal")
     args = parser.parse_args()
+    if args.plan:
+        print(plan_text())
+        return
     repo = Path(__file__).resolve().parent.parent
     for path in (args.chat_data, args.tokenizer, args.reversal_data):
         if not Path(path).exists():
@@ -149,18 +251,29 @@ def main() -> None:
     report: dict = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() and not args.cpu else "cpu",
         "torch": torch.__version__,
-        "tests": None if args.skip_tests else cuda_tests(repo),
+        "plan": "full" if args.full else "default",
+        "stages": {},
+        "tests": None,
         "runs": {},
     }
-    for name, config, overrides in settings(args):
-        if args.only and not re.search(args.only, name):
-            continue
-        started = time.perf_counter()
-        result = run_once(config, overrides, warmup=2, steps=args.steps)
-        result["seconds"] = round(time.perf_counter() - started, 1)
-        report["runs"][name] = result
-        shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
-        print(f"{name}: {shown}", flush=True)
+
+    def write() -> None:  # after every stage and setting: a run killed from outside keeps what finished
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+    for stage in PLAN:
+        t0 = time.perf_counter()
+        budget = None if args.full else stage.timeout_s
+        if stage.name == "probe":
+            report["probe"] = probe(args.cpu)
+        elif stage.name == "cuda tests":
+            report["tests"] = None if args.skip_tests else cuda_tests(repo, budget)
+        elif args.full:
+            if stage.name == "step 1B packed":  # --full: every setting, in the order of `settings`
+                measure_settings(args, None, None, report, write)
+        else:
+            measure_settings(args, list(stage.settings), budget, report, write)
+        report["stages"][stage.name] = {"seconds": round(time.perf_counter() - t0, 1), "timeout_s": stage.timeout_s}
+        write()
     runs = report["runs"]
     report["ratios"] = {
         "step packed / padded tokens/s (sdpa)": ratio(runs, "step sdpa packed", "step sdpa padded"),
@@ -171,12 +284,18 @@ def main() -> None:
         "step fsdp / ddp tokens/s (one process)": ratio(runs, "step sdpa packed fsdp", "step sdpa packed"),
         "reversal packed / padded steps/s": ratio(runs, "reversal packed", "reversal padded", "steps_s"),
     }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write()
+    print("\nstage            seconds  timeout")
+    for name, stage in report["stages"].items():
+        print(f"{name:<16} {stage['seconds']:7.1f}  {stage['timeout_s']:7d}")
+    for name, run in runs.items():
+        figure = f"{run['tokens_s']:.0f} tokens/s, MFU {run.get('mfu')}" if "tokens_s" in run else run.get("error")
+        print(f"  {name:<28} {figure}")
     print(f"wrote {args.out}")
-    failed = [n for n, r in runs.items() if "error" in r]
-    if failed or (report["tests"] and report["tests"]["exit"] not in (0, 5)):
+    failed = [n for n, r in runs.items() if "error" in r and not r.get("not_run")]
+    if failed or (report["tests"] and report["tests"].get("exit") not in (0, 5)):
         sys.exit(f"error: {len(failed)} benchmark(s) failed ({', '.join(failed)}); tests: "
-                 f"{report['tests'] and report['tests']['summary']}")  # fmt: skip
+                 f"{report['tests'] and report['tests'].get('summary', report['tests'].get('error'))}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -98,13 +98,18 @@ def torchrun_env(rank: int, world_size: int, port: int) -> None:
                       MASTER_PORT=str(port))  # fmt: skip
 
 
-def run_once(config: str, overrides: list[str], warmup: int, steps: int) -> dict:
-    """`measure` in a child process; {"error": ...} when it fails (its traceback is on stderr already)."""
+def run_once(config: str, overrides: list[str], warmup: int, steps: int, timeout_s: float | None = None) -> dict:
+    """`measure` in a child process; {"error": ...} when it fails (its traceback is on stderr already) or runs past
+    `timeout_s` (then it is killed)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     child = ctx.Process(target=measure, args=(config, overrides, warmup, steps, queue))
     child.start()
-    child.join()
+    child.join(timeout_s)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return {"error": f"timed out after {timeout_s:.0f} s", "timed_out": True}
     if child.exitcode != 0:
         return {"error": f"the {config} {' '.join(overrides)} measurement failed (exit {child.exitcode})"}
     return queue.get()

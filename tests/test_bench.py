@@ -10,8 +10,7 @@ from jepa.data.sources import gsm8k_record
 from tests.train.helpers import reversal_dir
 
 
-@pytest.mark.slow  # one process per setting
-def test_gpu_check_runs_every_setting_and_writes_its_figures(tmp_path, repo_root, smollm2_dir):
+def _gpu_check(tmp_path, repo_root, smollm2_dir, *extra):
     chats = tmp_path / "train.jsonl"
     records = [gsm8k_record(f"What is {i} + 3?", f"Add {'them ' * (i % 7)}.\nIt is {i + 3}.\n#### {i + 3}")
                for i in range(32)]  # fmt: skip
@@ -19,11 +18,47 @@ def test_gpu_check_runs_every_setting_and_writes_its_figures(tmp_path, repo_root
     out = tmp_path / "gpu_check.json"
     proc = subprocess.run(
         [sys.executable, "bench/gpu_check.py", "--tiny", "--cpu", "--skip-tests", "--steps", "1", "--out", str(out),
-         "--chat-data", str(chats), "--tokenizer", str(smollm2_dir), "--reversal-data", str(reversal_dir(tmp_path))],
+         "--chat-data", str(chats), "--tokenizer", str(smollm2_dir), "--reversal-data", str(reversal_dir(tmp_path)),
+         *extra],
         cwd=repo_root, capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_the_default_gpu_check_plan_fits_eight_minutes(repo_root):
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--plan"], cwd=repo_root, capture_output=True,
+                          text=True)  # fmt: skip
+    lines = proc.stdout.strip().splitlines()
+    stages = [line.split("\t") for line in lines[:-1]]
+    assert [s[0] for s in stages] == ["probe", "cuda tests", "step 1B packed", "fsdp", "extras"]
+    total = lines[-1].split("\t")
+    assert total[0] == "total" and int(total[1]) == sum(int(s[1]) for s in stages) <= 480
+
+
+@pytest.mark.slow  # one process per setting
+def test_gpu_check_runs_its_default_plan_stage_by_stage(tmp_path, repo_root, smollm2_dir):
+    proc, report = _gpu_check(tmp_path, repo_root, smollm2_dir)
+    assert list(report["stages"]) == ["probe", "cuda tests", "step 1B packed", "fsdp", "extras"]
+    for name, stage in report["stages"].items():
+        assert stage["seconds"] <= stage["timeout_s"] + 15, name  # each stage kept (about) to its budget
+    assert report["probe"]["torch"] == __import__("torch").__version__ and "flex_autocast" in report["probe"]
+    expected = [
+        "step sdpa packed",
+        "step sdpa packed fsdp",
+        "step sdpa padded",
+        "jepa sdpa packed",
+        "reversal packed",
+    ]  # fmt: skip (flex: CUDA only)
+    assert set(report["runs"]) == set(expected)
+    for name, run in report["runs"].items():
+        assert run["steps_s"] > 0 and run["tokens_s"] > 0 and run["tflops"] > 0, name
+    assert "stage" in proc.stdout and "wrote" in proc.stdout  # the short table, printed last
+
+
+@pytest.mark.slow  # one process per setting
+def test_gpu_check_full_runs_every_setting_and_writes_its_figures(tmp_path, repo_root, smollm2_dir):
+    _, report = _gpu_check(tmp_path, repo_root, smollm2_dir, "--full")
     expected = ["step sdpa padded", "step sdpa packed", "step sdpa packed fsdp", "jepa sdpa padded",
                 "jepa sdpa packed", "reversal padded", "reversal packed"]  # fmt: skip
     assert set(report["runs"]) == set(expected)
