@@ -5,7 +5,7 @@ PYTHON ?= python
 PIP ?= $(PYTHON) -m pip
 SMOLLM2 := data/models/smollm2-135m-instruct
 
-.PHONY: docs install install-test assets prepare demo test test-fast lint format bench experiments gpu-check
+.PHONY: docs gpu-stage install install-test assets prepare demo test test-fast lint format bench experiments gpu-check
 
 # torch first, pinned: a bare `torch` requirement pulls a multi-GB CUDA build on a CPU machine.
 install:
@@ -84,6 +84,10 @@ experiments: prepare
 # (GPU_CHECK_OUT). Needs data/gsm8k_steps and the SmolLM2 tokenizer files (make prepare, or copy them over); the
 # reversal data is generated here. No network and no install step: it runs where the tests already run.
 GPU_CHECK_OUT ?= gpu_check.json
+
+# The folder a GPU check carries (git-ignored, <= 8 MiB): tokenizer files, 256 GSM8K rows, the small reversal set.
+gpu-stage:
+	$(PYTHON) bench/gpu_stage.py --out gpu_stage
 
 gpu-check:
 	@test -f data/reversal/train.json || $(PYTHON) prepare.py reversal

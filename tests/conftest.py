@@ -1,5 +1,6 @@
-"""Shared fixtures: the repository root and the prepared SmolLM2-135M-Instruct directory."""
+"""Shared fixtures: the repository root, the prepared SmolLM2-135M-Instruct directory, its tokenizer files."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,14 @@ def smollm2_dir() -> Path:
     from jepa.assets import convert_smollm2
 
     return convert_smollm2(REPO_ROOT / "data" / "models" / "smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(request) -> Path:
+    """A directory with SmolLM2's tokenizer.json, tokenizer_config.json and config.json, all a test needs that
+    builds its own (random) weights: `JEPA_TOKENIZER_DIR` where set (the GPU check's staged folder, ~3.5 MB,
+    `make gpu-stage`), else the prepared SmolLM2 directory (converted from the GGUF when missing)."""
+    staged = os.environ.get("JEPA_TOKENIZER_DIR")
+    if staged:
+        return Path(staged).resolve()
+    return request.getfixturevalue("smollm2_dir")

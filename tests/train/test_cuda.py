@@ -26,11 +26,11 @@ def _reversal(tmp_path, name, device="cuda", **sections):
     return raw
 
 
-def _chat(tmp_path, smollm2_dir, name, **sections):
+def _chat(tmp_path, smollm2_tokenizer_dir, name, **sections):
     data = tmp_path / "train.jsonl"
     records = [gsm8k_record(f"What is {i} + 3?", f"Add them.\nIt is {i + 3}.\n#### {i + 3}") for i in range(8)]
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
-    raw = chat_config(tmp_path, tiny_chat_model_dir(tmp_path, smollm2_dir), data, layout={"mode": "jepa"},
+    raw = chat_config(tmp_path, tiny_chat_model_dir(tmp_path, smollm2_tokenizer_dir), data, layout={"mode": "jepa"},
                       lora={"dropout": 0.0}, **sections)  # fmt: skip
     raw["run"] = {**raw["run"], "dir": str(tmp_path / name), "device": "cuda"}
     return raw
@@ -41,14 +41,16 @@ def _grads(state) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_flex_attention_gives_sdpa_losses_and_gradients(tmp_path, smollm2_dir, arch):
+def test_flex_attention_gives_sdpa_losses_and_gradients(tmp_path, smollm2_tokenizer_dir, arch):
     """fp32, packed rows: the FlexAttention block mask (compiled) against the dense-mask SDPA path."""
     results = {}
     for attention in ("sdpa", "flex"):
         if arch == "gpt2":
             raw = _reversal(tmp_path, attention, model={"attention": attention}, data={"pack_length": 32})
         else:
-            raw = _chat(tmp_path, smollm2_dir, attention, model={"attention": attention}, data={"pack_length": 256})
+            raw = _chat(
+                tmp_path, smollm2_tokenizer_dir, attention, model={"attention": attention}, data={"pack_length": 256}
+            )
         state = build(typed(raw), verbose=False)
         totals = forward_backward(state, next_micro_batches(state)).read()
         results[attention] = (totals, _grads(state))
@@ -73,9 +75,9 @@ def test_a_cuda_step_equals_the_cpu_step(tmp_path):
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "flex"])
-def test_no_host_sync_inside_the_micro_batches(tmp_path, smollm2_dir, attention):
+def test_no_host_sync_inside_the_micro_batches(tmp_path, smollm2_tokenizer_dir, attention):
     """CUDA's own sync detector: any synchronizing call inside forward_backward raises."""
-    raw = _chat(tmp_path, smollm2_dir, attention, model={"attention": attention}, data={"pack_length": 256},
+    raw = _chat(tmp_path, smollm2_tokenizer_dir, attention, model={"attention": attention}, data={"pack_length": 256},
                 precision={"mode": "bf16"})  # fmt: skip
     state = build(typed(raw), verbose=False)
     with Prefetcher(state, steps=2, depth=1) as batches:
@@ -89,10 +91,10 @@ def test_no_host_sync_inside_the_micro_batches(tmp_path, smollm2_dir, attention)
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_bf16_steps_pad_to_128_and_stay_finite(tmp_path, smollm2_dir):
+def test_bf16_steps_pad_to_128_and_stay_finite(tmp_path, smollm2_tokenizer_dir):
     """SDPA with a mask at T % 128 == 64 gives NaN on cuDNN (pytorch issue 196678): CUDA batches are padded to
     a multiple of 128, and a bf16 step is finite."""
-    state = build(typed(_chat(tmp_path, smollm2_dir, "bf16", precision={"mode": "bf16"})), verbose=False)
+    state = build(typed(_chat(tmp_path, smollm2_tokenizer_dir, "bf16", precision={"mode": "bf16"})), verbose=False)
     micro_batches = next_micro_batches(state)
     assert all(b["input_ids"].shape[1] % 128 == 0 for b in micro_batches)
     metrics = train_step(state, micro_batches)
