@@ -6,8 +6,9 @@ Per optimizer step, counted from the host-side collate (no device work):
     LM head         6 x V x D x label tokens (the fused loss only touches label positions)
     attention       12 x layers x query width x attended (query, key) pairs (QK^T and AV, forward + backward)
 
-Under LoRA the frozen weights get no weight gradient: 4 instead of 6 (the adapters are negligible). Padding
-and masked-out pairs are not counted: they are work the device does, not work the model needs.
+Under LoRA the frozen weights get no weight gradient: 4 instead of 6 (the adapters are negligible); the step
+also reports the 6N figure (`tflops_6n`, `mfu_6n`), the convention most MFU figures use, so the two can be
+compared. Padding and masked-out pairs are not counted: they are work the device does, not work the model needs.
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ class FlopCounter:
         return cls(linear_params=linear, head_params=model.lm_head.weight.numel(), layers=layers, width=width,
                    weight_grads=not lora)  # fmt: skip
 
-    def step_flops(self, tokens: float, label_tokens: float, attended_pairs: float) -> float:
-        per_weight = 6 if self.weight_grads else 4
+    def step_flops(
+        self, tokens: float, label_tokens: float, attended_pairs: float, *, weight_grads: bool | None = None
+    ) -> float:
+        """Model FLOPs of one step; `weight_grads` overrides the counter's own (True: the 6N convention)."""
+        per_weight = 6 if (self.weight_grads if weight_grads is None else weight_grads) else 4
         return (per_weight * (self.linear_params * tokens + self.head_params * label_tokens)
                 + 12 * self.layers * self.width * attended_pairs)  # fmt: skip
 

@@ -184,6 +184,13 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict[str, Any]:
     tflops = flops / elapsed / 1e12
     metrics.update(step=state.step, kind="train", lr=lr, grad_norm=grad_norm,
                    tokens_per_s=metrics["tokens"] / elapsed, step_s=elapsed, tflops=tflops)  # fmt: skip
+    if not state.flops.weight_grads:  # LoRA: beside the 4N count, the 6N figure most MFU numbers use
+        flops_6n = state.flops.step_flops(
+            tokens=counts.tokens, label_tokens=counts.labels, attended_pairs=counts.attended_pairs, weight_grads=True
+        )
+        metrics["tflops_6n"] = flops_6n / elapsed / 1e12
     if state.peak_tflops:
         metrics["mfu"] = tflops / (state.peak_tflops * state.world.world_size)
+        if "tflops_6n" in metrics:
+            metrics["mfu_6n"] = metrics["tflops_6n"] / (state.peak_tflops * state.world.world_size)
     return metrics

@@ -173,8 +173,28 @@ def test_the_step_logs_model_flops_counted_by_hand(tmp_path):
     flops = 6 * block_weights * metrics["tokens"] + 6 * vocab * d * metrics["lm_tokens"] + 12 * layers * d * pairs
     assert metrics["tflops"] == pytest.approx(flops / metrics["step_s"] / 1e12, rel=1e-2)
     assert metrics["mfu"] == pytest.approx(metrics["tflops"] / 1.0)
+    assert "tflops_6n" not in metrics  # full fine-tuning: the one count is already 6N
     plain = build(typed(reversal_config(tmp_path / "cpu")), verbose=False)
     assert "mfu" not in train_step(plain, next_micro_batches(plain))  # CPU, no peak given: no MFU
+    # LoRA: the weights are counted 4x (no weight gradient), and the 6N figure is logged beside it
+    lora = build(typed(reversal_config(tmp_path / "lora", run={"peak_tflops": 1.0},
+                                       lora={"enabled": True, "rank": 2, "alpha": 4})), verbose=False)  # fmt: skip
+    micro_batches = next_micro_batches(lora)
+    attention = (
+        12
+        * layers
+        * d
+        * sum(
+            int((dense_mask(b)[:, 0] & (b.input_ids != pad)[:, :, None] & (b.input_ids != pad)[:, None, :]).sum())
+            for b, pad in ((b, lora.dataset.pad_id) for b in micro_batches)
+        )
+    )
+    metrics = train_step(lora, micro_batches)
+    counted_4n = 4 * block_weights * metrics["tokens"] + 4 * vocab * d * metrics["lm_tokens"] + attention
+    counted_6n = 6 * block_weights * metrics["tokens"] + 6 * vocab * d * metrics["lm_tokens"] + attention
+    assert metrics["tflops"] == pytest.approx(counted_4n / metrics["step_s"] / 1e12, rel=1e-2)
+    assert metrics["tflops_6n"] == pytest.approx(counted_6n / metrics["step_s"] / 1e12, rel=1e-2)
+    assert metrics["mfu_6n"] == pytest.approx(metrics["tflops_6n"] / 1.0) and metrics["mfu_6n"] > metrics["mfu"]
 
 
 def test_only_cudnn_sdpa_batches_are_padded_to_a_multiple_of_128():
