@@ -3,8 +3,9 @@ the FLOP counter, evaluation): `Batch`, with its host-side `BatchCounts`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass, fields, replace
+from typing import Any
 
 import torch
 
@@ -82,15 +83,13 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch with its tensors on `device` (non-blocking from pinned memory); the host numbers stay."""
-        moved = {
-            f.name: getattr(self, f.name).to(device, non_blocking=True)
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
-        }
-        return replace(self, **moved)
+        return self._map_tensors(lambda t: t.to(device, non_blocking=True))
 
     def pin_memory(self) -> Batch:
         """The batch with its tensors in pinned host memory (for non-blocking copies to a GPU)."""
-        pinned = {f.name: getattr(self, f.name).pin_memory() for f in fields(self)
-                  if isinstance(getattr(self, f.name), torch.Tensor)}  # fmt: skip
-        return replace(self, **pinned)
+        return self._map_tensors(torch.Tensor.pin_memory)
+
+    def _map_tensors(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Batch:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        changed: dict[str, Any] = {name: fn(v) for name, v in values.items() if isinstance(v, torch.Tensor)}
+        return replace(self, **changed)

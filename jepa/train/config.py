@@ -549,18 +549,14 @@ def validate(cfg: TrainConfig) -> None:
     cfg.check()
 
 
-def resume_may_change(cls: type = None, prefix: str = "") -> set[str]:  # type: ignore[assignment]
+def resume_may_change() -> set[str]:
     """The dotted keys a resumed run may set differently from its checkpoint's config: the fields declared with
     `resume=True` (jepa/settings.py), plus run.name (a copied run directory resumes under its new name)."""
-    cls = TrainConfig if cls is None else cls
-    keys = {"run.name"} if cls is TrainConfig else set()
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        key = prefix + yaml_key(f)
-        if dataclasses.is_dataclass(hints[f.name]):
-            keys |= resume_may_change(hints[f.name], key + ".")
-        elif f.metadata.get("resume", False):
-            keys.add(key)
+    keys = {"run.name"}
+    hints = typing.get_type_hints(TrainConfig)
+    for section in dataclasses.fields(TrainConfig):
+        keys |= {f"{section.name}.{yaml_key(f)}" for f in dataclasses.fields(hints[section.name])
+                 if f.metadata.get("resume", False)}  # fmt: skip
     return keys
 
 
