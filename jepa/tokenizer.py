@@ -1,16 +1,19 @@
 """Tokenizer: a thin wrapper over `tokenizers.Tokenizer` whose chat templates are registered units.
 
-The templates (`jepa.templates`: llama3, chatml, qwen3, olmo2) reproduce the official Jinja templates for plain
-text messages (no tools); each module's docstring gives its exact rendering, and `jepa.templates.base` states the
-content contract that step detection relies on.
+The hand-written templates (`jepa.templates`: llama3, chatml, qwen3, olmo2) reproduce the official Jinja templates
+for plain text messages (no tools); each module's docstring gives its exact rendering, and `jepa.templates.base`
+states the content contract that step detection relies on. `encode_chat` builds their ids piece by piece (special
+tokens by id, header text and each content encoded on their own), so token boundaries never cross a message
+boundary and content offsets are exact. Decoding its ids gives `render_chat`'s string. Re-tokenising that string
+gives the same ids except where a piece boundary would otherwise merge: a ChatML content that starts with
+whitespace ("user\\n" + "  Hi": the whole string pre-tokenises as "\\n " + " Hi", the pieces as "\\n" + " " + " Hi").
+Llama-3 contents are trimmed, so there this cannot happen at content starts.
 
-`encode_chat` builds ids piece by piece (special tokens by id, header text and each content encoded on their
-own), so token boundaries never cross a message boundary and content offsets are exact. Decoding its ids gives
-`render_chat`'s string. Re-tokenising that string gives the same ids except where a piece boundary would
-otherwise merge: a ChatML content that starts with whitespace ("user\\n" + "  Hi": the whole string
-pre-tokenises as "\\n " + " Hi", the pieces as "\\n" + " " + " Hi"). Llama-3 contents are trimmed, so there this
-cannot happen at content starts. Special-token strings inside content are tokenised as special tokens, as
-`transformers`' apply_chat_template(tokenize=True) does.
+Any other chat model goes through its own Jinja template (`jepa.templates.jinja`): rendered as transformers renders
+it and encoded as one string, as `apply_chat_template(tokenize=True)` does, with each message's content and end of
+turn located in the text and mapped to tokens through their character offsets.
+
+Special-token strings inside content are tokenised as special tokens, as transformers' apply_chat_template does.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tokenizers import Tokenizer as _BackendTokenizer
 
 from jepa.io import read_json_object
 from jepa.templates import TEMPLATES, ChatLayout, ChatTemplate, TemplateContext, detect_template, template_class
+from jepa.templates.jinja import ChatTemplateError, JinjaTemplate, RenderedChat, compile_template, renders_as
 
 
 @dataclass
@@ -30,7 +34,8 @@ class MessageSpan:
     """One rendered message block in a ChatEncoding; token ranges are [start, end) into `ids`.
 
     `start`..`end` covers the header through the end-of-turn token (<|eot_id|> / <|im_end|>); for ChatML the
-    "\\n" after <|im_end|> is template glue outside every span. `content_start`..`content_end` covers the
+    "\\n" after <|im_end|> is template glue outside every span (the Jinja path: the message's block, see
+    `jepa.templates.jinja.RenderedMessage`). `content_start`..`content_end` covers the
     content tokens only. `offsets[k]` is the (char start, char end) of content token k inside `content`, the
     content string as rendered (trimmed for llama3).
     """
@@ -49,7 +54,8 @@ class ChatEncoding:
     """Token ids of a rendered conversation.
 
     `assistant_mask[t]` is True on assistant content tokens and on the assistant's closing end-of-turn token
-    (<|eot_id|> or <|im_end|>, never the ChatML "\\n" after it): the tokens a model must generate.
+    (<|eot_id|> or <|im_end|>, never the ChatML "\\n" after it; the Jinja path: content through its end-of-turn
+    token, with any glue between them, as Llama-2's " " before "</s>"): the tokens a model must generate.
     `spans` lists every rendered message block in order, including llama3's always-present system block and
     ChatML's default system message.
     """
@@ -66,6 +72,19 @@ def _token_content(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _jinja_source(path: Path, config: dict[str, Any]) -> tuple[Path, str]:
+    """(the file it came from, the tokenizer's Jinja chat template or ""): chat_template.jinja wins over
+    tokenizer_config.json's "chat_template" (a string, or a list of {"name", "template"}: the "default" one), as in
+    transformers."""
+    if (path / "chat_template.jinja").is_file():
+        return path / "chat_template.jinja", (path / "chat_template.jinja").read_text(encoding="utf-8")
+    source = config.get("chat_template")
+    if isinstance(source, list):
+        named = {entry.get("name"): entry.get("template") for entry in source if isinstance(entry, dict)}
+        source = named.get("default")
+    return path / "tokenizer_config.json", source if isinstance(source, str) else ""
+
+
 class Tokenizer:
     """Byte-level tokenizer plus chat templates; see the module docstring for the exact renderings."""
 
@@ -79,10 +98,13 @@ class Tokenizer:
         chat_template: str | None = None,
         date_string: str = "26 Jul 2024",
         default_system_message: str | None = None,
+        jinja_source: str = "",
+        unk_token: str | None = None,
     ) -> None:
         """`chat_template` names a registered template (`jepa.templates.TEMPLATES`) or is None (no template:
         render_chat raises). `default_system_message` is inserted, by templates that have one, when the first
-        message is not a system message.
+        message is not a system message. `jinja_source`: the tokenizer's Jinja template (the `jinja` template
+        renders it). A template that cannot be used: ChatTemplateError, one line.
         """
         template_cls = template_class(chat_template) if chat_template is not None else None
         self.backend = backend
@@ -98,21 +120,26 @@ class Tokenizer:
         if pad_id is None:
             raise ValueError("tokenizer has neither a pad_token nor an eos_token to pad with")
         self.pad_id: int = pad_id
-        stop_tokens = template_cls.stop_tokens if template_cls is not None else ()
-        stop_ids = [i for i in (self.token_to_id(t) for t in stop_tokens) if i is not None]
-        if self.eos_id is not None:
-            stop_ids.append(self.eos_id)
-        self.stop_ids: list[int] = list(dict.fromkeys(stop_ids))  # dedupe, keep order
         self.template: ChatTemplate | None = None
         if template_cls is not None:
+            added = backend.get_added_tokens_decoder().values()
             context = TemplateContext(
                 date_string=date_string,
                 default_system_message=default_system_message,
                 bos_token=bos_token,
                 eos_token=eos_token,
+                pad_token=pad_token,
+                unk_token=unk_token,
                 in_vocabulary=lambda token: self.token_to_id(token) is not None,
+                jinja_source=jinja_source,
+                special_tokens=tuple(token.content for token in added if token.special),
             )
             self.template = template_cls(context)
+        stop_tokens = self.template.turn_stop_tokens() if self.template is not None else ()
+        stop_ids = [i for i in (self.token_to_id(t) for t in stop_tokens) if i is not None]
+        if self.eos_id is not None:
+            stop_ids.append(self.eos_id)
+        self.stop_ids: list[int] = list(dict.fromkeys(stop_ids))  # dedupe, keep order
 
     def _id_or_error(self, token: str | None, what: str) -> int | None:
         if token is None:
@@ -129,10 +156,11 @@ class Tokenizer:
         """Load `path`/tokenizer.json, with bos/eos/pad from tokenizer_config.json or special_tokens_map.json.
 
         `chat_template` None picks the first registered template (by priority) that recognises the vocabulary and
-        tokenizer_config.json's Jinja template (`jepa.templates.detect_template`), else no template. Without config
-        files, bos/eos default to the template's usual tokens (its `bos_candidates` / `eos_candidates`, then
-        <|endoftext|> or </s> for eos). Missing files:
-        FileNotFoundError.
+        the tokenizer's Jinja template (`jepa.templates.detect_template`): a hand-written one, else `jinja` when the
+        tokenizer ships a template (chat_template.jinja, else tokenizer_config.json's "chat_template", its
+        "default" entry when it is a list), else no template. Without config files, bos/eos default to the
+        template's usual tokens (its `bos_candidates` / `eos_candidates`, then <|endoftext|> or </s> for eos).
+        Missing files: FileNotFoundError; a template that cannot be used: ChatTemplateError naming the file.
         """
         path = Path(path)
         tokenizer_file = path / "tokenizer.json"
@@ -151,13 +179,8 @@ class Tokenizer:
                 config.update({k: v for k, v in read_json_object(path / name).items() if v is not None})
         vocab = backend.get_vocab(with_added_tokens=True)
 
-        template_source = config.get("chat_template")
-        template_source = template_source if isinstance(template_source, str) else ""
-        if chat_template is None and "<｜Assistant｜>" in template_source:  # DeepSeek-R1(-Distill)
-            raise ValueError(
-                f"{path / 'tokenizer_config.json'}: the DeepSeek-R1 chat template (<｜User｜> / <｜Assistant｜>) is "
-                f"not implemented here; supported templates: {', '.join(TEMPLATES)}"
-            )
+        template_file, template_source = _jinja_source(path, config)
+        detected = chat_template is None
         if chat_template is None:
             chat_template = detect_template(vocab, template_source)
         template_cls = template_class(chat_template) if chat_template is not None else None
@@ -172,15 +195,26 @@ class Tokenizer:
         eos = _token_content(config["eos_token"]) if "eos_token" in config else default_eos
         pad = _token_content(config.get("pad_token"))
         default_system = template_cls.default_system_message(template_source) if template_cls is not None else None
-        return cls(
-            backend,
-            bos_token=bos,
-            eos_token=eos,
-            pad_token=pad,
-            chat_template=chat_template,
-            date_string=date_string,
-            default_system_message=default_system,
-        )
+        try:
+            tokenizer = cls(
+                backend,
+                bos_token=bos,
+                eos_token=eos,
+                pad_token=pad,
+                unk_token=_token_content(config.get("unk_token")),
+                chat_template=chat_template,
+                date_string=date_string,
+                default_system_message=default_system,
+                jinja_source=template_source,
+            )
+        except ChatTemplateError as exc:
+            raise ChatTemplateError(f"{template_file}: {exc}") from None
+        # A detected hand-written template must render as the tokenizer's own; else the Jinja path renders it.
+        template = tokenizer.template
+        if detected and template is not None and not isinstance(template, JinjaTemplate) and template_source.strip():
+            if not renders_as(template, compile_template(template_source)):
+                return cls.from_dir(path, chat_template=JinjaTemplate.name, date_string=date_string)
+        return tokenizer
 
     # ----------------------------------------------------------------------------------------- plain text
     def token_to_id(self, token: str) -> int | None:
@@ -206,11 +240,20 @@ class Tokenizer:
     # ----------------------------------------------------------------------------------------- chat
     def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> str:
         """The exact string the official chat template renders for `messages` ({"role", "content"} dicts)."""
-        return "".join(piece.text for piece in self._chat_layout(messages, add_generation_prompt).pieces)
+        template = self._checked_template(messages)
+        if isinstance(template, JinjaTemplate):
+            return template.render_text(messages, add_generation_prompt)
+        return "".join(piece.text for piece in template.pieces(messages, add_generation_prompt).pieces)
 
     def encode_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = False) -> ChatEncoding:
         """Token ids, assistant mask and per-message spans of the rendered chat (see ChatEncoding)."""
-        layout = self._chat_layout(messages, add_generation_prompt)
+        template = self._checked_template(messages)
+        if isinstance(template, JinjaTemplate):
+            return self._encode_rendered(template.render(messages, add_generation_prompt))
+        return self._encode_pieces(template.pieces(messages, add_generation_prompt))
+
+    def _encode_pieces(self, layout: ChatLayout) -> ChatEncoding:
+        """A hand-written template's pieces encoded one by one (see the module docstring)."""
         pieces, span_meta = layout.pieces, layout.spans
         ids: list[int] = []
         assistant_mask: list[bool] = []
@@ -250,8 +293,45 @@ class Tokenizer:
         ]
         return ChatEncoding(ids=ids, assistant_mask=assistant_mask, spans=spans)
 
-    def _chat_layout(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> ChatLayout:
-        """The template's pieces of the chat, after checking the messages."""
+    def _encode_rendered(self, chat: RenderedChat) -> ChatEncoding:
+        """A Jinja rendering encoded whole (transformers' ids); character ranges become token ranges by overlap: a
+        token belongs to a range when it shares a character with it (transformers' assistant-mask rule)."""
+        ids, offsets = self.encode_with_offsets(chat.text)
+
+        def tokens(start: int, end: int) -> tuple[int, int]:
+            """[first, last + 1) of the tokens overlapping chars [start, end); empty: where `start` falls."""
+            first = next((t for t, (a, b) in enumerate(offsets) if b > start or a >= start), len(ids))
+            last = first
+            while last < len(ids) and offsets[last][0] < end and offsets[last][1] > start:
+                last += 1
+            return first, max(first, last)
+
+        assistant_mask = [False] * len(ids)
+        spans = []
+        for message in chat.messages:
+            content_first, content_last = tokens(message.content_start, message.content_end)
+            if message.end_of_turn is not None:
+                mask_last = tokens(*message.end_of_turn)[1]
+                assistant_mask[content_first:mask_last] = [True] * (mask_last - content_first)
+            length = message.content_end - message.content_start
+            spans.append(
+                MessageSpan(
+                    role=message.role,
+                    start=tokens(message.start, message.end)[0],
+                    end=tokens(message.start, message.end)[1],
+                    content_start=content_first,
+                    content_end=content_last,
+                    offsets=[
+                        (min(max(a - message.content_start, 0), length), min(max(b - message.content_start, 0), length))
+                        for a, b in offsets[content_first:content_last]
+                    ],
+                    content=chat.text[message.content_start : message.content_end],
+                )
+            )
+        return ChatEncoding(ids=ids, assistant_mask=assistant_mask, spans=spans)
+
+    def _checked_template(self, messages: list[dict[str, Any]]) -> ChatTemplate:
+        """The template, after checking the messages."""
         if self.template is None:
             raise ValueError(f"this tokenizer has no chat template (pass chat_template=one of {tuple(TEMPLATES)})")
         if not messages:
@@ -261,4 +341,4 @@ class Tokenizer:
                 raise ValueError(f"messages[{index}]: expected a dict with a string 'role'")
             if not isinstance(message.get("content"), str):
                 raise ValueError(f"messages[{index}] (role {message['role']!r}): 'content' must be a string")
-        return self.template.pieces(messages, add_generation_prompt)
+        return self.template

@@ -219,7 +219,7 @@ def test_config_files_give_special_tokens(tmp_path):
                 "bos_token": {"content": "<|im_start|>", "special": True},
                 "eos_token": "<|endoftext|>",
                 "pad_token": "<pad>",
-                "chat_template": "{{ '<|im_start|>system\\nBe nice.<|im_end|>\\n' }}",
+                "chat_template": QWEN25_JINJA.replace(QWEN_DEFAULT_SYSTEM, "Be nice."),
             }
         )
     )
@@ -367,10 +367,3 @@ def test_qwen3_and_olmo2_special_tokens_and_stops(template_dirs):
     assert olmo2.stop_ids == [olmo2.eos_id] and olmo2.pad_id == olmo2.token_to_id("<|pad|>")
     with pytest.raises(ValueError, match="olmo2 template: role 'tool' is not supported"):
         olmo2.render_chat([{"role": "tool", "content": "x"}])
-
-
-def test_an_unsupported_template_is_refused_with_one_line(tmp_path):
-    path = build_byte_level_dir(tmp_path, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    (path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ '<｜Assistant｜>' }}"}))
-    with pytest.raises(ValueError, match=r"tokenizer_config.json: the DeepSeek-R1 chat template .* not implemented"):
-        Tokenizer.from_dir(path)

@@ -21,10 +21,17 @@ from jepa.data.reversal import load_reversal, relation_inverses
 from jepa.data.sources import SkippedLines, chat_record, iter_jsonl
 from jepa.losses import IGNORE_INDEX
 from jepa.settings import Section, setting
+from jepa.templates import TEMPLATES
 from jepa.tokenizer import Tokenizer
 
 # What a chat run exports next to the model, from its tokenizer directory.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "chat_template.jinja",
+)
 
 
 @dataclass
@@ -36,7 +43,13 @@ class DataConfig(Section):
     limit: int | None = setting(None, "use the first N records only (a subset for quick runs)")
     skip_bad: bool = setting(False, "skip and count records that cannot be laid out, instead of failing")
     shuffle: bool = setting(True, "reshuffle every epoch (seeded by run.seed and the epoch)")
-    date_string: str = setting("26 Jul 2024", 'the Llama-3 template\'s "Today Date", fixed for reproducibility')
+    date_string: str = setting(
+        "26 Jul 2024", 'the Llama-3 templates\' "Today Date" (hand-written and Jinja), fixed for reproducibility'
+    )
+    chat_template: str | None = setting(
+        None,
+        "a registered chat template (llama3, chatml, qwen3, olmo2, or jinja: the tokenizer's own); None: detected",
+    )
     pad_to_multiple: int = setting(1, "pad micro-batches to a multiple of this length (e.g. 8 on GPU)", resume=True)
     pack_length: int = setting(0, "> 0: pack each micro-batch's examples into rows of at most this many tokens")
     prefetch: int = setting(
@@ -50,6 +63,8 @@ class DataConfig(Section):
         self.require(self.pad_to_multiple >= 1, "pad_to_multiple", "must be >= 1")
         self.require(self.pack_length >= 0, "pack_length", "must be >= 0 (0 = no packing)")
         self.require(self.prefetch >= 0, "prefetch", "must be >= 0 (0 = collate in the loop)")
+        known = tuple(TEMPLATES)
+        self.require(self.chat_template in (None, *known), "chat_template", f"must be one of {known} or null")
 
 
 @dataclass
@@ -138,7 +153,7 @@ class ChatDataset(Dataset):
         mode) raises ValueError("path:LINE: reason"), or is skipped and counted with `cfg.skip_bad`."""
         cls.check_paths(cfg, tokenizer_dir)
         assert tokenizer_dir is not None  # check_paths refuses a missing one
-        tokenizer = Tokenizer.from_dir(tokenizer_dir, date_string=cfg.date_string)
+        tokenizer = Tokenizer.from_dir(tokenizer_dir, chat_template=cfg.chat_template, date_string=cfg.date_string)
         rows = tokenize_chats(cfg.train, tokenizer, layout, limit=cfg.limit, skip_bad=cfg.skip_bad)
         return cls(*rows, source=cfg.train, tokenizer_dir=Path(tokenizer_dir))
 

@@ -34,6 +34,7 @@ import numpy as np
 from jepa.data.sources import STEP_SEPARATOR, BadRecord
 from jepa.losses import IGNORE_INDEX
 from jepa.settings import Section, setting
+from jepa.templates.jinja import TemplateRaised
 from jepa.tokenizer import ChatEncoding, Tokenizer
 
 LM_LABELS = ("assistant", "all", "paper")
@@ -356,7 +357,11 @@ def build_jepa_row(messages: list[dict[str, Any]], tokenizer: Tokenizer, cfg: La
     u = text.spans[-1]
     insert_at = u.content_start if cfg.front_pred else u.content_end
     t_ids = text.ids[:insert_at] + predictor_ids(k) + text.ids[insert_at:]
-    code = tokenizer.encode_chat([assistant])
+    try:
+        code = tokenizer.encode_chat([assistant])
+    except TemplateRaised:  # a template that needs a user turn first (Gemma, Mistral, Llama-2): the official
+        # code's Gemma treatment, the assistant content as a user message
+        code = tokenizer.encode_chat([{"role": "user", "content": assistant["content"]}])
     d_ids = code.ids
     if len(t_ids) > cfg.max_length or len(d_ids) > cfg.max_length:
         return row  # a view does not fit: LM loss only

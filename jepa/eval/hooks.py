@@ -54,7 +54,7 @@ def _eval_path(cfg: Any) -> Path:
 
 
 def _tokenizer(cfg: Any) -> Tokenizer:
-    return Tokenizer.from_dir(cfg.tokenizer_dir, date_string=cfg.data.date_string)
+    return Tokenizer.from_dir(cfg.tokenizer_dir, chat_template=cfg.data.chat_template, date_string=cfg.data.date_string)
 
 
 def reversal(cfg: Any) -> EvalHook:

@@ -54,13 +54,18 @@ class ChatLayout:
 @dataclass(frozen=True)
 class TemplateContext:
     """What a template may read from its tokenizer: the fixed date of Llama-3's system block, the default
-    system message (read from the tokenizer's Jinja template), the bos/eos strings, and a vocabulary lookup."""
+    system message (read from the tokenizer's Jinja template), the special-token strings, a vocabulary lookup,
+    and for the Jinja path the template source and every special (added) token string."""
 
     date_string: str = "26 Jul 2024"
     default_system_message: str | None = None
     bos_token: str | None = None
     eos_token: str | None = None
+    pad_token: str | None = None
+    unk_token: str | None = None
     in_vocabulary: Callable[[str], bool] = lambda token: False
+    jinja_source: str = ""
+    special_tokens: tuple[str, ...] = ()
 
 
 class ChatTemplate:
@@ -91,6 +96,10 @@ class ChatTemplate:
     def default_system_message(cls, jinja_source: str) -> str | None:
         """The system message the Jinja template inserts when the conversation has none (None: it inserts none)."""
         return None
+
+    def turn_stop_tokens(self) -> tuple[str, ...]:
+        """The tokens that end a generated turn (the class's `stop_tokens`; the Jinja template finds its own)."""
+        return self.stop_tokens
 
     def pieces(self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool) -> ChatLayout:
         """The conversation as pieces; `messages` are validated {"role", "content"} dicts, never empty."""

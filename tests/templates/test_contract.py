@@ -99,7 +99,7 @@ def check_content_contract(tok: Tokenizer, messages: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("case", list(CONVERSATIONS))
-@pytest.mark.parametrize("name", list(TEMPLATES))
+@pytest.mark.parametrize("name", [name for name in TEMPLATES if name != "jinja"])  # jinja: test_jinja.py
 def test_every_template_keeps_the_content_contract(vocabulary_dir, name, case):
     tok = Tokenizer.from_dir(vocabulary_dir, chat_template=name)
     check_content_contract(tok, CONVERSATIONS[case])
