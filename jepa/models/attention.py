@@ -7,14 +7,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.flex_attention import BlockMask, flex_attention
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
 
 # What attention takes as a mask: None (causal), a bool / additive tensor for SDPA, or a FlexAttention BlockMask.
 AttentionMask = torch.Tensor | BlockMask | None
 
 
 class KVCache:
-    """Pre-allocated keys/values for every layer: [B, H_kv, max_len, Dh] each.
+    """Pre-allocated keys/values for every layer: [B, H_kv, max_len, Dh] each, and the position id of every
+    cached key, [B, max_len] (what a sliding-window layer measures distances with).
 
     Layers write their new keys/values at `length`; the model calls `advance(T)` once per forward.
     """
@@ -33,8 +34,15 @@ class KVCache:
         shape = (batch, n_kv_heads, max_len, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.positions = torch.zeros((batch, max_len), dtype=torch.long, device=device)
         self.length = 0
         self.max_len = max_len
+
+    def key_positions(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """Record the position ids [B, T] of the keys this forward adds; returns those of every key, [B, S]."""
+        end = self.length + position_ids.shape[1]
+        self.positions[:, self.length : end] = position_ids
+        return self.positions[:, :end]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.length + k.shape[2]
@@ -74,6 +82,31 @@ def attend(
             raise ValueError("a multi-token forward over a non-empty KV cache needs an explicit attn_mask")
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
+
+
+def sliding_window(mask: AttentionMask, q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> AttentionMask:
+    """`mask` restricted to keys fewer than `window` positions behind their query: key j stays visible to query i
+    iff pos(i) - pos(j) < window, transformers' sliding-window rule. Positions, not indices, so a packed segment
+    sees the window it would see alone and a left-padded prompt counts its real tokens only (transformers counts
+    the padding too: the same outputs without padding). q_pos [B, T], k_pos [B, S]; `mask` as `attend` takes it
+    (None: causal); a query always keeps itself, so no row is fully masked."""
+    near = (q_pos[:, :, None] - k_pos[:, None, :]) < window  # [B, T, S]
+    T, S = q_pos.shape[1], k_pos.shape[1]
+    if mask is None:
+        if T > 1 and T != S:
+            raise ValueError("a multi-token forward over a non-empty KV cache needs an explicit attn_mask")
+        causal = torch.ones(T, S, dtype=torch.bool, device=near.device).tril(S - T)
+        return (near & causal)[:, None]
+    if isinstance(mask, BlockMask):
+        base = mask.mask_mod
+
+        def windowed(b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+            return base(b, h, q, kv) & (q_pos[b, q] - k_pos[b, kv] < window)
+
+        return create_block_mask(windowed, B=q_pos.shape[0], H=None, Q_LEN=T, KV_LEN=S, device=q_pos.device)
+    if mask.dtype == torch.bool:
+        return mask & near[:, None]
+    return mask.masked_fill(~near[:, None], float("-inf"))
 
 
 _COMPILED_FLEX: Callable[..., Any] | None = None

@@ -34,13 +34,11 @@ class CausalLM(nn.Module):
     def embed_tokens(self) -> nn.Embedding:
         raise NotImplementedError
 
-    @staticmethod
-    def state_from_hf(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def state_from_hf(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """An HF state dict -> this module's names and layouts."""
         return tensors
 
-    @staticmethod
-    def state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def state_to_hf(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """This module's state dict -> HF's names and layouts."""
         return state
 

@@ -156,16 +156,14 @@ class GPT2(CausalLM):
         """Position ids must stay below this: GPT-2's position table is learnt (RoPE models have no such limit)."""
         return self.config.n_positions
 
-    @staticmethod
-    def state_from_hf(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def state_from_hf(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """An HF GPT-2 state dict (`GPT2LMHeadModel`, or `GPT2Model` without the `transformer.` prefix) -> ours:
         Conv1D weights transposed, mask buffers dropped."""
         if not any(k.startswith("transformer.") for k in tensors):
             tensors = {(k if k.startswith("lm_head.") else "transformer." + k): v for k, v in tensors.items()}
         return {k: (v.t() if k.endswith(HF_CONV1D) else v) for k, v in tensors.items() if not k.endswith(HF_IGNORED)}
 
-    @staticmethod
-    def state_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def state_to_hf(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: (v.t() if k.endswith(HF_CONV1D) else v) for k, v in state.items()}
 
     def materialize(self, device: torch.device | str) -> None:

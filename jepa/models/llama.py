@@ -7,6 +7,10 @@
     qwen3   Qwen3: RMSNorm over each head of q and of k (q_norm, k_norm [head_dim]) before RoPE
     olmo2   OLMo-2: RMSNorm over the whole q and k projections (q_norm, k_norm); the block's norms come after
             attention and after the MLP (post_attention_layernorm, post_feedforward_layernorm), not before
+    mistral Mistral (v0.1: every layer sees a sliding window of `sliding_window` positions; v0.3: none)
+    phi3    Phi-3 (mini / medium, 4k and 128k without longrope): Llama's block, a sliding window on every layer
+            when configured, and HF checkpoints that fuse q, k, v into `qkv_proj` and gate, up into
+            `gate_up_proj` (split on load, fused again on save, so LoRA targets each projection)
 
 Parameter names equal the keys of the HF `...ForCausalLM` state dict, so loading and saving a checkpoint is a
 plain copy. `forward` returns the final hidden states *after* the final norm; `lm_head(h)` gives logits.
@@ -22,17 +26,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa.models.attention import AttentionMask, KVCache, attend
+from jepa.models.attention import AttentionMask, KVCache, attend, sliding_window
 from jepa.models.base import CausalLM
 from jepa.models.hf_config import check_sizes, known_fields
 from jepa.models.init import normal_init
 
-# model_type -> (the HF class name, q/k/v bias, o bias, q/k norm: None | "head" | "full", norms after)
+
+@dataclass(frozen=True)
+class Variant:
+    """How one model_type differs from Llama. `qkv_bias` / `o_bias` None: config.attention_bias decides.
+    `qk_norm`: None | "head" (each head of q and k) | "full" (the whole projections). `windowed`: config's
+    `sliding_window` applies to every layer (absent from config.json: `default_window`, as transformers reads it).
+    `fused`: HF checkpoints hold `qkv_proj` and `gate_up_proj`."""
+
+    hf_class: str
+    qkv_bias: bool | None = None
+    o_bias: bool | None = None
+    qk_norm: str | None = None
+    norms_after: bool = False
+    windowed: bool = False
+    default_window: int | None = None
+    fused: bool = False
+
+
 VARIANTS = {
-    "llama": ("LlamaForCausalLM", None, None, None, False),  # None: config.attention_bias decides
-    "qwen2": ("Qwen2ForCausalLM", True, False, None, False),
-    "qwen3": ("Qwen3ForCausalLM", None, None, "head", False),
-    "olmo2": ("Olmo2ForCausalLM", None, None, "full", True),
+    "llama": Variant("LlamaForCausalLM"),
+    "qwen2": Variant("Qwen2ForCausalLM", qkv_bias=True, o_bias=False),
+    "qwen3": Variant("Qwen3ForCausalLM", qk_norm="head"),
+    "olmo2": Variant("Olmo2ForCausalLM", qk_norm="full", norms_after=True),
+    "mistral": Variant("MistralForCausalLM", windowed=True, default_window=4096),
+    "phi3": Variant("Phi3ForCausalLM", qkv_bias=False, o_bias=False, windowed=True, fused=True),
 }
 
 
@@ -57,6 +80,7 @@ class LlamaConfig:
     tie_word_embeddings: bool = False
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+    sliding_window: int | None = None  # Mistral / Phi-3: every layer attends to this many positions back at most
     extra: dict[str, Any] = field(default_factory=dict, repr=False)  # other config.json keys, written back on save
 
     def __post_init__(self) -> None:
@@ -69,6 +93,10 @@ class LlamaConfig:
                 raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
                                  f"({self.num_attention_heads}) when head_dim is not set")  # fmt: skip
             self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.sliding_window is not None and not self.variant.windowed:
+            raise ValueError(f"sliding_window: model_type {self.model_type!r} has no sliding-window layers here")
+        if self.sliding_window is not None and self.sliding_window < 1:
+            raise ValueError(f"sliding_window must be >= 1 or null, got {self.sliding_window}")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(
                 f"num_attention_heads ({self.num_attention_heads}) must be a multiple of "
@@ -87,21 +115,40 @@ class LlamaConfig:
                 cfg.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
         if cfg.get("num_key_value_heads") is None:
             cfg["num_key_value_heads"] = cfg.get("num_attention_heads")
-        if cfg.get("use_sliding_window") or "sliding_attention" in (cfg.get("layer_types") or []):
-            raise ValueError("use_sliding_window: sliding-window attention layers are not supported")
+        variant = VARIANTS.get(cfg.get("model_type", "llama"))
+        window: dict[str, Any] = {}
+        unused_window = {}  # Qwen configs carry a sliding_window they do not use (use_sliding_window false)
+        if variant is not None and variant.windowed:
+            window["sliding_window"] = cfg.pop("sliding_window", variant.default_window)
+        elif cfg.get("use_sliding_window") or "sliding_attention" in (cfg.get("layer_types") or []):
+            raise ValueError("use_sliding_window: this model's sliding-window layers are not supported")
+        elif "sliding_window" in cfg:
+            unused_window["sliding_window"] = cfg.pop("sliding_window")
+        partial = (rope or {}).get("partial_rotary_factor", cfg.get("partial_rotary_factor", 1.0))
+        if partial != 1.0:
+            raise ValueError(f"partial_rotary_factor: {partial} is not supported (RoPE over the whole head only)")
         if cfg.get("hidden_act", "silu") != "silu":
             raise ValueError(f"hidden_act: {cfg['hidden_act']!r} is not supported (silu only)")
         known, extra = known_fields(cls, cfg)
-        return cls(**known, extra=extra)
+        return cls(**known, **window, extra={**extra, **unused_window})
+
+    @property
+    def variant(self) -> Variant:
+        return VARIANTS[self.model_type]
+
+    @property
+    def layer_windows(self) -> list[int | None]:
+        """Per layer, the sliding window it attends through (None: the whole causal context)."""
+        return [self.sliding_window] * self.num_hidden_layers
 
     @property
     def qkv_bias(self) -> bool:
-        fixed = VARIANTS[self.model_type][1]
+        fixed = self.variant.qkv_bias
         return self.attention_bias if fixed is None else fixed
 
     @property
     def o_bias(self) -> bool:
-        fixed = VARIANTS[self.model_type][2]
+        fixed = self.variant.o_bias
         return self.attention_bias if fixed is None else fixed
 
     @property
@@ -112,18 +159,21 @@ class LlamaConfig:
 
     @property
     def qk_norm(self) -> str | None:
-        return VARIANTS[self.model_type][3]
+        return self.variant.qk_norm
 
     @property
     def norms_after(self) -> bool:
-        return VARIANTS[self.model_type][4]
+        return self.variant.norms_after
 
     def to_hf(self) -> dict[str, Any]:
         out = dict(self.extra)
         out.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"})
-        out.update(architectures=[VARIANTS[self.model_type][0]], hidden_act="silu")
+        out.update(architectures=[self.variant.hf_class], hidden_act="silu")
         if out["rope_scaling"] is None:
             del out["rope_scaling"]
+        if not self.variant.windowed:  # a windowed variant writes null: transformers reads a missing one as 4096
+            del out["sliding_window"]
+        out.setdefault("pad_token_id", None)  # Phi3Config would read a missing one as 32000
         return out
 
 
@@ -304,7 +354,42 @@ class Llama(CausalLM):
     def embed_tokens(self) -> nn.Embedding:
         return self.model.embed_tokens
 
-    # state_from_hf / state_to_hf: CausalLM's (the names are HF's `LlamaForCausalLM`'s, so nothing changes)
+    def state_from_hf(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """HF's names are ours; a fused checkpoint (Phi-3) has its `qkv_proj` / `gate_up_proj` split."""
+        if not self.config.variant.fused:
+            return tensors
+        cfg = self.config
+        q, kv = cfg.num_attention_heads * cfg.per_head, cfg.num_key_value_heads * cfg.per_head
+        out = {}
+        for name, tensor in tensors.items():
+            if name.endswith("self_attn.qkv_proj.weight"):
+                prefix = name.removesuffix("qkv_proj.weight")
+                for part, piece in zip(("q", "k", "v"), tensor.split([q, kv, kv]), strict=True):
+                    out[f"{prefix}{part}_proj.weight"] = piece.contiguous()
+            elif name.endswith("mlp.gate_up_proj.weight"):
+                prefix = name.removesuffix("gate_up_proj.weight")
+                gate, up = tensor.chunk(2)  # gate first, as transformers' Phi3MLP reads it
+                out[f"{prefix}gate_proj.weight"], out[f"{prefix}up_proj.weight"] = gate.contiguous(), up.contiguous()
+            else:
+                out[name] = tensor
+        return out
+
+    def state_to_hf(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Ours -> HF's: the same names, or for a fused variant q, k, v and gate, up concatenated again."""
+        if not self.config.variant.fused:
+            return state
+        out = {}
+        for name, tensor in state.items():
+            if name.endswith("self_attn.q_proj.weight"):
+                prefix = name.removesuffix("q_proj.weight")
+                parts = [state[f"{prefix}{p}_proj.weight"] for p in ("q", "k", "v")]
+                out[f"{prefix}qkv_proj.weight"] = torch.cat(parts)
+            elif name.endswith("mlp.gate_proj.weight"):
+                prefix = name.removesuffix("gate_proj.weight")
+                out[f"{prefix}gate_up_proj.weight"] = torch.cat([tensor, state[f"{prefix}up_proj.weight"]])
+            elif not name.endswith(("self_attn.k_proj.weight", "self_attn.v_proj.weight", "mlp.up_proj.weight")):
+                out[name] = tensor
+        return out
 
     def materialize(self, device: torch.device | str) -> None:
         """After loading weights into a model built on the meta device: tie the head (when configured) and
@@ -345,13 +430,20 @@ class Llama(CausalLM):
         angles = position_ids[:, None, :, None].float() * self.inv_freq.to(x.device)  # [B, 1, T, Dh/2]
         angles = torch.cat((angles, angles), dim=-1)
         cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        windows = self.config.layer_windows
+        masks: dict[int | None, AttentionMask] = {None: attn_mask}
+        if any(w is not None for w in windows):  # one mask per window size, built once per forward
+            key_positions = cache.key_positions(position_ids) if cache is not None else position_ids
+            for w in {w for w in windows if w is not None}:
+                masks[w] = sliding_window(attn_mask, position_ids, key_positions, w)
         for i, block in enumerate(self.model.layers):
+            layer_mask = masks[windows[i]]
             if self.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(
-                    block, x, cos, sin, attn_mask=attn_mask, cache=cache, layer=i, use_reentrant=False
+                    block, x, cos, sin, attn_mask=layer_mask, cache=cache, layer=i, use_reentrant=False
                 )
             else:
-                x = block(x, cos, sin, attn_mask=attn_mask, cache=cache, layer=i)
+                x = block(x, cos, sin, attn_mask=layer_mask, cache=cache, layer=i)
         if cache is not None:
             cache.advance(T)
         return self.model.norm(x)

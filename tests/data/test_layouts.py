@@ -75,7 +75,8 @@ def objective_for(model, k: int) -> Objective:
 @pytest.mark.parametrize(
     "mode,k,variant",
     [("regular", 0, ""), ("step", 2, ""), ("step", 0, ""), ("jepa", 2, ""), ("jepa", 0, ""),
-     ("jepa", 2, "qwen2"), ("step", 2, "qwen3"), ("jepa", 2, "olmo2")],
+     ("jepa", 2, "qwen2"), ("step", 2, "qwen3"), ("jepa", 2, "olmo2"),
+     ("step", 2, "mistral"), ("jepa", 2, "phi3")],  # sliding windows of 7 and 9 positions
 )  # fmt: skip
 def test_chat_modes_packed_equals_separate(tok, mode, k, variant):
     from tests.models.tiny import LLAMA_VARIANTS
@@ -339,7 +340,7 @@ def test_the_device_masks_are_the_rows_masks(tok, mode, packed):
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # eager on CPU, on purpose
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "mistral"])
 def test_the_flex_objective_forward_equals_the_sdpa_one(tok, arch):
     """No gradients: FlexAttention has no CPU backward in torch 2.13, so CPU checks the forward only."""
     if arch == "gpt2":
@@ -347,8 +348,9 @@ def test_the_flex_objective_forward_equals_the_sdpa_one(tok, arch):
         rows = [build_reversal_row(item, {9: 10, 10: 9}, LayoutConfig(mode="reversal", predictors=1))
                 for item in reversal_items()]  # fmt: skip
         pad_id = 11
-    else:
-        model = tiny_llama(vocab_size=tok.vocab_size).eval()  # grouped-query attention
+    else:  # grouped-query attention; mistral: a sliding window of 7 positions on every layer
+        window = {"model_type": "mistral", "sliding_window": 7} if arch == "mistral" else {}
+        model = tiny_llama(vocab_size=tok.vocab_size, **window).eval()
         rows = [build_chat_row(m, tok, LayoutConfig(mode="step", predictors=2)) for m in CHATS]
         pad_id = tok.pad_id
     predictors = PredictorEmbeddings(2, model.embed_tokens, seed=1)

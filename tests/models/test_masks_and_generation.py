@@ -4,9 +4,13 @@ import pytest
 import torch
 
 from jepa.models import generate, save_pretrained
-from tests.models.tiny import tiny_gpt2, tiny_llama
+from tests.models.tiny import LLAMA_VARIANTS, tiny_gpt2, tiny_llama
 
-MODELS = {"llama": tiny_llama, "gpt2": tiny_gpt2}
+MODELS = {
+    "llama": tiny_llama,
+    "gpt2": tiny_gpt2,
+    "mistral_window": lambda: tiny_llama(**LLAMA_VARIANTS["mistral"]),  # a window of 7 positions: shorter than
+}  # the sequences below, so it matters (test_a_sliding_window_changes_what_a_layer_sees)
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
@@ -55,10 +59,8 @@ def test_cached_batched_greedy_equals_uncached(arch):
         assert got == greedy_uncached(model, prompt, 12)
 
 
-@pytest.mark.parametrize("variant", ["llama", "qwen2", "qwen3", "olmo2"])
+@pytest.mark.parametrize("variant", ["llama", "qwen2", "qwen3", "olmo2", "mistral", "phi3"])
 def test_greedy_equals_transformers_generate(tmp_path, variant):
-    from tests.models.tiny import LLAMA_VARIANTS
-
     transformers = pytest.importorskip("transformers")
     model = tiny_llama(**LLAMA_VARIANTS.get(variant, {}))
     save_pretrained(model, tmp_path)
@@ -69,6 +71,16 @@ def test_greedy_equals_transformers_generate(tmp_path, variant):
             torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0
         )[0, 5:].tolist()
     assert generate(model, [prompt], max_new_tokens=10)[0] == expected
+
+
+def test_a_sliding_window_changes_what_a_layer_sees():
+    """The window tests above can fail: 7 positions of 15 change the late logits, and leave the first 7 alone."""
+    windowed = tiny_llama(**LLAMA_VARIANTS["mistral"])
+    wide = tiny_llama(**{**LLAMA_VARIANTS["mistral"], "sliding_window": 100})  # same seed: the same weights
+    ids = torch.randint(0, 97, (1, 15))
+    with torch.no_grad():
+        a, b = windowed(ids), wide(ids)
+    assert (a[:, :7] - b[:, :7]).abs().max() < 1e-5 and (a[:, 7:] - b[:, 7:]).abs().max() > 1e-3
 
 
 def test_stop_tokens_and_sampling():

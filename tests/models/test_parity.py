@@ -57,10 +57,13 @@ def test_loads_what_transformers_saves(tmp_path):
     qwen2 = transformers.Qwen2Config(**small, tie_word_embeddings=True)
     qwen3 = transformers.Qwen3Config(**small, head_dim=16, tie_word_embeddings=False)
     olmo2 = transformers.Olmo2Config(**small)
+    mistral = transformers.MistralConfig(**small, sliding_window=6)
+    phi3 = transformers.Phi3Config(**small, sliding_window=5, pad_token_id=0)  # fused qkv_proj / gate_up_proj
     ids = torch.randint(0, 97, (1, 20))
     pairs = [(gcfg, transformers.GPT2LMHeadModel), (lcfg, transformers.LlamaForCausalLM),
              (qwen2, transformers.Qwen2ForCausalLM), (qwen3, transformers.Qwen3ForCausalLM),
-             (olmo2, transformers.Olmo2ForCausalLM)]  # fmt: skip
+             (olmo2, transformers.Olmo2ForCausalLM), (mistral, transformers.MistralForCausalLM),
+             (phi3, transformers.Phi3ForCausalLM)]  # fmt: skip
     for cfg, cls in pairs:
         ref = scramble_weights(cls(cfg)).eval()  # transformers' init: norms 1, biases 0
         ref.save_pretrained(tmp_path / cfg.model_type)
@@ -88,7 +91,7 @@ def test_padding_does_not_change_real_tokens(tmp_path):
     assert (hf_logits(tmp_path, ids, valid.long())[:, pad:] - alone).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("name", ["qwen2", "qwen3", "olmo2"])
+@pytest.mark.parametrize("name", ["qwen2", "qwen3", "olmo2", "mistral", "phi3"])
 def test_lora_default_targets_wrap_every_projection_of_each_variant(name):
     from jepa.models.lora import apply_lora
 

@@ -24,6 +24,10 @@ LLAMA_VARIANTS = {
     ),  # fmt: skip
     "qwen3": dict(model_type="qwen3", num_attention_heads=4, num_key_value_heads=2, head_dim=24, rope_theta=1e6),
     "olmo2": dict(model_type="olmo2", num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6),
+    # a window shorter than the test sequences (40 tokens), so it changes the logits
+    "mistral": dict(model_type="mistral", num_attention_heads=4, num_key_value_heads=2, sliding_window=7),
+    "mistral_v0.3": dict(model_type="mistral", num_attention_heads=4, num_key_value_heads=1, sliding_window=None),
+    "phi3": dict(model_type="phi3", num_attention_heads=4, num_key_value_heads=2, sliding_window=9),
 }
 
 
