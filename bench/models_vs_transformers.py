@@ -37,7 +37,7 @@ def step_fns(path: str, batch: int, seq: int):
     shifted = torch.cat([ids[:, 1:], torch.full((batch, 1), -100)], dim=1)
 
     def ours_step() -> float:
-        total, n = lm_loss_sum(ours(ids), shifted, ours.lm_head)
+        total, n = lm_loss_sum(ours(ids), shifted, ours.lm_head, softcap=ours.logit_softcap)
         loss = total / n
         loss.backward()
         ours.zero_grad(set_to_none=True)

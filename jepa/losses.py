@@ -17,7 +17,8 @@ FP16_GRAD_SCALE = 2.0**12  # see LinearCrossEntropySum.forward
 
 
 class LinearCrossEntropySum(torch.autograd.Function):
-    """sum_i CE(h_i @ W.T, y_i) without ever holding the [N, V] logits.
+    """sum_i CE(cap(h_i @ W.T), y_i) without ever holding the [N, V] logits; cap is the identity, or with a
+    `softcap` c (Gemma-2's final logits) z -> c * tanh(z / c), whose derivative 1 - tanh^2 joins the gradient.
 
     Chunks of rows are pushed through the head one at a time and the gradients w.r.t. `h` and `W` are formed
     during the forward pass, so peak memory is one chunk of logits (at Llama-3's 128K vocabulary the full fp32
@@ -25,7 +26,9 @@ class LinearCrossEntropySum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(
+        ctx: Any, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int, softcap: float | None
+    ) -> torch.Tensor:
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         # Under autocast the matmuls run in its dtype. The head's weight is cast to it once per call here: autocast
         # itself would cast it in every chunk's two matmuls, since its cast cache skips weights that do not require
@@ -45,6 +48,10 @@ class LinearCrossEntropySum(torch.autograd.Function):
             for start in range(0, h.shape[0], chunk):
                 h_c, y_c = h_compute[start : start + chunk], targets[start : start + chunk]
                 logits = (h_c @ w.T).float()
+                capped = None
+                if softcap is not None:
+                    capped = torch.tanh(logits / softcap)
+                    logits = capped * softcap
                 # The fused (log-)softmax kernels, not exp/logsumexp: those hit a slow path when many
                 # probabilities underflow to denormals (large logit gaps), softmax does not.
                 total -= torch.log_softmax(logits, dim=-1).gather(1, y_c[:, None]).sum()
@@ -53,6 +60,8 @@ class LinearCrossEntropySum(torch.autograd.Function):
                     probs = torch.softmax(logits, dim=-1)
                     del logits
                     probs[torch.arange(len(y_c), device=h.device), y_c] -= 1.0
+                    if capped is not None:  # through the cap: d(c tanh(z / c)) / dz = 1 - tanh^2
+                        probs *= 1.0 - capped.square()
                     probs = (probs * scale).to(compute)
                     if grad_h is not None:
                         grad_h[start : start + chunk] = probs @ w
@@ -63,12 +72,12 @@ class LinearCrossEntropySum(torch.autograd.Function):
         return total
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         grad_h, grad_w = ctx.saved_tensors
         factor = grad_out.float() / ctx.scale
         gh = (grad_h.float() * factor).to(grad_h.dtype) if grad_h is not None else None
         gw = (grad_w * factor).to(ctx.weight_dtype) if grad_w is not None else None
-        return gh, gw, None, None
+        return gh, gw, None, None, None
 
 
 def logit_chunk_rows(vocab_size: int, device_type: str) -> int:
@@ -81,33 +90,48 @@ def logit_chunk_rows(vocab_size: int, device_type: str) -> int:
 
 
 def lm_loss_at(
-    h: torch.Tensor, label_index: torch.Tensor, targets: torch.Tensor, lm_head: torch.nn.Linear, chunk: int = 0
+    h: torch.Tensor,
+    label_index: torch.Tensor,
+    targets: torch.Tensor,
+    lm_head: torch.nn.Linear,
+    chunk: int = 0,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """Sum of CE (fp32 scalar) at the label positions: h [B, T, D], label_index [N] flat positions b * T + t,
     targets [N] the tokens to predict there. Indices come from the host, so nothing here waits for the device.
 
-    `chunk` rows of logits exist at a time; the default is `logit_chunk_rows`."""
+    `chunk` rows of logits exist at a time; the default is `logit_chunk_rows`. `softcap`: the model's final
+    logit soft-cap (`CausalLM.logit_softcap`), or None."""
     if lm_head.bias is not None:
         raise ValueError("lm_head with a bias is not supported by the fused LM loss")
     if len(label_index) == 0:
         return h.sum() * 0.0  # keeps the graph connected (DDP) at no cost
     chunk = chunk or logit_chunk_rows(lm_head.weight.shape[0], h.device.type)
-    return LinearCrossEntropySum.apply(h.flatten(0, 1).index_select(0, label_index), lm_head.weight, targets, chunk)
+    rows = h.flatten(0, 1).index_select(0, label_index)
+    return LinearCrossEntropySum.apply(rows, lm_head.weight, targets, chunk, softcap)
 
 
 def lm_loss_sum(
-    h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear, chunk: int | None = None
+    h: torch.Tensor,
+    labels: torch.Tensor,
+    lm_head: torch.nn.Linear,
+    chunk: int | None = None,
+    softcap: float | None = None,
 ) -> tuple[torch.Tensor, int]:
     """h [B, T, D] hidden states, labels [B, T] pre-shifted (labels[b, t] is the token the logits at t must
     predict; IGNORE_INDEX elsewhere). Returns (sum of CE over label tokens as fp32 scalar, number of tokens).
     Finds the labels on the device (a sync); the training objective uses `lm_loss_at` with host indices."""
     index = (labels.flatten() != IGNORE_INDEX).nonzero().flatten()
-    return lm_loss_at(h, index, labels.flatten()[index], lm_head, chunk=chunk or 0), len(index)
+    return lm_loss_at(h, index, labels.flatten()[index], lm_head, chunk=chunk or 0, softcap=softcap), len(index)
 
 
-def lm_loss_reference(h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear) -> torch.Tensor:
+def lm_loss_reference(
+    h: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Linear, softcap: float | None = None
+) -> torch.Tensor:
     """The plain computation (full logits), kept for tests and benchmarks."""
     logits = lm_head(h).float()
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
 
 

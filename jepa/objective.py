@@ -123,7 +123,7 @@ class Objective(nn.Module):
 
     def lm_sum_at(self, h: torch.Tensor, label_index: torch.Tensor, label_target: torch.Tensor) -> torch.Tensor:
         """The LM term: CE summed (fp32 scalar) over the label positions `label_index` (flat b * T + t) of h."""
-        return lm_loss_at(h, label_index, label_target, self.model.lm_head)
+        return lm_loss_at(h, label_index, label_target, self.model.lm_head, softcap=self.model.logit_softcap)
 
     def views(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(pred, target) [N, D] of the batch's JEPA rows: what the JEPA loss aligns."""
@@ -184,7 +184,9 @@ class Objective(nn.Module):
         targets: list[torch.Tensor] = []
         for row in rows:
             lm_batch = collate([row.lm_only()], pad_id).to(device)
-            s, n = lm_loss_sum(self.hidden(lm_batch), lm_batch.labels, self.model.lm_head)
+            s, n = lm_loss_sum(
+                self.hidden(lm_batch), lm_batch.labels, self.model.lm_head, softcap=self.model.logit_softcap
+            )
             lm_sum, lm_tokens = lm_sum + s, lm_tokens + n
             views = [(index, out) for pair in row.jepa_pairs for index, out in zip(pair, (preds, targets))]
             for index, out in views:

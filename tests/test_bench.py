@@ -66,3 +66,13 @@ def test_gpu_check_full_runs_every_setting_and_writes_its_figures(tmp_path, repo
         assert run["steps_s"] > 0 and run["tokens_s"] > 0 and run["tflops"] > 0, name
     assert report["runs"]["step sdpa packed"]["real"] > report["runs"]["step sdpa padded"]["real"]
     assert report["ratios"]["jepa packed / padded tokens/s"] > 0
+
+
+def test_softcap_attention_bench_runs(repo_root):
+    proc = subprocess.run(
+        [sys.executable, "bench/softcap_attention.py", "--lengths", "16", "--repeats", "1", "--head-dim", "8"],
+        cwd=repo_root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    length, sdpa, softcap, ratio = proc.stdout.strip().splitlines()[-1].split("\t")
+    assert length == "16" and float(sdpa) > 0 and float(softcap) > 0 and float(ratio) > 0

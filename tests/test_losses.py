@@ -6,17 +6,20 @@ import torch
 from jepa.losses import IGNORE_INDEX, JEPA_LOSSES, jepa_loss_fn, lm_loss_at, lm_loss_reference, lm_loss_sum
 
 
+@pytest.mark.parametrize("softcap", [None, 1.5])  # Gemma-2's final-logit cap, low enough to bend the logits
 @pytest.mark.parametrize("chunk", [3, 1024])
-def test_fused_lm_loss_matches_full_logits(chunk):
+def test_fused_lm_loss_matches_full_logits(chunk, softcap):
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 50, bias=False)
     h = torch.randn(2, 7, 16, requires_grad=True)
     labels = torch.randint(0, 50, (2, 7))
     labels[0, :3] = IGNORE_INDEX
-    total, n = lm_loss_sum(h, labels, head, chunk=chunk)
+    total, n = lm_loss_sum(h, labels, head, chunk=chunk, softcap=softcap)
     assert n == 11
     (g_h, g_w) = torch.autograd.grad(total * 0.5, (h, head.weight))
-    ref = lm_loss_reference(h, labels, head)
+    ref = lm_loss_reference(h, labels, head, softcap=softcap)  # autograd through tanh: the independent gradient
+    if softcap is not None:
+        assert (ref - lm_loss_reference(h, labels, head)).abs() > 0.1  # the cap changes the loss
     r_h, r_w = torch.autograd.grad(ref * 0.5, (h, head.weight))
     assert torch.allclose(total, ref, atol=1e-5)
     assert torch.allclose(g_h, r_h, atol=1e-6) and torch.allclose(g_w, r_w, atol=1e-6)
@@ -55,7 +58,7 @@ def test_fp16_gradients_formed_in_the_forward_do_not_underflow():
     grads = {}
     for dtype in (torch.float32, torch.float16):
         h = torch.tensor([[18.0, 18.0]], dtype=dtype, requires_grad=True)
-        (LinearCrossEntropySum.apply(h, w.to(dtype), targets, 16) * 2.0**16).backward()
+        (LinearCrossEntropySum.apply(h, w.to(dtype), targets, 16, None) * 2.0**16).backward()
         grads[dtype] = h.grad.float() / 2.0**16  # the scaler's unscale, in fp32
     expected = torch.tensor([[-math.exp(-18), -math.exp(-18)]])  # (softmax - onehot) @ w, to first order
     torch.testing.assert_close(grads[torch.float32], expected, rtol=1e-3, atol=0)

@@ -65,7 +65,7 @@ def heldout_lm_loss(
             is_stop = torch.isin(host.label_target, torch.tensor(list(stop_ids), dtype=torch.long))
             # The end-of-turn labels' log-probabilities from full logits (a handful of positions per batch).
             stop_index = host.label_index[is_stop]
-            logits = model.lm_head(h.flatten(0, 1)[stop_index.to(device)]).float()
+            logits = model.logits(h.flatten(0, 1)[stop_index.to(device)]).float()
             stop_logp = logits.log_softmax(-1).gather(1, host.label_target[is_stop].to(device)[:, None])[:, 0]
             stop_logp, stop_owner = stop_logp.double().cpu(), owner[is_stop]
             for b in range(len(chunk)):

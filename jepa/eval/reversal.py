@@ -46,7 +46,7 @@ def model_logits_fn(model: CausalLM) -> Callable[[torch.Tensor], torch.Tensor]:
     device = next(model.parameters()).device
 
     def logits(ids: torch.Tensor) -> torch.Tensor:
-        return model.lm_head(model(ids.to(device))).float().cpu()
+        return model.logits(model(ids.to(device))).float().cpu()
 
     return logits
 

@@ -64,24 +64,67 @@ def attend(
     attn_mask: AttentionMask,
     cache: KVCache | None,
     layer: int,
+    scale: float | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     """q [B, H, T, Dh], k/v [B, H_kv, T, Dh] -> [B, H, T, Dh]. Grouped-query heads share k/v.
 
     attn_mask None means plain causal attention (only valid without a cache or for a single new token); a bool or
     additive tensor goes to SDPA; a FlexAttention BlockMask to `flex_attention` (compiled on CUDA; no cache).
+    `scale`: the score scale (None: Dh^-1/2). `softcap`: scores become softcap * tanh(scores / softcap) (Gemma-2),
+    which SDPA's kernels cannot do: the math path (`softcapped_attention`) or a FlexAttention score_mod.
     """
     if isinstance(attn_mask, BlockMask):  # FlexAttention: computes only the blocks the mask lets through
-        return _flex_attention(q.is_cuda)(q, k, v, block_mask=attn_mask, enable_gqa=k.shape[1] != q.shape[1])
+        score_mod = None
+        if softcap is not None:
+            cap = softcap
+
+            def score_mod(score: torch.Tensor, b: Any, h: Any, q_idx: Any, kv_idx: Any) -> torch.Tensor:
+                return torch.tanh(score / cap) * cap
+
+        return _flex_attention(q.is_cuda)(q, k, v, score_mod=score_mod, block_mask=attn_mask, scale=scale,
+                                          enable_gqa=k.shape[1] != q.shape[1])  # fmt: skip
     if cache is not None:
         k, v = cache.update(layer, k, v)
+    if softcap is not None:
+        return softcapped_attention(q, k, v, attn_mask=attn_mask, scale=scale, softcap=softcap)
     # Grouped-query heads: SDPA's enable_gqa reads the shared K/V in place (faster than expanding them on CPU).
     gqa = k.shape[1] != q.shape[1]
     if attn_mask is None:
         causal = q.shape[2] > 1
         if causal and k.shape[2] != q.shape[2]:
             raise ValueError("a multi-token forward over a non-empty KV cache needs an explicit attn_mask")
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=gqa)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, enable_gqa=gqa)
+
+
+def softcapped_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    attn_mask: torch.Tensor | None,
+    scale: float | None,
+    softcap: float,
+) -> torch.Tensor:
+    """Attention with soft-capped scores, written out (transformers' eager Gemma-2 path): scores in q's dtype,
+    capped, masked, softmax in fp32 and cast back. Materialises [B, H, T, S] scores: the cost of soft-capping
+    without FlexAttention."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = (q @ k.transpose(-2, -1)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    scores = torch.tanh(scores / softcap) * softcap
+    T, S = q.shape[2], k.shape[2]
+    if attn_mask is None:
+        if T > 1 and T != S:
+            raise ValueError("a multi-token forward over a non-empty KV cache needs an explicit attn_mask")
+        attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+    if attn_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    else:
+        scores = scores + attn_mask
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ v
 
 
 def sliding_window(mask: AttentionMask, q_pos: torch.Tensor, k_pos: torch.Tensor, window: int) -> AttentionMask:

@@ -12,19 +12,39 @@ from torch import nn
 from jepa.models.attention import AttentionMask, KVCache
 
 
+class ScaledEmbedding(nn.Embedding):
+    """An embedding whose output is multiplied by a constant, in the weight's dtype (Gemma: sqrt(hidden))."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, scale: float) -> None:
+        super().__init__(num_embeddings, embedding_dim)
+        self.scale = scale
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return super().forward(input) * torch.tensor(self.scale, dtype=self.weight.dtype)
+
+
 class CausalLM(nn.Module):
     """A decoder-only language model with Hugging Face parameter names.
 
     `forward(input_ids | input_embeds, attn_mask, position_ids, cache)` returns the final-norm hidden states
     [B, T, D]; `lm_head` maps them to the vocabulary. `blocks` are the transformer blocks in order (compiled,
     sharded and hooked one by one), `embed_tokens` the input embedding, `lora_targets` the module names LoRA
-    wraps by default.
+    wraps by default. `logits(h)` applies the head and, where the model has one (Gemma-2), the final soft-cap
+    `logit_softcap * tanh(logits / logit_softcap)`; the fused LM loss applies the same cap.
     """
 
     lora_targets: ClassVar[tuple[str, ...]] = ()
+    logit_softcap: float | None = None
     config: Any
     lm_head: nn.Linear
     gradient_checkpointing: bool
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits of hidden states h [..., D] -> [..., V], soft-capped where the model caps them."""
+        logits = self.lm_head(h)
+        if self.logit_softcap is None:
+            return logits
+        return torch.tanh(logits / self.logit_softcap) * self.logit_softcap
 
     @property
     def blocks(self) -> nn.ModuleList:

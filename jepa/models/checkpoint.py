@@ -16,12 +16,15 @@ from safetensors.torch import save_file
 
 from jepa.io import read_json_object
 from jepa.models.base import CausalLM
+from jepa.models.gemma import HF_CLASSES as GEMMA_VARIANTS
+from jepa.models.gemma import Gemma, GemmaConfig
 from jepa.models.gpt2 import GPT2, GPT2Config
 from jepa.models.llama import VARIANTS, Llama, LlamaConfig
 
 # model_type -> (module, config); the Llama variants (jepa.models.llama.VARIANTS) share one module.
 ARCHITECTURES: dict[str, tuple[type[CausalLM], Any]] = {
     **{name: (Llama, LlamaConfig) for name in VARIANTS},
+    **{name: (Gemma, GemmaConfig) for name in GEMMA_VARIANTS},
     "gpt2": (GPT2, GPT2Config),
 }
 

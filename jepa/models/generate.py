@@ -66,7 +66,7 @@ def generate(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in range(B)]
     for step in range(max_new_tokens):
-        token = sample_next(model.lm_head(h[:, -1]).float(), temperature, top_p, generator)
+        token = sample_next(model.logits(h[:, -1]).float(), temperature, top_p, generator)
         done_now = done | torch.isin(token, stop)
         running = (~done_now).nonzero().flatten().tolist()
         for b in running:

@@ -364,7 +364,7 @@ class Llama(CausalLM):
         for name, tensor in tensors.items():
             if name.endswith("self_attn.qkv_proj.weight"):
                 prefix = name.removesuffix("qkv_proj.weight")
-                for part, piece in zip(("q", "k", "v"), tensor.split([q, kv, kv]), strict=True):
+                for part, piece in zip(("q", "k", "v"), torch.split(tensor, [q, kv, kv]), strict=True):
                     out[f"{prefix}{part}_proj.weight"] = piece.contiguous()
             elif name.endswith("mlp.gate_up_proj.weight"):
                 prefix = name.removesuffix("gate_up_proj.weight")

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from jepa.models.base import CausalLM
+from jepa.models.base import CausalLM, ScaledEmbedding
 
 PREDICTORS_FILE = "predictors.safetensors"
 
@@ -33,11 +33,15 @@ class PredictorEmbeddings(nn.Module):
         self.weight = nn.Parameter(init.to(embedding.weight.device))
 
     def forward(self, input_ids: torch.Tensor, embedding: nn.Embedding) -> torch.Tensor:
-        """input_ids [B, T] (predictor k as id -(k+1)) -> embeddings [B, T, D] in the embedding's dtype."""
+        """input_ids [B, T] (predictor k as id -(k+1)) -> embeddings [B, T, D] in the embedding's dtype. A scaled
+        embedding (Gemma's sqrt(hidden)) scales the predictor rows too, as it would vocabulary rows."""
         # torch.where, not a boolean mask: no data-dependent shape, so the device never reports back to the host.
         x = embedding(input_ids.clamp(min=0))
         k = (-input_ids - 1).clamp(0, self.weight.shape[0] - 1)
-        return torch.where((input_ids < 0)[..., None], self.weight[k].to(x.dtype), x)
+        rows = self.weight[k].to(x.dtype)
+        if isinstance(embedding, ScaledEmbedding):
+            rows = rows * torch.tensor(embedding.scale, dtype=x.dtype)
+        return torch.where((input_ids < 0)[..., None], rows, x)
 
 
 def save_predictors(predictors: PredictorEmbeddings, directory: str | Path) -> Path:

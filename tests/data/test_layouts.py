@@ -76,12 +76,16 @@ def objective_for(model, k: int) -> Objective:
     "mode,k,variant",
     [("regular", 0, ""), ("step", 2, ""), ("step", 0, ""), ("jepa", 2, ""), ("jepa", 0, ""),
      ("jepa", 2, "qwen2"), ("step", 2, "qwen3"), ("jepa", 2, "olmo2"),
-     ("step", 2, "mistral"), ("jepa", 2, "phi3")],  # sliding windows of 7 and 9 positions
+     ("step", 2, "mistral"), ("jepa", 2, "phi3"),  # sliding windows of 7 and 9 positions
+     ("jepa", 2, "gemma2"), ("step", 2, "gemma3")],  # Gemma: soft-caps, windows of 6, scaled embeddings
 )  # fmt: skip
 def test_chat_modes_packed_equals_separate(tok, mode, k, variant):
-    from tests.models.tiny import LLAMA_VARIANTS
+    from tests.models.tiny import GEMMA_VARIANTS, LLAMA_VARIANTS, tiny_gemma
 
-    model = tiny_llama(vocab_size=tok.vocab_size, **LLAMA_VARIANTS.get(variant, {})).train()
+    if variant in GEMMA_VARIANTS:
+        model = tiny_gemma(vocab_size=tok.vocab_size, **GEMMA_VARIANTS[variant]).train()
+    else:
+        model = tiny_llama(vocab_size=tok.vocab_size, **LLAMA_VARIANTS.get(variant, {})).train()
     cfg = LayoutConfig(mode=mode, predictors=k, max_length=512)
     rows = [build_chat_row(m, tok, cfg) for m in CHATS]
     assert all(r.has_jepa == (mode != "regular") for r in rows)
@@ -340,7 +344,7 @@ def test_the_device_masks_are_the_rows_masks(tok, mode, packed):
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # eager on CPU, on purpose
-@pytest.mark.parametrize("arch", ["llama", "gpt2", "mistral"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "mistral", "gemma2"])
 def test_the_flex_objective_forward_equals_the_sdpa_one(tok, arch):
     """No gradients: FlexAttention has no CPU backward in torch 2.13, so CPU checks the forward only."""
     if arch == "gpt2":
@@ -348,9 +352,14 @@ def test_the_flex_objective_forward_equals_the_sdpa_one(tok, arch):
         rows = [build_reversal_row(item, {9: 10, 10: 9}, LayoutConfig(mode="reversal", predictors=1))
                 for item in reversal_items()]  # fmt: skip
         pad_id = 11
-    else:  # grouped-query attention; mistral: a sliding window of 7 positions on every layer
+    else:  # grouped-query attention; mistral: a sliding window of 7 positions on every layer; gemma2: soft-capped
+        from tests.models.tiny import GEMMA_VARIANTS, tiny_gemma  # scores (a score_mod) and windows of 6
+
         window = {"model_type": "mistral", "sliding_window": 7} if arch == "mistral" else {}
-        model = tiny_llama(vocab_size=tok.vocab_size, **window).eval()
+        if arch == "gemma2":
+            model = tiny_gemma(vocab_size=tok.vocab_size, **GEMMA_VARIANTS["gemma2"]).eval()
+        else:
+            model = tiny_llama(vocab_size=tok.vocab_size, **window).eval()
         rows = [build_chat_row(m, tok, LayoutConfig(mode="step", predictors=2)) for m in CHATS]
         pad_id = tok.pad_id
     predictors = PredictorEmbeddings(2, model.embed_tokens, seed=1)

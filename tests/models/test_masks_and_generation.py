@@ -4,13 +4,15 @@ import pytest
 import torch
 
 from jepa.models import generate, save_pretrained
-from tests.models.tiny import LLAMA_VARIANTS, tiny_gpt2, tiny_llama
+from tests.models.tiny import GEMMA_VARIANTS, LLAMA_VARIANTS, tiny_gemma, tiny_gpt2, tiny_llama
 
 MODELS = {
     "llama": tiny_llama,
     "gpt2": tiny_gpt2,
     "mistral_window": lambda: tiny_llama(**LLAMA_VARIANTS["mistral"]),  # a window of 7 positions: shorter than
-}  # the sequences below, so it matters (test_a_sliding_window_changes_what_a_layer_sees)
+    "gemma2": lambda: tiny_gemma(**GEMMA_VARIANTS["gemma2"]),  # the sequences below, so it matters
+    "gemma3": lambda: tiny_gemma(**GEMMA_VARIANTS["gemma3"]),  # (test_a_sliding_window_changes_what_a_layer_sees)
+}
 
 
 @pytest.mark.parametrize("arch", sorted(MODELS))
@@ -46,7 +48,7 @@ def greedy_uncached(model, prompt, n):
     ids = list(prompt)
     with torch.no_grad():
         for _ in range(n):
-            ids.append(int(model.lm_head(model(torch.tensor([ids])))[0, -1].argmax()))
+            ids.append(int(model.logits(model(torch.tensor([ids])))[0, -1].argmax()))
     return ids[len(prompt) :]
 
 
@@ -59,10 +61,13 @@ def test_cached_batched_greedy_equals_uncached(arch):
         assert got == greedy_uncached(model, prompt, 12)
 
 
-@pytest.mark.parametrize("variant", ["llama", "qwen2", "qwen3", "olmo2", "mistral", "phi3"])
+@pytest.mark.parametrize("variant", ["llama", "qwen2", "qwen3", "olmo2", "mistral", "phi3", "gemma2", "gemma3"])
 def test_greedy_equals_transformers_generate(tmp_path, variant):
     transformers = pytest.importorskip("transformers")
-    model = tiny_llama(**LLAMA_VARIANTS.get(variant, {}))
+    if variant in GEMMA_VARIANTS:
+        model = tiny_gemma(**GEMMA_VARIANTS[variant])
+    else:
+        model = tiny_llama(**LLAMA_VARIANTS.get(variant, {}))
     save_pretrained(model, tmp_path)
     ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
     prompt = [5, 6, 7, 8, 9]

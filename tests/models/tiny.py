@@ -1,6 +1,6 @@
 import torch
 
-from jepa.models import GPT2, GPT2Config, Llama, LlamaConfig
+from jepa.models import GPT2, Gemma, GemmaConfig, GPT2Config, Llama, LlamaConfig
 
 LLAMA_VARIANTS = {
     "gqa_tied": dict(num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True),
@@ -71,3 +71,24 @@ def tiny_gpt2(seed: int = 0, **overrides) -> GPT2:
             if p.dim() == 1:
                 p.normal_(0, 0.1)
     return model.eval()
+
+
+GEMMA_VARIANTS = {
+    # windows of 6 positions, shorter than the test sequences; caps low enough that tanh bends the scores
+    "gemma2": dict(model_type="gemma2", attn_logit_softcapping=1.5, final_logit_softcapping=2.0),
+    "gemma3": dict(model_type="gemma3_text", num_hidden_layers=3, layer_types=None, rope_theta=1e6,
+                   rope_local_base_freq=1e4, rope_scaling={"rope_type": "linear", "factor": 8.0},
+                   attn_logit_softcapping=None, final_logit_softcapping=None, query_pre_attn_scalar=16),
+}  # fmt: skip
+
+
+def tiny_gemma(seed: int = 0, **overrides) -> Gemma:
+    """Gemma-2 by default: 2 layers (sliding, global), GQA, head_dim 24, query_pre_attn_scalar 20."""
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=24, max_position_embeddings=128, query_pre_attn_scalar=20,
+               sliding_window=6, bos_token_id=None, eos_token_id=None, pad_token_id=None)  # fmt: skip
+    cfg.update(overrides)
+    if cfg["model_type"] == "gemma3_text":
+        cfg["extra"] = {"sliding_window_pattern": 2}  # 3 layers: sliding, global, sliding
+    return scramble_weights(Gemma(GemmaConfig(**cfg))).eval()

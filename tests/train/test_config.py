@@ -97,6 +97,9 @@ def test_shipped_configs_load_and_base_merges():
             4,
         )
         assert not cfg.lora.enabled and cfg.eval.fn == f"jepa.eval.hooks:{task}"
+    gemma = load_config("gemma2_synth.yaml")  # the paper's Gemma-2-2B SYNTH setting (its Table 12)
+    assert (gemma.layout.mode, gemma.layout.predictors, gemma.jepa.lam, gemma.optim.lr) == ("jepa", 4, 2.0, 1e-5)
+    assert gemma.model.path == "data/models/gemma-2-2b-it" and gemma.schedule.epochs == 4
     regular = load_config("llama1b_regular.yaml")
     assert regular.layout.mode == "regular" and regular.jepa.lam == 0.0
     assert regular.optim.lr == 2e-5 and regular.schedule.grad_accum == 16  # inherited from llama1b_jepa.yaml
