@@ -93,6 +93,10 @@ class LlamaConfig:
                 raise ValueError(f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
                                  f"({self.num_attention_heads}) when head_dim is not set")  # fmt: skip
             self.head_dim = self.hidden_size // self.num_attention_heads
+        scaling = self.rope_scaling or {}
+        rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+        if rope_type not in ("default", None, "llama3"):
+            raise ValueError(f"rope_scaling type {rope_type!r} is not supported (supported: default, llama3)")
         if self.sliding_window is not None and not self.variant.windowed:
             raise ValueError(f"sliding_window: model_type {self.model_type!r} has no sliding-window layers here")
         if self.sliding_window is not None and self.sliding_window < 1:

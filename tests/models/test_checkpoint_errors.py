@@ -140,3 +140,23 @@ def test_a_byte_order_mark_in_config_json_is_accepted(saved):
     text = (saved / "config.json").read_text()
     (saved / "config.json").write_bytes(b"\xef\xbb\xbf" + text.encode())
     load_pretrained(saved)
+
+
+@pytest.mark.parametrize(
+    "model_type, change, message",
+    [
+        ("phi3", {"rope_scaling": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}},
+         "rope_scaling type 'longrope' is not supported"),
+        ("phi3", {"partial_rotary_factor": 0.75}, "partial_rotary_factor: 0.75 is not supported"),
+        ("qwen2", {"use_sliding_window": True, "sliding_window": 8}, "use_sliding_window: .* not supported"),
+        ("openelm", {}, "unknown model_type 'openelm'"),
+        ("gemma2", {"hidden_activation": "relu"}, "hidden_activation: 'relu' is not supported"),
+    ],
+)  # fmt: skip
+def test_a_family_feature_not_implemented_is_one_line_naming_the_file(saved, model_type, change, message):
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg.update(model_type=model_type, **change)
+    (saved / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=message) as refusal:
+        load_pretrained(saved)
+    assert "\n" not in str(refusal.value) and str(saved) in str(refusal.value)
