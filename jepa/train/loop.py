@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from jepa.eval.hooks import EvalHook
 from jepa.eval.progress import showing_progress
@@ -32,6 +31,7 @@ from jepa.train.distributed import any_rank, wait_for_main
 from jepa.train.lock import RunLock
 from jepa.train.optim import autocast_context
 from jepa.train.prefetch import Prefetcher
+from jepa.train.progress import StepProgress
 from jepa.train.signals import StopNow, StopSignals
 from jepa.train.state import CheckpointNotWritten, Interrupted, TrainingDiverged, TrainingStopped, TrainState
 from jepa.train.step import train_step
@@ -75,7 +75,8 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
             state.world.is_main and state.step not in metrics_log.evals, state.world
         ):
             evaluate(state, metrics_log, stop)  # the periodic evaluation an interruption cut short
-        bar = tqdm(total=state.total_steps, initial=state.step, disable=not (state.world.is_main and progress))
+        bar = StepProgress(total=state.total_steps, initial=state.step, enabled=state.world.is_main and progress,
+                           log_every=cfg.run.log_every)  # fmt: skip
         metrics, started, first_step = {}, time.perf_counter(), state.step
         with Prefetcher(state, steps=end_step - state.step, depth=cfg.data.prefetch) as batches:
             while state.step < end_step and not stop.requested(state.world):
@@ -83,12 +84,9 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
                 metrics = train_step(state, batches.next())
                 metrics["epoch"] = epoch
                 metrics_log.write(metrics)
-                bar.update(1)
+                bar.update(state.step, metrics)
                 if state.step - first_step == ESTIMATE_AFTER_STEPS:
                     warn_if_long(state, end_step, (time.perf_counter() - started) / ESTIMATE_AFTER_STEPS)
-                if state.step % cfg.run.log_every == 0 or state.step == state.total_steps:
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", lm=f"{metrics['lm']:.4f}",
-                                    jepa=f"{metrics['jepa']:.4f}", lr=f"{metrics['lr']:.2e}")  # fmt: skip
                 if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0 and state.step < end_step:
                     save_checkpoint(state)
                 if eval_due(state, end_step):

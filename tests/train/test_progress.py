@@ -1,0 +1,51 @@
+"""Console progress (jepa/train/progress.py): a bar at a terminal, plain lines in a log or a pipe."""
+
+import subprocess
+import sys
+
+import yaml
+
+from jepa.train.progress import StepProgress, format_duration
+from tests.train.helpers import reversal_config
+
+METRICS = {"loss": 1.23456, "lm": 1.2, "jepa": 0.0345, "lr": 2e-5, "tokens_per_s": 1234.5}
+
+
+def test_plain_lines_every_log_every_steps_and_at_the_last(capsys):
+    progress = StepProgress(total=5, initial=0, enabled=True, log_every=2, interactive=False)
+    for step in range(1, 6):
+        progress.update(step, METRICS)
+    progress.close()
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [line.split()[1] for line in lines] == ["2/5", "4/5", "5/5"] and err == ""
+    assert lines[0].startswith("step 2/5  loss 1.2346  lm 1.2000  jepa 0.0345  lr 2.00e-05  tokens/s 1234  eta ")
+    assert "\r" not in out and lines[-1].endswith("eta 0:00:00")
+
+
+def test_a_terminal_gets_the_bar_and_no_lines(capsys):
+    progress = StepProgress(total=3, initial=1, enabled=True, log_every=1, interactive=True)
+    for step in (2, 3):
+        progress.update(step, METRICS)
+    progress.close()
+    out, err = capsys.readouterr()
+    assert out == "" and "3/3" in err and "loss=1.2346" in err
+    quiet = StepProgress(total=3, initial=0, enabled=False, log_every=1, interactive=False)
+    quiet.update(1, METRICS)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_format_duration():
+    assert format_duration(3725.9) == "1:02:05" and format_duration(-3) == "0:00:00"
+
+
+def test_train_py_piped_prints_plain_lines(tmp_path, repo_root):
+    """stdout is a pipe here (as in a SLURM log or `| tee`): no carriage returns, one line per log_every steps."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(reversal_config(tmp_path, schedule={"max_steps": 4})))
+    proc = subprocess.run([sys.executable, "train.py", "--config", str(config), "run.log_every=2"], cwd=repo_root,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("step ")]
+    assert steps == ["2/4", "4/4"]
+    assert "\r" not in proc.stdout + proc.stderr
