@@ -10,12 +10,13 @@ from torch import nn
 from jepa.data.reversal import generate_reversal, load_probes
 from jepa.eval.report import flat_metrics
 from jepa.eval.reversal import evaluate_reversal, ranks_of
+from jepa.models.base import CausalLM
 from tests.models.tiny import tiny_gpt2
 
 V, MASK, REL = 8, 7, 6
 
 
-class LookupModel(nn.Module):
+class LookupModel(CausalLM):
     """logits at a position = TABLE[token at that position]: hidden = one-hot token, lm_head = TABLE^T."""
 
     def __init__(self, table: torch.Tensor) -> None:
