@@ -18,7 +18,9 @@ SPEC.yaml::
     protocols:                               # optional: named overrides on top of all the above, for another
       gpu: [schedule.epochs=4]               # machine (--protocol gpu: runs in RUNS_DIR_gpu)
 
-Each run is `train.py --config CONFIG OVERRIDES CELL run.seed=S run.name=CELL_sS run.dir=RUNS_DIR`. A run that
+Each run is `jepa train --config CONFIG OVERRIDES CELL run.seed=S run.name=CELL_sS run.dir=RUNS_DIR` (`python -m
+jepa train`, this interpreter's package, so no checkout is needed; a bare SPEC name resolves in
+./experiments/sweeps, then in the specs the package ships). A run that
 finished (its `sweep_done.json` holds the final evaluation, written after train.py succeeded with the same
 command) is skipped; an interrupted one resumes from its checkpoint (train.py's checkpoint.resume=auto).
 
@@ -53,7 +55,23 @@ from jepa.eval.report import json_safe
 from jepa.plot import plot_cells, plot_runs
 from jepa.train.config import load_config
 
-REPO = Path(__file__).resolve().parent.parent
+SWEEP_DIRS = (  # where a bare spec name is looked for: ./experiments/sweeps, the package's, the checkout's
+    Path("experiments") / "sweeps",
+    Path(__file__).resolve().parent / "sweeps",
+    Path(__file__).resolve().parent.parent / "experiments" / "sweeps",
+)
+
+
+def resolve_spec_path(name: str | Path) -> Path:
+    """A path as given if it exists, else NAME (with `.yaml` appended when missing) in the first of SWEEP_DIRS."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for folder in SWEEP_DIRS:
+        for candidate in (folder / path, folder / f"{path}.yaml"):
+            if candidate.is_file():
+                return candidate
+    return path  # read() names it in its one-line error
 
 
 @dataclass
@@ -80,7 +98,7 @@ class SweepSpec:
     def read(cls, path: str | Path, protocol: str | None = None) -> SweepSpec:
         """The spec in `path` (with `protocol`'s overrides appended and `_PROTOCOL` after its runs_dir); ValueError
         naming the file and key when something is missing or mistyped."""
-        path = Path(path)
+        path = resolve_spec_path(path)
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -171,7 +189,7 @@ def run_one(spec: SweepSpec, cell: str, seed: int, args: list[str], *, quiet: bo
         saved = json.loads(done.read_text())
         if saved.get("args") == args:
             return saved["evaluation"]
-    command = [sys.executable, str(REPO / "train.py"), *args, "--quiet"]
+    command = [sys.executable, "-m", "jepa", "train", *args, "--quiet"]  # the installed package's, no checkout needed
     result = subprocess.run(command, capture_output=quiet, text=True)
     if result.returncode != 0:
         tail = (result.stderr or "").strip().splitlines()[-1:] if quiet else []
@@ -383,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = spec.runs()
     if args.dry_run:
         for _, _, run_args in runs:
-            print("python train.py " + " ".join(run_args))
+            print("jepa train " + " ".join(run_args))
         return 0
     for cell, seed, run_args in runs:  # every run's config, checked before the first run trains
         try:

@@ -48,7 +48,8 @@ def with_subcommands(parser: argparse.ArgumentParser):
 
 def test_the_scan_finds_the_command_lines():
     found = command_lines()
-    assert {"train.py", "prepare.py", "jepa/eval/__main__.py", "jepa/sweep.py", "jepa/plot.py"} <= set(found)
+    assert {"jepa/cli/train.py", "jepa/cli/prepare.py", "jepa/cli/show.py", "jepa/eval/__main__.py", "jepa/sweep.py",
+            "jepa/plot.py"} <= set(found)  # fmt: skip
 
 
 @pytest.mark.parametrize("script", command_lines())
@@ -57,7 +58,7 @@ def test_help_renders_for_every_command_and_subcommand(script, monkeypatch):
     for parser in parsers:
         text = parser.format_help()  # what --help prints; raises on a bad format string
         assert text.startswith("usage:"), parser.prog
-    if script in ("prepare.py", "jepa/eval/__main__.py"):
+    if script in ("jepa/cli/prepare.py", "jepa/eval/__main__.py"):
         assert len(parsers) > 3  # the subcommands were reached
 
 

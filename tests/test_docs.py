@@ -10,7 +10,8 @@ shell. How each kind is checked:
   such as NAME or DIR are values);
 - a command inside a sentence (inline code) or with `...` elided is a fragment: its subcommand and flags exist,
   its config resolves and its overrides name keys of the schema (their values may be placeholders such as LR);
-- `make TARGET`: a target of the Makefile; `pytest -m M`: a registered marker; a script path: it exists.
+- `make TARGET`: a target of the Makefile; `pytest -m M`: a registered marker; a script path: it exists;
+- `jepa COMMAND ...`: as the command it stands for (`jepa train` as `python train.py`, ...); `jepa show`: parsed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from jepa.train.config import TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-STARTS = ("python ", "python3 ", "make", "torchrun ", "pytest ", "CONFIG=")
+STARTS = ("python ", "python3 ", "make", "torchrun ", "pytest ", "CONFIG=", "jepa ")
+# `jepa COMMAND` is the installed entry point of each tool (jepa/cli): checked as the command it stands for.
+JEPA_COMMANDS = {"train": "python train.py", "prepare": "python prepare.py", "sweep": "python -m jepa.sweep",
+                 "eval": "python -m jepa.eval", "plot": "python -m jepa.plot"}  # fmt: skip
 
 
 def shown_commands() -> list[tuple[str, str, bool]]:
@@ -95,6 +99,16 @@ def check(command: str, fragment: bool = False) -> None:
     while tokens and re.match(r"^[A-Z_]+=", tokens[0]):  # environment assignments
         tokens = tokens[1:]
     head = tokens[0]
+    if head == "jepa":
+        from jepa.cli import COMMANDS as JEPA
+        from jepa.cli.show import build_parser as show_parser
+
+        assert len(tokens) > 1 and tokens[1] in JEPA, f"no jepa command {tokens[1:2]}"
+        if tokens[1] == "show":
+            parse(show_parser(), tokens[2:], fragment)
+        else:
+            check(JEPA_COMMANDS[tokens[1]] + " " + shlex.join(tokens[2:]), fragment)
+        return
     if head == "make":
         targets = [t for t in tokens[1:] if "=" not in t] or ["all"]
         assert set(targets) <= makefile_targets() | {"all"}, f"no make target {targets}"

@@ -5,7 +5,8 @@ FileNotFoundError; `train.py` prints it as ``error: ...`` and exits 2.
 
 A YAML file may start with ``base: other.yaml`` (resolved next to it): the other file is loaded first and this
 one's keys are merged over it. Relative data and model paths are relative to the working directory (the
-repository root in every example). A bare config name (``gpt2_reversal_small.yaml``) resolves in ``configs/``.
+repository root in every example). A bare config name (``gpt2_reversal_small.yaml``) resolves in ``./configs/``,
+then in the configs the installed package ships.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from jepa.data.layouts import MODES, LayoutConfig
 from jepa.losses import JEPA_LOSSES
 from jepa.settings import Section, setting, yaml_key
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"  # a checkout's configs/
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"  # what a wheel ships (setup.py copies it)
+
+
+def config_dirs() -> list[Path]:
+    """Where a bare config name is looked for, in order: ./configs, the installed package's, the checkout's."""
+    dirs = [Path.cwd() / "configs", PACKAGED_CONFIG_DIR, CONFIG_DIR]
+    return [d for i, d in enumerate(dirs) if d.is_dir() and d.resolve() not in [e.resolve() for e in dirs[:i]]]
+
+
 HF_MODEL_FILES = "config.json, model.safetensors, tokenizer.json, tokenizer_config.json"
 SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16", "pure_bf16")
@@ -438,15 +448,17 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
 
 
 def resolve_config_path(name: str | Path) -> Path:
-    """A path as given if it exists, else `configs/NAME` (with `.yaml` appended when missing)."""
+    """A path as given if it exists, else NAME (with `.yaml` appended when missing) in the first of `config_dirs`
+    that has it."""
     path = Path(name)
     if path.is_file():
         return path
-    for candidate in (CONFIG_DIR / path, CONFIG_DIR / f"{path}.yaml"):
-        if candidate.is_file():
-            return candidate
-    available = ", ".join(sorted(p.name for p in CONFIG_DIR.glob("*.yaml")))
-    raise FileNotFoundError(f"config file not found: {name} (configs/ has: {available})")
+    for folder in config_dirs():
+        for candidate in (folder / path, folder / f"{path}.yaml"):
+            if candidate.is_file():
+                return candidate
+    available = sorted({p.name for folder in config_dirs() for p in folder.glob("*.yaml")})
+    raise FileNotFoundError(f"config file not found: {name} (configs/ has: {', '.join(available)})")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no types
