@@ -96,3 +96,45 @@ def test_an_installed_wheel_prepares_and_trains_outside_the_checkout(tmp_path, r
                             "eval.every=0", "--quiet"], cwd=work, capture_output=True, text=True, env=env)  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
     assert (work / "runs").is_dir() and any((work / "runs").rglob("step_2"))
+
+
+def chat_command(model_dir, *args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "jepa", "chat", "--model", str(model_dir), "--max-new-tokens", "12",
+                           *args], input=stdin, capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def reference_answer(model_dir, messages):
+    from jepa.models import generate, load_pretrained
+    from jepa.tokenizer import Tokenizer
+
+    model, tokenizer = load_pretrained(model_dir).eval(), Tokenizer.from_dir(model_dir)
+    prompt = tokenizer.encode_chat(messages, add_generation_prompt=True).ids
+    ids = generate(model, [prompt], 12, stop_ids=tokenizer.stop_ids, pad_id=tokenizer.pad_id)[0]
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_chat_prompt_answers_once_as_greedy_generation_does(tmp_path, smollm2_dir):
+    from tests.train.helpers import tiny_chat_model_dir
+
+    model_dir = tiny_chat_model_dir(tmp_path, smollm2_dir)
+    proc = chat_command(model_dir, "--prompt", "Hello there", "--system", "Be brief.")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    expected = reference_answer(model_dir, [{"role": "system", "content": "Be brief."},
+                                            {"role": "user", "content": "Hello there"}])  # fmt: skip
+    assert proc.stdout == expected + "\n" and expected
+
+
+def test_chat_repl_keeps_the_conversation_resets_and_exits(tmp_path, smollm2_dir):
+    from tests.train.helpers import tiny_chat_model_dir
+
+    model_dir = tiny_chat_model_dir(tmp_path, smollm2_dir)
+    proc = chat_command(model_dir, stdin="Hello\nWhat is 2 + 2?\n/reset\nWhat is 2 + 2?\n/exit\nnever read\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = reference_answer(model_dir, [{"role": "user", "content": "Hello"}])
+    kept = reference_answer(model_dir, [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": first},
+                                        {"role": "user", "content": "What is 2 + 2?"}])  # fmt: skip
+    fresh = reference_answer(model_dir, [{"role": "user", "content": "What is 2 + 2?"}])
+    assert proc.stdout == f"{first}\n{kept}\n(new conversation)\n{fresh}\n"
+    assert kept != fresh  # the conversation was kept, then reset
+    bad = chat_command(tmp_path / "nowhere", "--prompt", "Hi")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.splitlines()) == 1

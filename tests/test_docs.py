@@ -11,7 +11,8 @@ shell. How each kind is checked:
 - a command inside a sentence (inline code) or with `...` elided is a fragment: its subcommand and flags exist,
   its config resolves and its overrides name keys of the schema (their values may be placeholders such as LR);
 - `make TARGET`: a target of the Makefile; `pytest -m M`: a registered marker; a script path: it exists;
-- `jepa COMMAND ...`: as the command it stands for (`jepa train` as `python train.py`, ...); `jepa show`: parsed.
+- `jepa COMMAND ...`: as the command it stands for (`jepa train` as `python train.py`, ...); `jepa show` and
+  `jepa chat`: parsed by their parsers.
 """
 
 from __future__ import annotations
@@ -101,11 +102,12 @@ def check(command: str, fragment: bool = False) -> None:
     head = tokens[0]
     if head == "jepa":
         from jepa.cli import COMMANDS as JEPA
+        from jepa.cli.chat import build_parser as chat_parser
         from jepa.cli.show import build_parser as show_parser
 
         assert len(tokens) > 1 and tokens[1] in JEPA, f"no jepa command {tokens[1:2]}"
-        if tokens[1] == "show":
-            parse(show_parser(), tokens[2:], fragment)
+        if tokens[1] in ("show", "chat"):
+            parse({"show": show_parser, "chat": chat_parser}[tokens[1]](), tokens[2:], fragment)
         else:
             check(JEPA_COMMANDS[tokens[1]] + " " + shlex.join(tokens[2:]), fragment)
         return

@@ -6,6 +6,7 @@
     jepa sweep    SPEC.yaml                                       a seeds x cells grid (python -m jepa.sweep)
     jepa plot     RUN_DIR ...                                     curves and cells (python -m jepa.plot)
     jepa show     --config NAME.yaml [--index N]                  one packed row under a config's layout
+    jepa chat     --model DIR [--prompt TEXT]                     talk to a model (REPL; streams its answers)
 
 Each subcommand is the module's own `main(argv)`, so `jepa X --help` is that tool's help.
 """
@@ -22,6 +23,7 @@ COMMANDS = {
     "sweep": ("jepa.sweep", "run a seeds x cells grid and tabulate it"),
     "plot": ("jepa.plot", "plot a run's curves or a sweep's cells"),
     "show": ("jepa.cli.show", "show one packed row (segments, mask, labels) under a config's layout"),
+    "chat": ("jepa.cli.chat", "talk to a model through its chat template (a REPL, or --prompt once)"),
 }
 
 

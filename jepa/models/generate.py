@@ -36,13 +36,15 @@ def generate(
     pad_id: int = 0,
     generator: torch.Generator | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> list[list[int]]:
     """Continue each prompt (token-id lists of any lengths); returns the new ids of each, stop token excluded.
 
     Prompts are left-padded; position ids count real tokens only and padded keys are masked out, so a
     prompt's continuation does not depend on what it is batched with. `on_step(new_tokens, finished)` is called
     after every decoding step with the tokens it added and the sequences it ended (at a stop token or at
-    `max_new_tokens`): over a call, `finished` sums to the number of prompts.
+    `max_new_tokens`): over a call, `finished` sums to the number of prompts. `on_token(row, token)` gets each
+    kept token as it is chosen (streaming; a stop token is not passed).
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -71,6 +73,8 @@ def generate(
         running = (~done_now).nonzero().flatten().tolist()
         for b in running:
             out[b].append(int(token[b]))
+            if on_token is not None:
+                on_token(b, out[b][-1])
         last = len(running) == 0 or step == max_new_tokens - 1
         if on_step is not None:
             ended = int((done_now & ~done).sum()) + (len(running) if last else 0)
