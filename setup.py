@@ -33,6 +33,7 @@ setup(
         "test": ["pytest", "transformers>=4.45", "ruff", "mypy>=2.4,<3", "matplotlib"],
         "assets": ["gguf>=0.10"],
         "plot": ["matplotlib"],
+        "parquet": ["pyarrow"],
     },
     entry_points={"console_scripts": ["jepa = jepa.cli:main"]},
     cmdclass={"build_py": BuildWithConfigs},

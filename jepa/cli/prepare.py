@@ -16,8 +16,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from jepa.data.formats import CHAT_FORMATS, parse_fields, prepare_chat
 from jepa.data.reversal import REVERSAL_FILES, REVERSAL_PRESETS, generate_reversal
-from jepa.data.sources import prepare_chat, prepare_gsm8k, prepare_steps, split_jsonl
+from jepa.data.sources import prepare_gsm8k, prepare_steps, split_jsonl
 
 SIZE_FLAGS = ("n_learning", "n_test", "n_first", "n_last", "comb", "n_relations", "n_valid")
 
@@ -59,7 +60,9 @@ def cmd_chat(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if _existing([out / (Path(f).stem + ".jsonl") for f in args.src], args.force):
         return
-    _print_splits(prepare_chat([Path(f) for f in args.src], out, args.skip_bad))
+    summary = prepare_chat([Path(f) for f in args.src], out, args.skip_bad, format=args.format,
+                           fields=parse_fields(args.fields))  # fmt: skip
+    _print_splits(summary)
 
 
 LLM_JEPA_FILES = tuple(f"{task}_{split}.jsonl" for task in ("synth", "turk", "nq_open") for split in ("train", "test"))
@@ -75,7 +78,8 @@ def cmd_llm_jepa(args: argparse.Namespace) -> None:
     missing = [name for name in LLM_JEPA_FILES if not (src / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{src / missing[0]}: no such file ({len(missing)} of {len(LLM_JEPA_FILES)} missing)")
-    cmd_chat(argparse.Namespace(src=[src / n for n in LLM_JEPA_FILES], out=args.out, skip_bad=False, force=False))
+    cmd_chat(argparse.Namespace(src=[src / n for n in LLM_JEPA_FILES], out=args.out, skip_bad=False, force=False,
+                                format="messages", fields=None))  # fmt: skip
 
 
 def cmd_split(args: argparse.Namespace) -> None:
@@ -191,8 +195,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rewrite outputs that already exist")
     p.set_defaults(func=cmd_steps)
 
-    p = sub.add_parser("chat", help='any chat jsonl ({"messages": [...]} per line) -> checked chat records')
-    p.add_argument("--src", nargs="+", required=True, metavar="FILE", help="NAME.jsonl is written to OUT/NAME.jsonl")
+    p = sub.add_parser("chat", help="chat data (messages, ShareGPT, Alpaca, named fields; jsonl, json, csv, parquet) "
+                                    "-> checked chat records")  # fmt: skip
+    p.add_argument("--src", nargs="+", required=True, metavar="FILE", help="NAME.<ext> is written to OUT/NAME.jsonl")
+    p.add_argument("--format", default="auto", choices=list(CHAT_FORMATS),
+                   help="the records' layout (default: %(default)s, detected per record)")  # fmt: skip
+    p.add_argument("--fields", help="with --format fields: ROLE=KEY items, e.g. user=question,assistant=answer")
     p.add_argument("--out", default="data/chat", help="output directory (default: %(default)s)")
     p.add_argument("--skip-bad", action="store_true", help="skip and count bad records instead of failing")
     p.add_argument("--force", action="store_true", help="rewrite outputs that already exist")

@@ -281,18 +281,36 @@ def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+RecordReader = Callable[[Path, bool, SkippedLines], Iterator[tuple[str, dict[str, Any]]]]
+
+
+def _jsonl_records(required: tuple[str, ...]) -> RecordReader:
+    def read(src: Path, skip_bad: bool, bad: SkippedLines) -> Iterator[tuple[str, dict[str, Any]]]:
+        for line_number, obj in iter_jsonl(src, required, skip_bad=skip_bad, bad=bad):
+            yield f"{src}:{line_number}", obj
+
+    return read
+
+
 def _convert_file(
-    src: Path, dst: Path, *, required: tuple[str, ...], build: RecordBuilder, skip_bad: bool
+    src: Path,
+    dst: Path,
+    *,
+    required: tuple[str, ...],
+    build: RecordBuilder,
+    skip_bad: bool,
+    read: RecordReader | None = None,
 ) -> dict[str, Any]:
-    """Turn each line of ``src`` into a record with ``build(obj)`` and write ``dst``; returns the split summary."""
+    """Turn each record of ``src`` (jsonl lines, or what `read` yields as (where, object)) into a record with
+    ``build(obj)`` and write ``dst``; returns the split summary."""
     bad = SkippedLines()
     records = []
     histogram: Counter[int] = Counter()
-    for line_number, obj in iter_jsonl(src, required, skip_bad=skip_bad, bad=bad):
+    for where, obj in (read or _jsonl_records(required))(src, skip_bad, bad):
         try:
             record, n_steps = build(obj)
         except BadRecord as exc:
-            _bad(f"{src}:{line_number}", exc.reason, str(exc), skip_bad=skip_bad, bad=bad)
+            _bad(where, exc.reason, str(exc), skip_bad=skip_bad, bad=bad)
             continue
         records.append(record)
         histogram[n_steps] += 1
@@ -382,9 +400,15 @@ def prepare_steps(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = Fal
 
 
 def _convert_files(
-    src_files: Iterable[Path], out_dir: Path, *, required: tuple[str, ...], build: RecordBuilder, skip_bad: bool
+    src_files: Iterable[Path],
+    out_dir: Path,
+    *,
+    required: tuple[str, ...],
+    build: RecordBuilder,
+    skip_bad: bool,
+    read: RecordReader | None = None,
 ) -> dict[str, Any]:
-    """`_convert_file` for each input ``NAME.jsonl`` into ``out_dir/NAME.jsonl`` (so a train/test pair keeps its
+    """`_convert_file` for each input ``NAME.<ext>`` into ``out_dir/NAME.jsonl`` (so a train/test pair keeps its
     split names); two inputs with the same name are an error."""
     out_dir = Path(out_dir)
     src_files = [Path(f) for f in src_files]
@@ -393,7 +417,7 @@ def _convert_files(
     if duplicates:
         raise ValueError(f"two input files would both be written to {out_dir / duplicates[0]}; rename one")
     splits = {
-        Path(n).stem: _convert_file(src, out_dir / n, required=required, build=build, skip_bad=skip_bad)
+        Path(n).stem: _convert_file(src, out_dir / n, required=required, build=build, skip_bad=skip_bad, read=read)
         for src, n in zip(src_files, names)
     }
     return {"out_dir": str(out_dir), "splits": splits}
@@ -422,18 +446,6 @@ def chat_record(obj: dict[str, Any]) -> dict[str, Any]:
     if "assistant" not in roles[after:] or not messages[roles.index("assistant", after)]["content"].strip():
         raise BadRecord("no assistant answer", "no non-empty assistant message after the user message")
     return obj
-
-
-def prepare_chat(src_files: Iterable[Path], out_dir: Path, skip_bad: bool = False) -> dict[str, Any]:
-    """Chat jsonl files (``{"messages": [...]}`` per line, e.g. the LLM-JEPA paper's NL-RX and NQ-Open files) →
-    checked chat records (`chat_record`), each input ``NAME.jsonl`` to ``out_dir/NAME.jsonl``. The histogram
-    counts the assistant answer's steps (paragraphs), what step mode would see."""
-
-    def build(obj: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        record = chat_record(obj)
-        return record, len(assistant_steps(record))
-
-    return _convert_files(src_files, out_dir, required=(), build=build, skip_bad=skip_bad)
 
 
 def split_jsonl(src: Path, out_dir: Path, n_valid: int, seed: int = 0) -> dict[str, Any]:
