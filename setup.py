@@ -30,7 +30,7 @@ setup(
     # torch is pinned by the Makefile (a bare `torch` requirement pulls a multi-GB CUDA build on a CPU box).
     install_requires=["torch>=2.5", "tokenizers>=0.15", "safetensors>=0.4", "numpy", "tqdm", "pyyaml", "jinja2>=3.1"],
     extras_require={
-        "test": ["pytest", "transformers>=4.45", "ruff", "mypy>=2.4,<3", "matplotlib"],
+        "test": ["pytest", "transformers>=4.45", "peft>=0.13", "ruff", "mypy>=2.4,<3", "matplotlib"],
         "assets": ["gguf>=0.10"],
         "plot": ["matplotlib"],
         "parquet": ["pyarrow"],

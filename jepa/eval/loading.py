@@ -7,13 +7,12 @@
   when the run has them;
 - a full fine-tuning checkpoint ``runs/NAME/step_N/`` whose HF model is in ``model/`` (predictors at the
   checkpoint's top level);
-- a LoRA checkpoint (``step_N/`` or an ``export: adapter`` final/ holding ``adapter.safetensors``): the base is
-  the run's ``config.yaml`` ``model.path`` (or ``--base``), the adapter is merged into it.
+- a LoRA checkpoint (``step_N/`` or an ``export: adapter`` final/ holding PEFT's ``adapter_model.safetensors``):
+  the base is the run's ``config.yaml`` ``model.path`` (or ``--base``), the adapter is merged into it.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import yaml
 
 from jepa.models import load_pretrained
 from jepa.models.base import CausalLM
-from jepa.models.lora import ADAPTER_CONFIG, ADAPTER_FILE, apply_lora, load_adapter, merge_lora
+from jepa.models.lora import adapter_settings, apply_lora, has_adapter, load_adapter, merge_lora
 from jepa.models.predictors import PredictorEmbeddings, load_predictors
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -61,7 +60,7 @@ def load_for_eval(
         raise FileNotFoundError(f"{path}: model directory not found")
     model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
     if not (model_dir / "config.json").is_file():
-        if (path / ADAPTER_FILE).is_file():
+        if has_adapter(path):
             return load_lora_checkpoint(path, dtype, device, base)
         raise FileNotFoundError(
             f"{path}: no config.json (expected an HF-format model directory or a checkpoint with model/)"
@@ -83,9 +82,9 @@ def load_lora_checkpoint(
         base = (yaml.safe_load(run_config.read_text()).get("model") or {}).get("path")
         if not base:
             raise ValueError(f"{run_config}: model.path (the LoRA base) is not set")
-    meta = json.loads((path / ADAPTER_CONFIG).read_text())
+    targets, rank, alpha = adapter_settings(path)
     model = load_pretrained(base, dtype=torch.float32, device=device)
-    apply_lora(model, sorted({m.rsplit(".", 1)[-1] for m in meta["modules"]}), meta["rank"], meta["alpha"])
+    apply_lora(model, targets, rank, alpha)
     load_adapter(model, path)
     model = merge_lora(model).to(dtype).eval()
     predictors = load_predictors(path, model)

@@ -5,6 +5,13 @@
 so an adapted model starts exactly equal to its base. `apply_lora` freezes every base parameter; the predictor
 embeddings live outside the model (jepa.objective.PredictorEmbeddings) and stay trainable. Adapter tensors are
 named `<module path>.lora_A` / `.lora_B` (HF module paths, e.g. `model.layers.0.self_attn.q_proj.lora_A`).
+
+Adapters are written in PEFT's layout (`adapter_model.safetensors` with `base_model.model.<path>.lora_A.weight`
+keys + PEFT's `adapter_config.json`: r, lora_alpha, target_modules), so PEFT, vLLM and transformers load them onto
+the base model; PEFT's scaling is lora_alpha / r, as here. A fused checkpoint layout (Phi-3's qkv_proj /
+gate_up_proj) has per-projection adapters here, which PEFT cannot put on HF's fused modules: merge those (the
+default `checkpoint.export`). Directories written before (`adapter.safetensors`, keys without the PEFT prefix,
+config {rank, alpha, modules}) still load.
 """
 
 from __future__ import annotations
@@ -23,8 +30,15 @@ from torch import nn
 from jepa.models.base import CausalLM
 from jepa.models.checkpoint import save_pretrained
 
-ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_FILE = "adapter_model.safetensors"  # PEFT's names
 ADAPTER_CONFIG = "adapter_config.json"
+LEGACY_ADAPTER_FILE = "adapter.safetensors"  # this library's layout before PEFT's
+PEFT_PREFIX = "base_model.model."
+
+
+def has_adapter(path: str | Path) -> bool:
+    """Whether the directory holds a LoRA adapter (PEFT's layout or the earlier one)."""
+    return (Path(path) / ADAPTER_FILE).is_file() or (Path(path) / LEGACY_ADAPTER_FILE).is_file()
 
 
 class LoRALinear(nn.Module):
@@ -96,31 +110,60 @@ def merge_lora(model: CausalLM) -> CausalLM:
 
 
 def save_adapter(model: CausalLM, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write adapter.safetensors + adapter_config.json (rank, alpha, targets) to the directory `path`."""
+    """Write the adapter in PEFT's layout (adapter_model.safetensors + adapter_config.json) to the directory
+    `path`; `extra` adds keys to the config (e.g. base_model_name_or_path)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous().cpu() for k, v in lora_state_dict(model).items()}
+    state = {f"{PEFT_PREFIX}{k}.weight": v.contiguous().cpu() for k, v in lora_state_dict(model).items()}
     save_file(state, str(path / ADAPTER_FILE), metadata={"format": "pt"})
     layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
-    meta = {
-        "rank": layers[0].rank,
-        "alpha": layers[0].alpha,
-        "modules": sorted({k.rsplit(".", 1)[0] for k in state}),
+    paths = sorted({k.rsplit(".", 1)[0] for k in lora_state_dict(model)})
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": layers[0].rank,
+        "lora_alpha": layers[0].alpha,
+        "lora_dropout": 0.0,
+        "target_modules": sorted({p.rsplit(".", 1)[-1] for p in paths}),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
+        "base_model_name_or_path": None,
         **(extra or {}),
     }
-    (path / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    (path / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     return path
 
 
+def adapter_settings(path: str | Path) -> tuple[list[str], int, float]:
+    """(target module names, rank, alpha) of the adapter in `path` (PEFT's config, or the earlier one)."""
+    file = Path(path) / ADAPTER_CONFIG
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+        if "r" in meta:
+            return list(meta["target_modules"]), int(meta["r"]), float(meta["lora_alpha"])
+        return sorted({m.rsplit(".", 1)[-1] for m in meta["modules"]}), int(meta["rank"]), float(meta["alpha"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{file}: not a LoRA adapter config ({' '.join(str(exc).split())[:120]})") from None
+
+
 def read_adapter(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of `path`/adapter.safetensors; a missing or unreadable file is one error naming it."""
+    """The tensors of the adapter in `path`, under this library's names (`<module path>.lora_A`); a missing or
+    unreadable file is one error naming it."""
     file = Path(path) / ADAPTER_FILE
+    if not file.is_file() and (Path(path) / LEGACY_ADAPTER_FILE).is_file():
+        file = Path(path) / LEGACY_ADAPTER_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file}: adapter file not found")
     try:
-        return load_file(str(file))
+        tensors = load_file(str(file))
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{file}: unreadable safetensors file ({exc})") from None
+    return {k.removeprefix(PEFT_PREFIX).removesuffix(".weight"): v for k, v in tensors.items()}
 
 
 def set_adapter(model: CausalLM, tensors: dict[str, torch.Tensor], source: str | Path) -> None:

@@ -3,7 +3,7 @@
 A checkpoint directory holds
 
     model/                 full fine-tuning: an HF-format directory (config.json + model.safetensors)
-    adapter.safetensors    LoRA: the adapter tensors only (+ adapter_config.json)
+    adapter_model.safetensors  LoRA: the adapter tensors only, in PEFT's layout (+ adapter_config.json)
     predictors.safetensors the K predictor-token embeddings (when the run has any)
     optimizer.pt
     sharded/               distributed.strategy=fsdp instead of the four above: torch.distributed.checkpoint

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from jepa.models import build_model, save_pretrained
 from jepa.models.base import CausalLM
 from jepa.models.checkpoint import read_safetensors, tied
-from jepa.models.lora import apply_lora, read_adapter, save_adapter, set_adapter
+from jepa.models.lora import ADAPTER_FILE, apply_lora, read_adapter, save_adapter, set_adapter
 from jepa.models.predictors import PredictorEmbeddings, read_predictors, save_predictors
 from jepa.objective import Objective
 from jepa.train.distributed import WorldInfo
@@ -120,7 +120,7 @@ class DDP:
                 f"K={predictors.weight.shape[0]} predictor tokens (layout.predictors)"
             )
         if "adapter" in weights:
-            set_adapter(model, weights["adapter"], path / "adapter.safetensors")
+            set_adapter(model, weights["adapter"], path / ADAPTER_FILE)
         else:
             tensors = dict(weights["model"])
             if tied(model):

@@ -51,7 +51,8 @@ def test_end_to_end_run_writes_metrics_config_checkpoints(chat_run):
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["jepa"]["lambda"] == 0.5
     assert sorted(p.name for p in run_dir.glob("step_*")) == ["step_2", "step_3"]
     assert {p.name for p in (run_dir / "step_3").iterdir()} >= {
-        "adapter.safetensors",
+        "adapter_model.safetensors",
+        "adapter_config.json",
         "predictors.safetensors",
         "optimizer.pt",
         "scheduler.pt",
@@ -63,9 +64,9 @@ def test_end_to_end_run_writes_metrics_config_checkpoints(chat_run):
 def test_lora_freezes_the_base_and_trains_the_predictors(chat_run):
     root, model_dir = chat_run
     step = root / "runs" / "chat" / "step_3"
-    adapter = load_file(str(step / "adapter.safetensors"))
+    adapter = load_file(str(step / "adapter_model.safetensors"))  # PEFT's layout
     assert len(adapter) == 2 * 7 * 2  # A and B, 7 projections, 2 layers
-    assert any(k.endswith("lora_B") and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at zero
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())  # B starts at zero
     trained = load_file(str(step / "predictors.safetensors"))["weight"]
     base = load_pretrained(model_dir)
     initial = PredictorEmbeddings(2, base.embed_tokens, seed=0).weight
