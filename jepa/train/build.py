@@ -29,6 +29,7 @@ from jepa.train.flops import FlopCounter, peak_tflops
 from jepa.train.optim import AUTOCAST_DTYPES, LRSchedule, make_optimizer
 from jepa.train.parallel import DDP, strategy
 from jepa.train.state import TrainState
+from jepa.train.trackers import check_installed
 
 # The backend of `model.compile` (the tests swap in "aot_eager": the same graph capture without a C++ build).
 COMPILE_BACKEND = "inductor"
@@ -39,6 +40,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
     `eval_hook` (else the one `eval.fn` names) is kept for the loop. Raises ValueError / FileNotFoundError with
     one line naming the key or file for bad configs and data."""
     check_paths(cfg)
+    check_installed(cfg.run.loggers)
     eval_hook = eval_hook or load_eval_hook(cfg)
     parallel = strategy(cfg.distributed.strategy)
     world = init_world(cfg.run.device, parallel.needs_process_group, cfg.distributed.wait_minutes)

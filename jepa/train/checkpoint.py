@@ -10,7 +10,7 @@ A checkpoint directory holds
                            shards of the model (LoRA: its trainable tensors), predictor tokens and optimizer
     scheduler.pt  scaler.pt ({} unless fp16)  rng.pt (python / numpy / torch / cuda states, one entry per rank)
     config.yaml            the run's config when it was written (resume compares it with the new one)
-    trainer_state.json     step, data-sampler position, world size
+    trainer_state.json     step, data-sampler position, world size, the trackers' run ids (W&B, MLflow)
     manifest.json          every other file and its size -- written last
 
 `os.replace` of the finished temporary directory is atomic, so a crash leaves either the whole checkpoint or
@@ -194,7 +194,8 @@ def finish_checkpoint(state: TrainState, tmp: Path, final: Path, rng_states: lis
     torch.save(state.scaler.state_dict(), tmp / "scaler.pt")  # {} unless fp16
     torch.save(rng_states, tmp / "rng.pt")
     (tmp / "config.yaml").write_text(dump_config(cfg))
-    trainer_state = {"step": state.step, "sampler": state.sampler.state_dict(), "world_size": state.world.world_size}
+    trainer_state = {"step": state.step, "sampler": state.sampler.state_dict(), "world_size": state.world.world_size,
+                     "trackers": state.tracker_ids}  # fmt: skip
     (tmp / STATE_FILE).write_text(json.dumps(trainer_state, indent=2) + "\n")
     files = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
     (tmp / MANIFEST_FILE).write_text(json.dumps({"files": files}, indent=2) + "\n")
@@ -325,4 +326,5 @@ def apply_checkpoint(state: TrainState, saved: CheckpointContents) -> None:
     set_rng_state(saved.rng[world.rank])
     state.sampler.load_state_dict(saved.trainer_state["sampler"])
     state.step = saved.trainer_state["step"]
+    state.tracker_ids = dict(saved.trainer_state.get("trackers", {}))  # absent in checkpoints written before
     state.last_checkpoint = path

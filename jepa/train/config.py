@@ -62,9 +62,19 @@ class RunConfig(Section):
     peak_tflops: float | None = setting(
         None, "the device's peak for MFU; null = a table of known GPUs (no MFU on CPU)", resume=True
     )
+    loggers: list[str] = setting(
+        doc="where metrics go besides metrics.jsonl: jsonl, tensorboard, wandb, mlflow (jepa/train/trackers.py)",
+        factory=lambda: ["jsonl"],
+        resume=True,
+    )
+    project: str = setting("jepa", "the W&B project / MLflow experiment the run logs into", resume=True)
 
     def check(self) -> None:
         super().check()
+        from jepa.train.trackers import TRACKERS
+
+        unknown = [name for name in self.loggers if name not in TRACKERS]
+        self.require(not unknown, "loggers", f"{unknown[:1]} is not one of {tuple(TRACKERS)}")
         self.require(
             bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
             "name",

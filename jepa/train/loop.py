@@ -7,6 +7,7 @@ with a checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from jepa.eval.hooks import EvalHook
 from jepa.eval.progress import showing_progress
@@ -35,6 +37,7 @@ from jepa.train.progress import StepProgress
 from jepa.train.signals import StopNow, StopSignals
 from jepa.train.state import CheckpointNotWritten, Interrupted, TrainingDiverged, TrainingStopped, TrainState
 from jepa.train.step import train_step
+from jepa.train.trackers import TRACKERS, Tracker, numeric
 
 __all__ = ["Interrupted", "TrainResult", "TrainingDiverged", "TrainingStopped", "train"]
 
@@ -56,10 +59,15 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
     `eval.every` steps and at the end. Raises ValueError/FileNotFoundError for bad configs or data (before any
     work), TrainingStopped (TrainingDiverged, CheckpointNotWritten, Interrupted) when the run cannot go on."""
     check_run_dir(cfg)
-    with RunLock(cfg.run_dir, enabled=os.environ.get("RANK", "0") == "0") as lock, StopSignals() as stop:
+    with (
+        RunLock(cfg.run_dir, enabled=os.environ.get("RANK", "0") == "0") as lock,
+        StopSignals() as stop,
+        contextlib.ExitStack() as cleanup,
+    ):
         state = build(cfg, eval_hook, verbose=progress)
         lock.keep()  # the run has started: its directory stays, whatever happens next
         metrics_log = MetricsLog.start(state)
+        cleanup.callback(metrics_log.close)  # the trackers end with the run, however it ends
         if state.step >= state.total_steps:  # finished before: what an interruption cut short, then the result
             state.print_main(f"{cfg.run_dir}: complete ({state.step} of {state.total_steps} steps); nothing to train")
             done = cfg.run_dir / "final"
@@ -157,6 +165,24 @@ class MetricsLog:
         self.path, self.enabled, self.state = path, enabled, state
         self.evals: dict[int, dict[str, Any]] = {}
         self._config_written = False
+        self.trackers: list[Tracker] = []  # run.loggers (jepa/train/trackers.py): every record goes to each
+
+    def open_trackers(self) -> None:
+        """Start (or, resumed, reopen) every tracker of run.loggers; their run ids go into the next checkpoint."""
+        cfg, state = self.state.cfg, self.state
+        config = yaml.safe_load(dump_config(cfg))
+        for name in dict.fromkeys(cfg.run.loggers):
+            tracker = TRACKERS[name]()
+            run_id = tracker.start(run_dir=cfg.run_dir, run_name=cfg.run.name, project=cfg.run.project, config=config,
+                                   resume_id=state.tracker_ids.get(name), resumed_step=state.step)  # fmt: skip
+            if run_id is not None:
+                state.tracker_ids[name] = run_id
+            self.trackers.append(tracker)
+
+    def close(self) -> None:
+        for tracker in self.trackers:
+            tracker.close()
+        self.trackers = []
 
     @classmethod
     def start(cls, state: TrainState) -> MetricsLog:
@@ -167,6 +193,7 @@ class MetricsLog:
         log = cls(cfg.run_dir / "metrics.jsonl", state.world.is_main, state)
         if not log.enabled:
             return log
+        log.open_trackers()
         try:
             lines = log.path.read_text(errors="replace").splitlines() if state.step and log.path.exists() else []
             kept = []
@@ -203,6 +230,9 @@ class MetricsLog:
         except OSError as exc:
             raise write_failed(self.state, self.path, f"could not take the step {record.get('step')} line", exc,
                                note="the next resume drops a torn last line") from None  # fmt: skip
+        values = numeric(record)
+        for tracker in self.trackers:
+            tracker.log(values, int(record["step"]))
 
 
 def write_failed(state: TrainState, path: Path, what: str, exc: OSError, *, note: str = "") -> CheckpointNotWritten:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -69,6 +69,7 @@ class TrainState:
     eval_hook: EvalHook | None = None
     verbose: bool = True  # progress bar and summary lines on the main process
     stop_signal: int | None = None  # SIGINT / SIGTERM received: finish this step, checkpoint, stop
+    tracker_ids: dict[str, str] = field(default_factory=dict)  # run.loggers' run ids (W&B, MLflow), for resume
 
     @property
     def trainable_parameters(self) -> list[nn.Parameter]:
