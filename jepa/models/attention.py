@@ -152,6 +152,34 @@ def sliding_window(mask: AttentionMask, q_pos: torch.Tensor, k_pos: torch.Tensor
     return mask.masked_fill(~near[:, None], float("-inf"))
 
 
+def default_positions(x: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    """arange(T) per row of x [B, T, D], offset by what the cache already holds: [B, T] position ids."""
+    B, T = x.shape[:2]
+    start = cache.length if cache is not None else 0
+    return torch.arange(start, start + T, device=x.device).expand(B, T)
+
+
+def rotation(position_ids: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """RoPE's (cos, sin) [B, 1, T, Dh] in `dtype` for position ids [B, T] and inverse frequencies [Dh / 2]: the
+    angles in fp32, so positions far out rotate as the reference implementations do."""
+    angles = position_ids[:, None, :, None].float() * inv_freq.to(position_ids.device)  # [B, 1, T, Dh/2]
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def layer_masks(
+    attn_mask: AttentionMask, position_ids: torch.Tensor, cache: KVCache | None, windows: list[int | None]
+) -> list[AttentionMask]:
+    """Per layer, `attn_mask` or, for a layer with a sliding window, `sliding_window` of it: one mask per window
+    size, built once per forward (a cache records the keys' positions first)."""
+    masks: dict[int | None, AttentionMask] = {None: attn_mask}
+    if any(w is not None for w in windows):
+        key_positions = cache.key_positions(position_ids) if cache is not None else position_ids
+        for w in {w for w in windows if w is not None}:
+            masks[w] = sliding_window(attn_mask, position_ids, key_positions, w)
+    return [masks[w] for w in windows]
+
+
 _COMPILED_FLEX: Callable[..., Any] | None = None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from jepa.models.attention import AttentionMask, KVCache
@@ -64,6 +65,27 @@ class CausalLM(nn.Module):
 
     def materialize(self, device: torch.device | str) -> None:
         """After loading weights into a model built on the meta device: tie what is tied, rebuild buffers."""
+
+    def run_blocks(
+        self,
+        x: torch.Tensor,
+        rotations: list[tuple[torch.Tensor, ...]],
+        masks: list[AttentionMask],
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        """x [B, T, D] through `blocks`, block i with RoPE's (cos, sin) = rotations[i] and attention mask masks[i]
+        (activation checkpointing when training with `gradient_checkpointing`); then the cache advances by T."""
+        for i, block in enumerate(self.blocks):
+            (cos, sin), mask = rotations[i], masks[i]
+            if self.gradient_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(
+                    block, x, cos, sin, attn_mask=mask, cache=cache, layer=i, use_reentrant=False
+                )
+            else:
+                x = block(x, cos, sin, attn_mask=mask, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(x.shape[1])
+        return x
 
     def attention_shape(self) -> tuple[int, int]:
         """(layers, query width = heads x head dim), for counting attention FLOPs."""

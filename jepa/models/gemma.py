@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa.models.attention import AttentionMask, KVCache, attend, sliding_window
+from jepa.models.attention import AttentionMask, KVCache, attend, default_positions, layer_masks, rotation
 from jepa.models.base import CausalLM, ScaledEmbedding
 from jepa.models.hf_config import check_sizes, known_fields
 from jepa.models.init import normal_init
@@ -295,29 +295,12 @@ class Gemma(CausalLM):
         """As `Llama.forward`. `input_embeds` are taken as given: `embed_tokens` (a ScaledEmbedding) has already
         scaled them by sqrt(hidden), as in transformers."""
         x = self.model.embed_tokens(input_ids) if input_embeds is None else input_embeds
-        B, T, _ = x.shape
         if position_ids is None:
-            start = cache.length if cache is not None else 0
-            position_ids = torch.arange(start, start + T, device=x.device).expand(B, T)
-        rotations = {}
-        for kind, inv_freq in ((GLOBAL, self.inv_freq_global), (SLIDING, self.inv_freq_local)):
-            angles = position_ids[:, None, :, None].float() * inv_freq.to(x.device)  # [B, 1, T, Dh/2]
-            angles = torch.cat((angles, angles), dim=-1)
-            rotations[kind] = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+            position_ids = default_positions(x, cache)
+        by_kind = {GLOBAL: rotation(position_ids, self.inv_freq_global, x.dtype),
+                   SLIDING: rotation(position_ids, self.inv_freq_local, x.dtype)}  # fmt: skip
         layer_types = self.config.layer_types
-        masks = {GLOBAL: attn_mask}
-        if SLIDING in layer_types:
-            key_positions = cache.key_positions(position_ids) if cache is not None else position_ids
-            masks[SLIDING] = sliding_window(attn_mask, position_ids, key_positions, self.config.sliding_window)
-        for i, block in enumerate(self.model.layers):
-            cos, sin = rotations[layer_types[i]]
-            mask = masks[layer_types[i]]
-            if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(
-                    block, x, cos, sin, attn_mask=mask, cache=cache, layer=i, use_reentrant=False
-                )
-            else:
-                x = block(x, cos, sin, attn_mask=mask, cache=cache, layer=i)
-        if cache is not None:
-            cache.advance(T)
+        windows = [self.config.sliding_window if kind == SLIDING else None for kind in layer_types]
+        masks = layer_masks(attn_mask, position_ids, cache, windows)
+        x = self.run_blocks(x, [by_kind[kind] for kind in layer_types], masks, cache)
         return self.model.norm(x)

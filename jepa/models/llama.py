@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa.models.attention import AttentionMask, KVCache, attend, sliding_window
+from jepa.models.attention import AttentionMask, KVCache, attend, default_positions, layer_masks, rotation
 from jepa.models.base import CausalLM
 from jepa.models.hf_config import check_sizes, known_fields
 from jepa.models.init import normal_init
@@ -427,27 +427,9 @@ class Llama(CausalLM):
         length + T when `cache` is given. position_ids [B, T]: default arange(T) (offset by the cache length).
         """
         x = self.model.embed_tokens(input_ids) if input_embeds is None else input_embeds
-        B, T, _ = x.shape
         if position_ids is None:
-            start = cache.length if cache is not None else 0
-            position_ids = torch.arange(start, start + T, device=x.device).expand(B, T)
-        angles = position_ids[:, None, :, None].float() * self.inv_freq.to(x.device)  # [B, 1, T, Dh/2]
-        angles = torch.cat((angles, angles), dim=-1)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        windows = self.config.layer_windows
-        masks: dict[int | None, AttentionMask] = {None: attn_mask}
-        if any(w is not None for w in windows):  # one mask per window size, built once per forward
-            key_positions = cache.key_positions(position_ids) if cache is not None else position_ids
-            for w in {w for w in windows if w is not None}:
-                masks[w] = sliding_window(attn_mask, position_ids, key_positions, w)
-        for i, block in enumerate(self.model.layers):
-            layer_mask = masks[windows[i]]
-            if self.gradient_checkpointing and self.training:
-                x = torch.utils.checkpoint.checkpoint(
-                    block, x, cos, sin, attn_mask=layer_mask, cache=cache, layer=i, use_reentrant=False
-                )
-            else:
-                x = block(x, cos, sin, attn_mask=layer_mask, cache=cache, layer=i)
-        if cache is not None:
-            cache.advance(T)
+            position_ids = default_positions(x, cache)
+        rotations = [rotation(position_ids, self.inv_freq, x.dtype)] * len(self.blocks)
+        masks = layer_masks(attn_mask, position_ids, cache, self.config.layer_windows)
+        x = self.run_blocks(x, rotations, masks, cache)
         return self.model.norm(x)
