@@ -12,6 +12,9 @@ from torch import nn
 
 from jepa.models.attention import AttentionMask, KVCache
 
+# The LoRA targets of the Llama-shaped decoders (Llama and its variants, Gemma): every attention and MLP projection.
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
 
 class ScaledEmbedding(nn.Embedding):
     """An embedding whose output is multiplied by a constant, in the weight's dtype (Gemma: sqrt(hidden))."""

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepa.models.attention import AttentionMask, KVCache, attend, default_positions, layer_masks, rotation
-from jepa.models.base import CausalLM, ScaledEmbedding
+from jepa.models.base import PROJECTIONS, CausalLM, ScaledEmbedding
 from jepa.models.hf_config import check_sizes, known_fields
 from jepa.models.init import normal_init
 
@@ -234,15 +234,7 @@ class GemmaBody(nn.Module):
 
 
 class Gemma(CausalLM):
-    lora_targets: ClassVar[tuple[str, ...]] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    )
+    lora_targets: ClassVar[tuple[str, ...]] = PROJECTIONS
 
     def __init__(self, cfg: GemmaConfig) -> None:
         super().__init__()

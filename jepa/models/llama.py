@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jepa.models.attention import AttentionMask, KVCache, attend, default_positions, layer_masks, rotation
-from jepa.models.base import CausalLM
+from jepa.models.base import PROJECTIONS, CausalLM
 from jepa.models.hf_config import check_sizes, known_fields
 from jepa.models.init import normal_init
 
@@ -328,15 +328,7 @@ class LlamaBody(nn.Module):
 
 class Llama(CausalLM):
     # LoRA targets when `lora.targets` is empty: every attention and MLP projection.
-    lora_targets: ClassVar[tuple[str, ...]] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    )
+    lora_targets: ClassVar[tuple[str, ...]] = PROJECTIONS
 
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
