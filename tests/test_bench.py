@@ -76,3 +76,11 @@ def test_softcap_attention_bench_runs(repo_root):
     assert proc.returncode == 0, proc.stderr[-2000:]
     length, sdpa, softcap, ratio = proc.stdout.strip().splitlines()[-1].split("\t")
     assert length == "16" and float(sdpa) > 0 and float(softcap) > 0 and float(ratio) > 0
+
+
+def test_optimizer_step_bench_runs(repo_root):
+    proc = subprocess.run([sys.executable, "bench/optimizer_step.py", "--layers", "1", "--repeats", "1"],
+                          cwd=repo_root, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    foreach, fused, speedup = proc.stdout.strip().splitlines()[-1].split("\t")
+    assert float(foreach) > 0 and float(fused) > 0 and float(speedup) > 0

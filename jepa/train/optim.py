@@ -14,9 +14,15 @@ from jepa.train.config import OptimConfig, ScheduleConfig
 
 
 def make_optimizer(
-    cfg: OptimConfig, model: CausalLM, predictors: PredictorEmbeddings | None, device: torch.device
+    cfg: OptimConfig,
+    model: CausalLM,
+    predictors: PredictorEmbeddings | None,
+    device: torch.device,
+    fused: bool = True,
 ) -> torch.optim.AdamW:
-    """AdamW (fused on CUDA). Weight decay on matrices only: not on biases, norms or predictor tokens."""
+    """AdamW, fused on CPU and CUDA (one kernel over all parameters; `fused=False`: torch's foreach step, the
+    comparison of bench/optimizer_step.py). Weight decay on matrices only: not on biases, norms or predictor
+    tokens."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     if predictors is not None:
@@ -27,7 +33,7 @@ def make_optimizer(
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
-        fused=device.type == "cuda" or None,
+        fused=(fused and device.type in ("cuda", "cpu")) or None,
     )
 
 

@@ -229,3 +229,26 @@ def test_frozen_lora_bases_in_the_compute_dtype_change_nothing_but_their_storage
     assert results[True][1:3] == pytest.approx(results[False][1:3], rel=1e-3)
     for name, value in results[True][3].items():
         torch.testing.assert_close(value, results[False][3][name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_the_optimizer_is_fused_on_cpu_and_steps_as_the_foreach_one_does():
+    """Fused AdamW on CPU (one kernel): the same update as torch's foreach step, up to rounding."""
+    import copy
+
+    from jepa.train.config import OptimConfig
+    from jepa.train.optim import make_optimizer
+    from tests.models.tiny import tiny_llama
+
+    cfg, cpu = OptimConfig(lr=1e-2, weight_decay=0.1), torch.device("cpu")
+    a = tiny_llama()
+    b = copy.deepcopy(a)
+    fused, foreach = make_optimizer(cfg, a, None, cpu), make_optimizer(cfg, b, None, cpu, fused=False)
+    assert fused.defaults["fused"] and not foreach.defaults["fused"]
+    for _ in range(3):
+        for model in (a, b):
+            for p in model.parameters():
+                p.grad = torch.ones_like(p) * 0.01 + p.detach() * 0.1
+        fused.step(), foreach.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert any((p - q0).abs().max() > 1e-3 for p, q0 in zip(a.parameters(), tiny_llama().parameters()))
