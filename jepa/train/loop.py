@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from jepa.train.distributed import any_rank, wait_for_main
 from jepa.train.lock import RunLock
 from jepa.train.optim import autocast_context
 from jepa.train.prefetch import Prefetcher
-from jepa.train.progress import StepProgress
+from jepa.train.progress import StepProgress, TimeSplit
 from jepa.train.signals import StopNow, StopSignals
 from jepa.train.state import CheckpointNotWritten, Interrupted, TrainingDiverged, TrainingStopped, TrainState
 from jepa.train.step import train_step
@@ -86,10 +87,18 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
         bar = StepProgress(total=state.total_steps, initial=state.step, enabled=state.world.is_main and progress,
                            log_every=cfg.run.log_every)  # fmt: skip
         metrics, started, first_step = {}, time.perf_counter(), state.step
+        split = TimeSplit()
         with Prefetcher(state, steps=end_step - state.step, depth=cfg.data.prefetch) as batches:
             while state.step < end_step and not stop.requested(state.world):
                 epoch = state.sampler.epoch
-                metrics = train_step(state, batches.next())
+                waited = time.perf_counter()
+                micro_batches = batches.next()  # the prefetch thread's batches: waits only when it is behind
+                data_wait = time.perf_counter() - waited
+                metrics = train_step(state, micro_batches)
+                metrics["data_wait_s"] = data_wait
+                split.data += data_wait
+                split.forward_backward += metrics["forward_backward_s"]
+                split.optimizer += metrics["optimizer_s"]
                 metrics["epoch"] = epoch
                 metrics_log.write(metrics)
                 bar.update(state.step, metrics)
@@ -98,7 +107,7 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
                 if cfg.checkpoint.every and state.step % cfg.checkpoint.every == 0 and state.step < end_step:
                     save_checkpoint(state)
                 if eval_due(state, end_step):
-                    evaluate(state, metrics_log, stop)
+                    split.evaluation += timed(lambda: evaluate(state, metrics_log, stop))
         bar.close()
 
         if state.last_checkpoint is None or state.last_checkpoint.name != f"step_{state.step}":
@@ -112,10 +121,14 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
             return TrainResult(run_dir=cfg.run_dir, steps=state.step, last_checkpoint=state.last_checkpoint,
                                final_dir=None, last_metrics=metrics)  # fmt: skip
         final_dir = export_final(state)
+        evaluated = time.perf_counter()
         result = evaluate(state, metrics_log, stop)
-        state.print_main(f"done: {state.step - first_step} steps in {time.perf_counter() - started:.1f} s; metrics: "
+        split.evaluation += time.perf_counter() - evaluated
+        split.total = time.perf_counter() - started
+        state.print_main(f"done: {state.step - first_step} steps in {split.total:.1f} s; metrics: "
                          f"{metrics_log.path}; checkpoint: {state.last_checkpoint}"
                          + (f"; model: {final_dir}" if final_dir else ""))  # fmt: skip
+        state.print_main(split.describe())
         print_headline(state, result)
         if stop.signum is not None:  # a signal after the last step: everything is written; still say so
             raise interrupted(state, stop.signum)
@@ -136,6 +149,13 @@ def warn_if_long(state: TrainState, end_step: int, seconds_per_step: float) -> N
         state.warn(f"at {seconds_per_step:.1f} s a step on {state.world.device}, the remaining {end_step - state.step} "
                    f"steps take about {hours:.0f} h; the config's header says what hardware it expects (stop with "
                    "Ctrl-C: the checkpoint resumes)")  # fmt: skip
+
+
+def timed(work: Callable[[], Any]) -> float:
+    """Seconds `work()` took."""
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
 
 
 def eval_due(state: TrainState, end_step: int) -> bool:

@@ -9,9 +9,30 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm import tqdm
+
+
+@dataclass
+class TimeSplit:
+    """Where a run's wall time went, in seconds: waiting for the next batch (the prefetch thread's collation not
+    done yet), forward+backward, the optimizer step, evaluation; `total` is the loop's wall time."""
+
+    data: float = 0.0
+    forward_backward: float = 0.0
+    optimizer: float = 0.0
+    evaluation: float = 0.0
+    total: float = 0.0
+
+    def describe(self) -> str:
+        """One line: each part's share of the total, and what is left (checkpoints, logging, the loop itself)."""
+        parts = {"forward+backward": self.forward_backward, "optimizer": self.optimizer,
+                 "waiting for data": self.data, "evaluation": self.evaluation}  # fmt: skip
+        other = max(0.0, self.total - sum(parts.values()))
+        shares = ", ".join(f"{name} {value / self.total:.0%}" for name, value in parts.items()) if self.total else ""
+        return f"time: {self.total:.1f} s; {shares}, checkpoints and logging {other / max(self.total, 1e-9):.0%}"
 
 
 def format_duration(seconds: float) -> str:

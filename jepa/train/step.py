@@ -149,8 +149,11 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict[str, Any]:
     """Forward/backward, clip, AdamW step and schedule step for one optimizer step; `state.step` advances.
 
     Returns the step's metrics: StepTotals.metrics' plus step, kind, lr (the one used), grad_norm (before clipping),
-    tokens_per_s and step_s (this function's wall time, collation excluded), tflops (model FLOPs per second of
-    all processes, jepa/train/flops.py) and mfu (over `run.peak_tflops` x processes, when the peak is known).
+    tokens_per_s and step_s (this function's wall time, collation excluded) split into forward_backward_s (through
+    clipping and the one device read, so the device has finished them) and optimizer_s (the AdamW and schedule
+    step; on CUDA its kernels are only launched here and finish inside the next step's forward_backward_s), tflops
+    (model FLOPs per second of all processes, jepa/train/flops.py) and mfu (over `run.peak_tflops` x processes,
+    when the peak is known).
     The device is read once, after clipping. Raises TrainingDiverged before applying a step whose loss or
     gradient norm is not finite (fp16: the scaler skips such steps).
     """
@@ -159,6 +162,7 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict[str, Any]:
     state.scaler.unscale_(state.optimizer)
     norm = torch.nn.utils.clip_grad_norm_(state.trainable_parameters, state.cfg.optim.clip or math.inf)
     totals = sums.read(full_value(norm.detach()).to(sums.losses.device))  # FSDP: a DTensor
+    forward_backward_done = time.perf_counter()
     grad_norm = totals.grad_norm
     metrics = totals.metrics(state.cfg.jepa.gamma, state.cfg.jepa.lam)
     where = (
@@ -183,7 +187,9 @@ def train_step(state: TrainState, micro_batches: list[Batch]) -> dict[str, Any]:
     )
     tflops = flops / elapsed / 1e12
     metrics.update(step=state.step, kind="train", lr=lr, grad_norm=grad_norm,
-                   tokens_per_s=metrics["tokens"] / elapsed, step_s=elapsed, tflops=tflops)  # fmt: skip
+                   tokens_per_s=metrics["tokens"] / elapsed, step_s=elapsed, tflops=tflops,
+                   forward_backward_s=forward_backward_done - started,
+                   optimizer_s=elapsed - (forward_backward_done - started))  # fmt: skip
     if not state.flops.weight_grads:  # LoRA: beside the 4N count, the 6N figure most MFU numbers use
         flops_6n = state.flops.step_flops(
             tokens=counts.tokens, label_tokens=counts.labels, attended_pairs=counts.attended_pairs, weight_grads=True

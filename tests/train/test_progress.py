@@ -49,3 +49,32 @@ def test_train_py_piped_prints_plain_lines(tmp_path, repo_root):
     steps = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("step ")]
     assert steps == ["2/4", "4/4"]
     assert "\r" not in proc.stdout + proc.stderr
+
+
+def test_each_step_logs_its_time_split_and_the_run_ends_with_it_in_words(tmp_path, capsys):
+    """metrics.jsonl: data_wait_s, forward_backward_s, optimizer_s per step (the last two sum to step_s); the end
+    of the run says where the time went."""
+    import json
+
+    from jepa.train.config import config_from_dict
+    from jepa.train.loop import train
+    from jepa.train.progress import TimeSplit
+
+    raw = reversal_config(tmp_path, schedule={"max_steps": 3}, eval={"every": 2, "fn": "jepa.eval.hooks:reversal"})
+    train(config_from_dict(raw), progress=True)
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in (tmp_path / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if r.get("kind") == "train"]
+    assert len(steps) == 3
+    for r in steps:
+        assert r["data_wait_s"] >= 0 and r["forward_backward_s"] > 0 and r["optimizer_s"] >= 0
+        assert abs(r["forward_backward_s"] + r["optimizer_s"] - r["step_s"]) < 1e-6
+    (line,) = [line for line in out.splitlines() if line.startswith("time: ")]
+    assert "forward+backward" in line and "optimizer" in line and "waiting for data" in line and "evaluation" in line
+    shares = [int(part.rsplit(" ", 1)[1].rstrip("%")) for part in line.split("; ", 1)[1].split(", ")]
+    assert 97 <= sum(shares) <= 103  # the parts and "other" make up the whole (rounding)
+    assert (
+        TimeSplit(data=1, forward_backward=2, optimizer=1, evaluation=0, total=4)
+        .describe()
+        .startswith("time: 4.0 s; forward+backward 50%, optimizer 25%, waiting for data 25%, evaluation 0%")
+    )
