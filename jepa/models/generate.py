@@ -71,10 +71,11 @@ def generate(
         token = sample_next(model.logits(h[:, -1]).float(), temperature, top_p, generator)
         done_now = done | torch.isin(token, stop)
         running = (~done_now).nonzero().flatten().tolist()
+        chosen = token.tolist()  # one host read a step, not one per row
         for b in running:
-            out[b].append(int(token[b]))
+            out[b].append(chosen[b])
             if on_token is not None:
-                on_token(b, out[b][-1])
+                on_token(b, chosen[b])
         last = len(running) == 0 or step == max_new_tokens - 1
         if on_step is not None:
             ended = int((done_now & ~done).sum()) + (len(running) if last else 0)

@@ -68,6 +68,9 @@ class RunConfig(Section):
         resume=True,
     )
     project: str = setting("jepa", "the W&B project / MLflow experiment the run logs into", resume=True)
+    profile: dict[str, int] | None = setting(
+        None, "{start: S, steps: N}: a torch.profiler trace of steps S+1..S+N in RUN_DIR/profile/", resume=True
+    )
 
     def check(self) -> None:
         super().check()
@@ -75,6 +78,12 @@ class RunConfig(Section):
 
         unknown = [name for name in self.loggers if name not in TRACKERS]
         self.require(not unknown, "loggers", f"{unknown[:1]} is not one of {tuple(TRACKERS)}")
+        window = self.profile
+        self.require(
+            window is None or (set(window) == {"start", "steps"} and window["start"] >= 0 and window["steps"] >= 1),
+            "profile",
+            "must be {start: S >= 0, steps: N >= 1}",
+        )
         self.require(
             bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
             "name",

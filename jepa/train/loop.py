@@ -34,6 +34,7 @@ from jepa.train.distributed import any_rank, wait_for_main
 from jepa.train.lock import RunLock
 from jepa.train.optim import autocast_context
 from jepa.train.prefetch import Prefetcher
+from jepa.train.profiling import StepProfiler
 from jepa.train.progress import StepProgress, TimeSplit
 from jepa.train.signals import StopNow, StopSignals
 from jepa.train.state import CheckpointNotWritten, Interrupted, TrainingDiverged, TrainingStopped, TrainState
@@ -88,15 +89,20 @@ def train(cfg: TrainConfig, eval_hook: EvalHook | None = None, progress: bool = 
                            log_every=cfg.run.log_every)  # fmt: skip
         metrics, started, first_step = {}, time.perf_counter(), state.step
         split = TimeSplit()
+        profiler = StepProfiler(cfg.run.profile, cfg.run_dir, enabled=state.world.is_main)
+        cleanup.callback(profiler.finish)  # a run that ends inside the window still writes what was recorded
         with Prefetcher(state, steps=end_step - state.step, depth=cfg.data.prefetch) as batches:
             while state.step < end_step and not stop.requested(state.world):
                 epoch = state.sampler.epoch
+                profiler.before(state.step)
                 waited = time.perf_counter()
                 micro_batches = batches.next()  # the prefetch thread's batches: waits only when it is behind
                 data_wait = time.perf_counter() - waited
                 metrics = train_step(state, micro_batches)
                 metrics["data_wait_s"] = data_wait
                 split.data += data_wait
+                if (written := profiler.after(state.step)) is not None:
+                    state.print_main(f"profile of steps {profiler.start + 1}-{state.step}: {written}")
                 split.forward_backward += metrics["forward_backward_s"]
                 split.optimizer += metrics["optimizer_s"]
                 metrics["epoch"] = epoch

@@ -78,3 +78,28 @@ def test_each_step_logs_its_time_split_and_the_run_ends_with_it_in_words(tmp_pat
         .describe()
         .startswith("time: 4.0 s; forward+backward 50%, optimizer 25%, waiting for data 25%, evaluation 0%")
     )
+
+
+def test_run_profile_writes_a_chrome_trace_and_the_top_ops_of_its_window(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from jepa.train.config import config_from_dict
+    from jepa.train.loop import train
+
+    raw = reversal_config(
+        tmp_path, schedule={"max_steps": 4}, run={"name": "prof", "profile": {"start": 1, "steps": 2}}
+    )
+    train(config_from_dict(raw), progress=True)
+    folder = tmp_path / "runs" / "prof" / "profile"
+    trace = json.loads((folder / "trace.json").read_text())
+    assert trace["traceEvents"] and "aten::" in (folder / "top_ops.txt").read_text()
+    assert f"profile of steps 2-3: {folder}" in capsys.readouterr().out
+    late = reversal_config(
+        tmp_path, schedule={"max_steps": 2}, run={"name": "late", "profile": {"start": 1, "steps": 5}}
+    )
+    train(config_from_dict(late), progress=False)  # the run ends inside the window: what was recorded is written
+    assert (tmp_path / "runs" / "late" / "profile" / "trace.json").is_file()
+    with pytest.raises(ValueError, match=r"run.profile: must be \{start: S >= 0, steps: N >= 1\}"):
+        config_from_dict(reversal_config(tmp_path, run={"name": "x", "profile": {"start": 1}}))
