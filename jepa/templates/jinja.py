@@ -85,8 +85,8 @@ class RenderedChat:
 @dataclass(frozen=True)
 class _Structure:
     """What the sentinel renderings tell about one sequence of roles: the glue between contents (len n + 1), each
-    message's block as (start, end) offsets relative to its own content's start/end glue, and the end-of-turn
-    token string of each assistant message with its offset into the glue after the content."""
+    message's block as (start, end) character offsets into the sentinel rendering, and the end-of-turn token
+    string of each assistant message with its offset into the glue after the content."""
 
     glue: list[str]
     block_starts: list[int]  # in the sentinel rendering
@@ -342,7 +342,7 @@ class JinjaTemplate(ChatTemplate):
             return self._structures[key]
         messages = self._sentinels(roles)
         full = render_source(self.compiled, self.context, messages, add_generation_prompt)
-        glue, position = [], 0
+        glue, content_ends, position = [], [], 0
         for index, role in enumerate(roles):
             sentinel = SENTINEL.format(index=index)
             found = full.find(sentinel, position)
@@ -351,6 +351,7 @@ class JinjaTemplate(ChatTemplate):
                 raise ChatTemplateError(f"chat template: it {how} the content of messages[{index}] ({role})")
             glue.append(full[position:found])
             position = found + len(sentinel)
+            content_ends.append(position)
         glue.append(full[position:])
         # Blocks: the rendering of the first k messages (no generation prompt) must run on into that of k + 1.
         prefixes = [render_source(self.compiled, self.context, messages[: k + 1], False) for k in range(len(roles))]
@@ -380,13 +381,12 @@ class JinjaTemplate(ChatTemplate):
                 "encode it exactly"
             )
         starts = [0, *ends[:-1]]
-        sentinel_positions = [full.index(SENTINEL.format(index=i)) for i in range(len(roles))]
         end_of_turn: list[tuple[int, str] | None] = []
         for index, role in enumerate(roles):
             if role != "assistant":
                 end_of_turn.append(None)
                 continue
-            after = sentinel_positions[index] + len(SENTINEL.format(index=index))
+            after = content_ends[index]
             found_token = self._first_special(full, after, ends[index])
             if found_token is None:
                 raise ChatTemplateError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -169,8 +170,8 @@ class MlflowTracker(Tracker):
     def log(self, values: Mapping[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
-        stamp = int(__import__("time").time() * 1000)
-        metrics = [Metric(key.replace("@", "_at_"), value, stamp, step) for key, value in values.items()]
+        stamp = int(time.time() * 1000)
+        metrics = [Metric(key, value, stamp, step) for key, value in values.items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def close(self) -> None:
