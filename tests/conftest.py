@@ -1,11 +1,19 @@
 """Shared fixtures: the repository root, the prepared SmolLM2-135M-Instruct directory, its tokenizer files."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# The row cache of every run the tests start (in this process or a subprocess) goes to a fresh directory that is
+# removed at exit: no test reads rows another test session cached, none writes into ~/.cache.
+os.environ["JEPA_CACHE_DIR"] = tempfile.mkdtemp(prefix="jepa-test-rowcache-")
+atexit.register(shutil.rmtree, os.environ["JEPA_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

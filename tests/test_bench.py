@@ -84,3 +84,31 @@ def test_optimizer_step_bench_runs(repo_root):
     assert proc.returncode == 0, proc.stderr[-2000:]
     foreach, fused, speedup = proc.stdout.strip().splitlines()[-1].split("\t")
     assert float(foreach) > 0 and float(fused) > 0 and float(speedup) > 0
+
+
+def test_data_startup_bench_runs_every_case(tmp_path, repo_root):
+    proc = subprocess.run(
+        [sys.executable, "bench/data_startup.py", "--config", "gpt2_reversal_small.yaml",
+         f"data.train={reversal_dir(tmp_path)}"],
+        cwd=repo_root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line.split("\t") for line in proc.stdout.strip().splitlines()[1:]]
+    assert [line[1] for line in lines] == ["every_start", "cold", "warm", "ratio every_start/warm"]
+    assert lines[0][3] == lines[1][3] == lines[2][3] and int(lines[2][3]) > 0  # the same rows each way
+
+
+def test_generation_bench_compares_with_transformers(tmp_path, repo_root, smollm2_dir):
+    chats = tmp_path / "prompts.jsonl"
+    records = [gsm8k_record(f"What is {i} + 3?", f"Add.\nIt is {i + 3}.\n#### {i + 3}") for i in range(3)]
+    chats.write_text("".join(json.dumps(r) + "\n" for r in records))
+    proc = subprocess.run(
+        [sys.executable, "bench/generation.py", "--model", str(smollm2_dir), "--data", str(chats), "--batch", "1",
+         "--batch", "3", "--new-tokens", "6", "--repeats", "1"],
+        cwd=repo_root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("\t") for line in proc.stdout.strip().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["1", "3"]
+    assert [r[6] for r in rows] == ["1/1", "3/3"]  # greedy: token for token equal to transformers'
+    assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)

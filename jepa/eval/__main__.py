@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -131,7 +132,7 @@ def run_reversal(args: argparse.Namespace) -> None:
     )
 
 
-def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list[Row], int]:
+def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, Sequence[Row], int]:
     """The JEPA rows of the `train` probes in --valid (forward fact + predictors vs the reverse fact)."""
     if not (args.valid and args.vocab):
         raise ValueError("views --mode reversal needs --valid FILE and --vocab FILE")
@@ -148,7 +149,7 @@ def reversal_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfi
     return loaded, cfg, rows, vocab["<pad>"] if "<pad>" in vocab else 0
 
 
-def chat_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, list[Row], int]:
+def chat_view_rows(args: argparse.Namespace) -> tuple[EvalModel, LayoutConfig, Sequence[Row], int]:
     """The rows of the first --limit chat records ({"messages": [...]}) in --data, laid out for --mode (step or
     jepa) exactly as training lays them out."""
     if not args.data:

@@ -16,6 +16,7 @@ hidden state at each row's ``pred_index`` / ``target_index``):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -88,7 +89,7 @@ def view_diagnostics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, floa
 def collect_views(
     model: CausalLM,
     predictors: PredictorEmbeddings | None,
-    rows: list[Row],
+    rows: Sequence[Row],
     pad_id: int,
     *,
     batch_size: int = 16,
@@ -123,7 +124,7 @@ def collect_views(
 
 
 def evaluate_views(
-    model: CausalLM, predictors: PredictorEmbeddings | None, rows: list[Row], pad_id: int, *, batch_size: int = 16
+    model: CausalLM, predictors: PredictorEmbeddings | None, rows: Sequence[Row], pad_id: int, *, batch_size: int = 16
 ) -> dict[str, float]:
     """:func:`view_diagnostics` of the rows' views (see :func:`collect_views`)."""
     return view_diagnostics(*collect_views(model, predictors, rows, pad_id, batch_size=batch_size))

@@ -29,7 +29,7 @@ from jepa.objective import Objective
 @torch.no_grad()
 def heldout_lm_loss(
     model: CausalLM,
-    rows: list[Row],
+    rows: Sequence[Row],
     pad_id: int,
     batch_size: int = 16,
     progress: bool | None = None,

@@ -8,12 +8,14 @@ then the newest checkpoint restored when the run resumes. Nothing is written to 
 from __future__ import annotations
 
 import importlib
+import sys
 import warnings
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
-from jepa.data.datasets import Dataset, dataset_class
+from jepa.data.datasets import Dataset, load_dataset
 from jepa.data.layouts import MODES
 from jepa.eval.hooks import EvalHook
 from jepa.models import build_model, load_pretrained
@@ -24,7 +26,7 @@ from jepa.objective import Objective
 from jepa.train.checkpoint import CheckpointMismatch, all_step_dirs, apply_checkpoint, read_checkpoint, step_dirs
 from jepa.train.config import TrainConfig, check_paths
 from jepa.train.data import EpochSampler
-from jepa.train.distributed import init_world, seed_everything
+from jepa.train.distributed import WorldInfo, init_world, seed_everything
 from jepa.train.flops import FlopCounter, peak_tflops
 from jepa.train.optim import AUTOCAST_DTYPES, LRSchedule, make_optimizer
 from jepa.train.parallel import DDP, strategy
@@ -50,7 +52,7 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         torch.set_num_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)
 
-    dataset = load_dataset(cfg)
+    dataset = train_dataset(cfg, world, verbose and world.is_main)
     s = cfg.schedule
     sampler = EpochSampler(
         len(dataset.rows), s.batch_size * s.grad_accum * world.world_size, cfg.run.seed, cfg.data.shuffle
@@ -127,11 +129,36 @@ def attention_kind(cfg: TrainConfig, model: CausalLM, device: torch.device) -> s
     return "flex"
 
 
-def load_dataset(cfg: TrainConfig) -> Dataset:
-    """The rows of `data.train` laid out for `layout.mode`; with lambda = 0 plain SFT rows (no JEPA segments)."""
-    dataset = dataset_class(cfg.layout.mode).load(cfg.data, cfg.layout, cfg.tokenizer_dir)
+def train_dataset(cfg: TrainConfig, world: WorldInfo | None = None, verbose: bool = False) -> Dataset:
+    """The rows of `data.train` laid out for `layout.mode` (through the row cache, `jepa.data.datasets.load_dataset`);
+    with lambda = 0 plain SFT rows (no JEPA segments). Several processes: rank 0 reads or builds the cache entry
+    while the others wait, then they read it (an error on rank 0 is raised on every rank, not left to a timeout)."""
+
+    def warn(text: str) -> None:  # as TrainState.warn: once, verbose or not
+        if world is None or world.is_main:
+            print(f"warning: {text}", file=sys.stderr)
+
+    def load(progress: bool) -> Dataset:
+        return load_dataset(cfg.data, cfg.layout, cfg.tokenizer_dir, progress=progress, warn=warn)
+
+    if world is None or not world.is_distributed or not cfg.data.cache:
+        dataset = load(progress=verbose)
+    else:
+        error = [""]
+        if world.is_main:
+            try:
+                dataset = load(progress=verbose)
+            except BaseException as exc:
+                error[0] = " ".join(str(exc).split()) or type(exc).__name__
+                dist.broadcast_object_list(error, src=0, group=world.wait_group)
+                raise
+        dist.broadcast_object_list(error, src=0, group=world.wait_group)
+        if error[0]:
+            raise ValueError(error[0])
+        if not world.is_main:
+            dataset = load(progress=False)
     if cfg.jepa.lam == 0:
-        dataset.rows = [r.lm_only() for r in dataset.rows]
+        dataset.rows = dataset.rows.lm_only()
     dataset.truncation_problems(cfg.layout.max_length)  # raises when nothing would be trained
     return dataset
 
@@ -141,13 +168,13 @@ def check_model_fits_data(cfg: TrainConfig, model: CausalLM, dataset: Dataset) -
     limit (GPT-2's learnt table); else ValueError naming the key, before any step (an IndexError in the first
     forward pass otherwise)."""
     rows = model.embed_tokens.weight.shape[0]
-    top_id = max([dataset.pad_id] + [max(r.input_ids, default=0) for r in dataset.rows])
+    top_id = max(dataset.pad_id, dataset.rows.max_token_id())
     if top_id >= rows:
         where = f"model.path: {cfg.model.path}" if cfg.model.path else "model.arch.vocab_size"
         raise ValueError(f"{where}: the data uses token id {top_id} but the model's embedding has {rows} rows (a "
                          "tokenizer with more tokens than the weights?)")  # fmt: skip
     limit = getattr(model, "max_positions", None)
-    top_position = max((max(r.position_ids, default=0) for r in dataset.rows), default=0)
+    top_position = dataset.rows.max_position()
     if limit is not None and top_position >= limit:
         raise ValueError(f"the rows reach position {top_position} but the model has {limit} positions "
                          "(model.arch.n_positions); lower layout.predictors / layout.max_length or raise the "
