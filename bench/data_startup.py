@@ -47,8 +47,8 @@ def measure(config: str, overrides: list[str], case: str) -> dict[str, float]:
     base = rss_mib()
     started = time.perf_counter()
     dataset = train_dataset(cfg)
-    rows = list(dataset.rows) if case == "every_start" else dataset.rows  # Python Row lists, as held before
     seconds = time.perf_counter() - started
+    rows = list(dataset.rows) if case == "every_start" else dataset.rows  # Python Row lists, as held before
     gc.collect()
     loaded = rss_mib() - base
     tokens = sum(len(row.input_ids) for row in rows)  # every row read once, as an epoch reads them

@@ -36,8 +36,9 @@ from jepa.train.config import load_config  # noqa: E402
 from jepa.train.step import next_micro_batches, train_step  # noqa: E402
 
 
-def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -> None:
-    """Child process: time `steps` optimizer steps after `warmup` ones; put a result dict on `queue`."""
+def measure(config: str, overrides: list[str], warmup: int, steps: int, queue, top_ops: int = 0) -> None:
+    """Child process: time `steps` optimizer steps after `warmup` ones; put a result dict on `queue`. `top_ops` > 0:
+    one more step under torch.profiler, its `top_ops` ops by self CPU time as (name, share of the step)."""
     if "distributed.strategy=fsdp" in overrides:  # FSDP runs under torchrun: its environment, for one process
         torchrun_env(rank=0, world_size=1, port=free_port())
     with tempfile.TemporaryDirectory() as runs:  # build() resumes from run.dir: a fresh, empty one
@@ -66,6 +67,15 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    ops = []
+    if top_ops:
+        micro_batches = next_micro_batches(state)
+        with torch.profiler.profile() as profiler:
+            train_step(state, micro_batches)
+        events = profiler.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        ops = [(e.key, e.self_cpu_time_total / total) for e in sorted(events, key=lambda e: -e.self_cpu_time_total)]
+        ops = ops[:top_ops]
     # The fastest step: on a shared machine the others measure the neighbours' load, not this code.
     best = min(range(steps), key=lambda k: times[k])
     queue.put(
@@ -82,6 +92,7 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue) -
             "trainable_m": sum(p.numel() for p in state.trainable_parameters) / 1e6,
             "device": str(device),
             "threads": torch.get_num_threads(),
+            "top_ops": ops,
         }
     )
 
@@ -98,12 +109,14 @@ def torchrun_env(rank: int, world_size: int, port: int) -> None:
                       MASTER_PORT=str(port))  # fmt: skip
 
 
-def run_once(config: str, overrides: list[str], warmup: int, steps: int, timeout_s: float | None = None) -> dict:
+def run_once(
+    config: str, overrides: list[str], warmup: int, steps: int, timeout_s: float | None = None, top_ops: int = 0
+) -> dict:
     """`measure` in a child process; {"error": ...} when it fails (its traceback is on stderr already) or runs past
     `timeout_s` (then it is killed)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    child = ctx.Process(target=measure, args=(config, overrides, warmup, steps, queue))
+    child = ctx.Process(target=measure, args=(config, overrides, warmup, steps, queue, top_ops))
     child.start()
     child.join(timeout_s)
     if child.is_alive():

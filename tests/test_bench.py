@@ -112,3 +112,39 @@ def test_generation_bench_compares_with_transformers(tmp_path, repo_root, smollm
     assert [r[0] for r in rows] == ["1", "3"]
     assert [r[6] for r in rows] == ["1/1", "3/3"]  # greedy: token for token equal to transformers'
     assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+
+
+def test_cpu_mfu_bench_reports_both_modes(tmp_path, repo_root, smollm2_dir):
+    import yaml
+
+    from tests.train.helpers import stp_chat_config
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(stp_chat_config(tmp_path, smollm2_dir)))
+    proc = subprocess.run(
+        [sys.executable, "bench/cpu_mfu.py", "--config", str(config), "--batch", "2", "--steps", "1", "--repeats",
+         "1", "--threads", "1", "--top-ops", "3"],
+        cwd=repo_root, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("\t") for line in proc.stdout.strip().splitlines()[1:3]]
+    assert [r[0] for r in rows] == ["regular", "jepa"]
+    for r in rows:
+        assert 0 < float(r[4]) and 0 < float(r[5]) and r[6].endswith("%") and len(r[7].split(", ")) == 3
+    assert int(rows[1][2]) > int(rows[0][2])  # jepa mode adds the view tokens to the same examples
+
+
+def test_step_spread_bench_runs_every_setting(tmp_path, repo_root, smollm2_dir):
+    import yaml
+
+    from tests.train.helpers import stp_chat_config
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(stp_chat_config(tmp_path, smollm2_dir)))
+    proc = subprocess.run([sys.executable, "bench/step_spread.py", "--config", str(config), "--repeats", "2"],
+                          cwd=repo_root, capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("\t") for line in proc.stdout.strip().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["default", "prefetching", "malloc_keep"]
+    for r in rows:
+        assert 0 < float(r[1]) <= float(r[2]) <= float(r[3]) and r[4].endswith("%") and float(r[5]) >= 0
