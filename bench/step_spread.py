@@ -59,7 +59,8 @@ def measure(config: str, overrides: list[str], repeats: int, prefetching: bool) 
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     stop.set()
     median = statistics.median(times)
-    return {"fastest": min(times), "median": median, "slowest": max(times), "spread": (max(times) - min(times)) / median,
+    spread = (max(times) - min(times)) / median
+    return {"fastest": min(times), "median": median, "slowest": max(times), "spread": spread,
             "faults": statistics.median(faults), "threads": torch.get_num_threads()}  # fmt: skip
 
 
