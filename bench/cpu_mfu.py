@@ -5,8 +5,8 @@
    shape, full fine-tuning, fp32), with one more step profiled for its top ops.
 2. This machine's fp32 matmul rate at the same shapes: every nn.Linear of the model (counted by shape) at the
    step's token count, its three matmuls of a training step (forward, input gradient, weight gradient), plus the
-   LM head's at the step's label tokens; model FLOPs / time, the best of `--repeats` (measured before and after
-   the steps, so a neighbour's load lowers the step's figure and the limit alike).
+   LM head's at the step's label tokens; model FLOPs / time, the best of `--repeats`, measured right after the
+   mode's steps. Both figures need a machine nobody else is using: a neighbour's load moves them differently.
 MFU = the step's model FLOP/s (jepa/train/flops.py: real tokens only, padding and masked pairs not counted) /
 that rate. What the rest of the step is: the top ops (attention, elementwise, AdamW).
 Run: `python bench/cpu_mfu.py [--batch 4] [--steps 3] [--threads N]`.

@@ -37,7 +37,12 @@ def runs(tmp_path_factory, smollm2_dir):
     train(config_from_dict(stp_chat_config(root, smollm2_dir, run={"name": "stp_single"})), progress=False)
     two = [
         stp_chat_config(root, smollm2_dir, run={"name": "stp_double"}, schedule={"grad_accum": 1}),
-        reversal_config(root, run={"name": "double"}, schedule={"max_steps": 4, "grad_accum": 1}),
+        reversal_config(
+            root,
+            run={"name": "double"},
+            schedule={"max_steps": 4, "grad_accum": 1},
+            data={"cache_dir": str(root / "rowcache")},  # empty: rank 0 lays out, rank 1 waits and reads
+        ),
         reversal_config(
             root,
             run={"name": "gathered"},
@@ -54,6 +59,11 @@ def runs(tmp_path_factory, smollm2_dir):
 
 def _losses(run_dir) -> list[float]:
     return [json.loads(ln)["loss"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_share_one_row_cache_entry(runs):
+    entries = list((runs.parent / "rowcache").iterdir())
+    assert len(entries) == 1 and (entries[0] / "manifest.json").is_file()  # one entry, no half-written copy
 
 
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(runs):
