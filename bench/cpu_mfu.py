@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import nn
-from train_throughput import run_once  # bench/ is on sys.path when a bench runs as a script
 
-from jepa.models import build_model
-from jepa.train.config import load_config
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when run through runpy (the --help test)
+
+from train_throughput import run_once  # noqa: E402
+
+from jepa.models import build_model  # noqa: E402
+from jepa.train.config import load_config  # noqa: E402
 
 
 def linear_shapes(config: str, overrides: list[str]) -> tuple[Counter[tuple[int, int]], tuple[int, int]]:
