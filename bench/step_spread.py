@@ -4,10 +4,10 @@
 in a fresh process per setting; per setting: the fastest, median and slowest step, the spread (slowest -
 fastest) / median, and the minor page faults a step takes (memory the allocator gave back to the kernel and
 takes again, zero-filled, at every step). Settings:
-  default        as the trainer runs
-  prefetching    a background thread collating other steps meanwhile (what `data.prefetch` does in the loop)
-  malloc_keep    glibc told to keep freed memory (MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_, set before
-                 the process starts): no page faults from returned memory
+  default        as the trainer runs (`run.keep_freed_memory`: glibc keeps what a step frees, jepa/train/allocator.py)
+  returned       run.keep_freed_memory=false: glibc returns freed memory to the kernel, the next step faults it in
+  prefetching    default, plus a thread collating the next step's batch while each step runs (as `data.prefetch`
+                 does in the loop)
 Run: `python bench/step_spread.py [--config smollm2_step.yaml] [--repeats 8] [overrides ...]`.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import queue
 import resource
 import statistics
 import subprocess
@@ -24,8 +24,7 @@ import tempfile
 import threading
 import time
 
-MALLOC_KEEP = {"MALLOC_TRIM_THRESHOLD_": str(1 << 40), "MALLOC_MMAP_THRESHOLD_": str(1 << 25)}
-SETTINGS = {"default": {}, "prefetching": {}, "malloc_keep": MALLOC_KEEP}
+SETTINGS = {"default": [], "returned": ["run.keep_freed_memory=false"], "prefetching": []}
 
 
 def measure(config: str, overrides: list[str], repeats: int, prefetching: bool) -> dict[str, float]:
@@ -38,26 +37,29 @@ def measure(config: str, overrides: list[str], repeats: int, prefetching: bool) 
     with tempfile.TemporaryDirectory() as runs:
         state = build(load_config(config, [*overrides, f"run.dir={runs}", "checkpoint.resume=none"]), verbose=False)
     batches = next_micro_batches(state)
-    stop = threading.Event()
-    if prefetching:  # collate later steps in a thread, as the loop's Prefetcher does, while the steps run
+    turns: queue.Queue[int | None] = queue.Queue()
 
-        def collate_forever() -> None:
-            sampler, step = state.sampler, 1
-            while not stop.is_set():
-                step_micro_batches(state, sampler.next_batch(), step)
-                step += 1
-                time.sleep(0.001)
+    def collate_next() -> None:  # one step's batch collated per step, as the loop's Prefetcher does in steady state
+        step = 1
+        while turns.get() is not None:
+            step_micro_batches(state, state.sampler.next_batch(), step)
+            step += 1
 
-        threading.Thread(target=collate_forever, daemon=True).start()
+    collator = threading.Thread(target=collate_next)
+    if prefetching:
+        collator.start()
     times, faults = [], []
     for i in range(repeats + 1):  # the first step warms up
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         started = time.perf_counter()
+        turns.put(i)
         train_step(state, batches)
         if i:
             times.append(time.perf_counter() - started)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    stop.set()
+    turns.put(None)
+    if prefetching:
+        collator.join()  # a thread still inside torch at exit aborts the process
     median = statistics.median(times)
     spread = (max(times) - min(times)) / median
     return {"fastest": min(times), "median": median, "slowest": max(times), "spread": spread,
@@ -79,8 +81,8 @@ def main() -> None:
     for name in args.setting or SETTINGS:
         proc = subprocess.run(
             [sys.executable, __file__, "--config", args.config, "--repeats", str(args.repeats), "--case", name,
-             *args.overrides],
-            capture_output=True, text=True, env={**os.environ, **SETTINGS[name]},
+             *args.overrides, *SETTINGS[name]],
+            capture_output=True, text=True,
         )  # fmt: skip
         if proc.returncode != 0:
             sys.exit(f"{name}: {proc.stderr.strip().splitlines()[-1]}")
