@@ -127,7 +127,14 @@ class Dataset:
         skipped = SkippedLines()
         skipped.update(facts["skipped"])
         skipped.where = facts["skipped_where"]
-        dataset = cls(rows, facts["pad_id"], facts["vocab_size"], facts["jepa_truncated"], skipped, cfg.train)
+        dataset = cls(
+            rows=rows,
+            pad_id=facts["pad_id"],
+            vocab_size=facts["vocab_size"],
+            jepa_truncated=facts["jepa_truncated"],
+            skipped=skipped,
+            source=cfg.train,
+        )
         dataset.attach(cfg, tokenizer_dir)
         return dataset
 
