@@ -5,8 +5,7 @@ Prompts: the first records of an NL-RX (or any chat) jsonl through the chat temp
 as the evaluation builds them. Both stop a row at the template's stop tokens; a batch ends when every row has
 stopped or `--new-tokens` were generated. Per batch size: tokens/s (tokens kept / wall time) and
 time-to-first-token (prefill + the first token), the median of `--repeats` interleaved runs (ours, theirs, ...),
-and whether the outputs are equal token for token; beside them ours with the finished rows kept in the batch
-(`compact_below=0`: what dropping them gains). Goal on a CPU: ours >= 1.5x at batch 16, >= 1x at batch 1.
+and whether the outputs are equal token for token. Goal on a CPU: ours >= 1.5x at batch 16, >= 1x at batch 1.
 Run: `python bench/generation.py [--model DIR] [--data FILE] [--batch 1 --batch 16] [--threads N]`.
 """
 
@@ -24,11 +23,11 @@ from jepa.models import generate, load_pretrained
 from jepa.tokenizer import Tokenizer
 
 
-def ours_fn(model, prompts, new_tokens, stop_ids, pad_id, compact_below=0.75):
+def ours_fn(model, prompts, new_tokens, stop_ids, pad_id):
     def run():
         first = []
         started = time.perf_counter()
-        out = generate(model, prompts, new_tokens, stop_ids=stop_ids, pad_id=pad_id, compact_below=compact_below,
+        out = generate(model, prompts, new_tokens, stop_ids=stop_ids, pad_id=pad_id,
                        on_step=lambda *_: first or first.append(time.perf_counter()))  # fmt: skip
         return out, time.perf_counter() - started, first[0] - started
 
@@ -90,13 +89,11 @@ def main() -> None:
         args.model, dtype=torch.float32, attn_implementation="sdpa"
     ).eval()
     stop_ids, pad_id = tuple(tokenizer.stop_ids), tokenizer.pad_id
-    print("batch\tours tok/s\ttheirs tok/s\tratio\tours TTFT s\ttheirs TTFT s\tequal rows\ttokens\t"
-          "ours, finished rows kept tok/s")  # fmt: skip
+    print("batch\tours tok/s\ttheirs tok/s\tratio\tours TTFT s\ttheirs TTFT s\tequal rows\ttokens")
     for batch in args.batch or [1, 16]:
         prompts = [tokenizer.encode_chat(prompt_messages(r), add_generation_prompt=True).ids for r in records[:batch]]
         runs = {"ours": ours_fn(ours, prompts, args.new_tokens, stop_ids, pad_id),
-                "theirs": theirs_fn(theirs, prompts, args.new_tokens, stop_ids, pad_id),
-                "kept": ours_fn(ours, prompts, args.new_tokens, stop_ids, pad_id, compact_below=0.0)}  # fmt: skip
+                "theirs": theirs_fn(theirs, prompts, args.new_tokens, stop_ids, pad_id)}  # fmt: skip
         seconds: dict[str, list[float]] = {name: [] for name in runs}
         ttft: dict[str, list[float]] = {name: [] for name in runs}
         outputs = {}
@@ -106,11 +103,11 @@ def main() -> None:
                 seconds[name].append(total)
                 ttft[name].append(first)
         tokens = sum(len(o) for o in outputs["ours"])
-        equal = sum(a == b == c for a, b, c in zip(outputs["ours"], outputs["theirs"], outputs["kept"]))
+        equal = sum(a == b for a, b in zip(outputs["ours"], outputs["theirs"]))
         rate = {name: tokens / statistics.median(s) for name, s in seconds.items()}
         print(f"{batch}\t{rate['ours']:.1f}\t{rate['theirs']:.1f}\t{rate['ours'] / rate['theirs']:.2f}x\t"
               f"{statistics.median(ttft['ours']):.3f}\t{statistics.median(ttft['theirs']):.3f}\t"
-              f"{equal}/{len(prompts)}\t{tokens}\t{rate['kept']:.1f}", flush=True)  # fmt: skip
+              f"{equal}/{len(prompts)}\t{tokens}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
 in a fresh process per setting; per setting: the fastest, median and slowest step, the spread (slowest -
 fastest) / median, and the minor page faults a step takes (memory the allocator gave back to the kernel and
 takes again, zero-filled, at every step). Settings:
-  default        as the trainer runs (`run.keep_freed_memory`: glibc keeps what a step frees, jepa/train/allocator.py)
-  returned       run.keep_freed_memory=false: glibc returns freed memory to the kernel, the next step faults it in
+  default        as the trainer runs
+  malloc_keep    glibc told to keep freed memory (MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_, set before the
+                 process starts): fewer page faults from memory returned to the kernel and taken again
   prefetching    default, plus a thread collating the next step's batch while each step runs (as `data.prefetch`
                  does in the loop)
 Run: `python bench/step_spread.py [--config smollm2_step.yaml] [--repeats 8] [overrides ...]`.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import resource
 import statistics
@@ -24,7 +26,8 @@ import tempfile
 import threading
 import time
 
-SETTINGS = {"default": [], "returned": ["run.keep_freed_memory=false"], "prefetching": []}
+MALLOC_KEEP = {"MALLOC_TRIM_THRESHOLD_": str(1 << 40), "MALLOC_MMAP_THRESHOLD_": str(1 << 25)}
+SETTINGS = {"default": {}, "malloc_keep": MALLOC_KEEP, "prefetching": {}}
 
 
 def measure(config: str, overrides: list[str], repeats: int, prefetching: bool) -> dict[str, float]:
@@ -81,8 +84,8 @@ def main() -> None:
     for name in args.setting or SETTINGS:
         proc = subprocess.run(
             [sys.executable, __file__, "--config", args.config, "--repeats", str(args.repeats), "--case", name,
-             *args.overrides, *SETTINGS[name]],
-            capture_output=True, text=True,
+             *args.overrides],
+            capture_output=True, text=True, env={**os.environ, **SETTINGS[name]},
         )  # fmt: skip
         if proc.returncode != 0:
             sys.exit(f"{name}: {proc.stderr.strip().splitlines()[-1]}")

@@ -145,6 +145,6 @@ def test_step_spread_bench_runs_every_setting(tmp_path, repo_root, smollm2_dir):
                           cwd=repo_root, capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split("\t") for line in proc.stdout.strip().splitlines()[1:]]
-    assert [r[0] for r in rows] == ["default", "returned", "prefetching"]
+    assert [r[0] for r in rows] == ["default", "malloc_keep", "prefetching"]
     for r in rows:
         assert 0 < float(r[1]) <= float(r[2]) <= float(r[3]) and r[4].endswith("%") and float(r[5]) >= 0

@@ -55,13 +55,6 @@ class KVCache:
     def advance(self, n: int) -> None:
         self.length += n
 
-    def keep_rows(self, rows: torch.Tensor) -> None:
-        """Keep only the sequences `rows` (indices into the batch, in that order): generation drops the rows that
-        have finished, so later steps compute only the running ones."""
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
-        self.positions = self.positions.index_select(0, rows)
-
 
 def attend(
     q: torch.Tensor,

@@ -37,19 +37,16 @@ def generate(
     generator: torch.Generator | None = None,
     on_step: Callable[[int, int], None] | None = None,
     on_token: Callable[[int, int], None] | None = None,
-    compact_below: float = 0.75,
 ) -> list[list[int]]:
     """Continue each prompt (token-id lists of any lengths); returns the new ids of each, stop token excluded.
 
     Prompts are left-padded; position ids count real tokens only and padded keys are masked out, so a
     prompt's continuation does not depend on what it is batched with. A decoding step reads the device once (the
-    chosen tokens; stop tokens are found in that read), and once the running rows are fewer than `compact_below`
-    of the batch, the finished ones are dropped from it (the KV cache keeps the running rows), so a long answer
-    does not keep paying for the short ones beside it. `on_step(new_tokens, finished)` is called after every
-    decoding step with the tokens it added and the sequences it ended (at a stop token or at `max_new_tokens`):
-    over a call, `finished` sums to the number of prompts. `on_token(row, token)` gets each kept token as it is
-    chosen (streaming; a stop token is not passed). With sampling, dropping rows changes which random numbers each
-    row draws, so sampled outputs depend on the batch (greedy ones do not).
+    chosen tokens; stop tokens are found in that read); a row that has stopped decodes on with the others, its
+    tokens not kept (dropping it from the batch was tried: no faster on CPU, where the weight matmuls dominate).
+    `on_step(new_tokens, finished)` is called after every decoding step with the tokens it added and the sequences
+    it ended (at a stop token or at `max_new_tokens`): over a call, `finished` sums to the number of prompts.
+    `on_token(row, token)` gets each kept token as it is chosen (streaming; a stop token is not passed).
     """
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -70,8 +67,7 @@ def generate(
     h = model(ids, attn_mask=mask[:, None], position_ids=positions, cache=cache)
     next_pos = positions[:, -1] + 1
     stop = set(stop_ids)
-    rows = list(range(B))  # the prompt of each row of the current batch
-    done = [False] * B  # per row of the current batch: it has met a stop token
+    done = [False] * B  # the row has met a stop token
     out: list[list[int]] = [[] for _ in range(B)]
     for step in range(max_new_tokens):
         token = sample_next(model.logits(h[:, -1]).float(), temperature, top_p, generator)
@@ -83,22 +79,16 @@ def generate(
             if t in stop:
                 done[i], ended = True, ended + 1
                 continue
-            out[rows[i]].append(t)
+            out[i].append(t)
             if on_token is not None:
-                on_token(rows[i], t)
-        running = [i for i in range(len(rows)) if not done[i]]
-        last = not running or step == max_new_tokens - 1
+                on_token(i, t)
+        running = B - sum(done)
+        last = running == 0 or step == max_new_tokens - 1
         if on_step is not None:
-            on_step(len(running), ended + (len(running) if last else 0))
+            on_step(running, ended + (running if last else 0))
         if last:
             break
-        if len(running) < compact_below * len(rows):  # drop the finished rows from the batch
-            keep = torch.tensor(running, device=device)
-            cache.keep_rows(keep)
-            key_valid, next_pos, token = key_valid[keep], next_pos[keep], token[keep]
-            rows, done = [rows[i] for i in running], [False] * len(running)
         key_valid[:, P + step] = True
-        # a finished row that is still in the batch decodes on (its tokens are not kept)
         step_mask = key_valid[:, None, None, : P + step + 1]
         h = model(token[:, None], attn_mask=step_mask, position_ids=next_pos[:, None], cache=cache)
         next_pos = next_pos + 1

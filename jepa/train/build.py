@@ -23,7 +23,6 @@ from jepa.models.base import CausalLM
 from jepa.models.lora import apply_lora, cast_frozen_bases
 from jepa.models.predictors import PredictorEmbeddings
 from jepa.objective import Objective
-from jepa.train.allocator import keep_freed_memory
 from jepa.train.checkpoint import CheckpointMismatch, all_step_dirs, apply_checkpoint, read_checkpoint, step_dirs
 from jepa.train.config import TrainConfig, check_paths
 from jepa.train.data import EpochSampler
@@ -51,8 +50,6 @@ def build(cfg: TrainConfig, eval_hook: EvalHook | None = None, verbose: bool = T
         raise ValueError("model.attention: flex has no backward on CPU (torch 2.13); use sdpa or run on a GPU")
     if cfg.run.threads and world.device.type == "cpu":
         torch.set_num_threads(cfg.run.threads)
-    if cfg.run.keep_freed_memory and world.device.type == "cpu":
-        keep_freed_memory()
     seed_everything(cfg.run.seed)
 
     dataset = train_dataset(cfg, world, verbose and world.is_main)

@@ -56,12 +56,6 @@ class RunConfig(Section):
         "auto", "auto = cuda when available (torchrun: cuda:LOCAL_RANK), else cpu; or cpu, cuda", resume=True
     )
     threads: int | None = setting(None, "torch.set_num_threads on CPU; null = torch's default", resume=True)
-    keep_freed_memory: bool = setting(
-        True,
-        "CPU on Linux: glibc keeps the memory a step frees for the next one instead of returning it to the kernel "
-        "(which the next step faults back in, zero-filled)",
-        resume=True,
-    )
     log_every: int = setting(
         1, "metrics.jsonl gets every optimizer step; the progress bar refreshes every N steps", resume=True
     )
