@@ -207,7 +207,3 @@ class RowStore(Sequence[Row]):
 
     def nbytes(self) -> int:
         return sum(int(v.nbytes) for v in self.arrays.values())
-
-
-def as_row_store(rows: RowStore | Sequence[Row]) -> RowStore:
-    return rows if isinstance(rows, RowStore) else RowStore.from_rows(rows)
