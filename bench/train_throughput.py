@@ -47,7 +47,7 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue, t
     device = state.world.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times, tokens, lm_tokens, real, tflops, mfu = [], [], [], [], [], []
+    times, tokens, lm_tokens, real, tflops, mfu, mfu_6n = [], [], [], [], [], [], []
     for i in range(warmup + steps):
         micro_batches = next_micro_batches(state)
         if device.type == "cuda":
@@ -63,6 +63,7 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue, t
             real.append(metrics["real_token_fraction"])
             tflops.append(metrics["tflops"])
             mfu.append(metrics.get("mfu"))
+            mfu_6n.append(metrics.get("mfu_6n", metrics.get("mfu")))  # full fine-tuning: the one count is 6N
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -86,6 +87,7 @@ def measure(config: str, overrides: list[str], warmup: int, steps: int, queue, t
             "median_s": sorted(times)[steps // 2],
             "tflops": tflops[best],
             "mfu": mfu[best],
+            "mfu_6n": mfu_6n[best],
             "real": sum(real) / len(real),
             "peak_mib": peak,
             "rows": state.sampler.global_batch,

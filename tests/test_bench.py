@@ -31,7 +31,7 @@ def test_the_default_gpu_check_plan_fits_eight_minutes(repo_root):
                           text=True)  # fmt: skip
     lines = proc.stdout.strip().splitlines()
     stages = [line.split("\t") for line in lines[:-1]]
-    assert [s[0] for s in stages] == ["probe", "cuda tests", "step 1B packed", "fsdp", "extras"]
+    assert [s[0] for s in stages] == ["probe", "cuda tests", "step 1B", "fsdp", "extras"]
     total = lines[-1].split("\t")
     assert total[0] == "total" and int(total[1]) == sum(int(s[1]) for s in stages) <= 480
 
@@ -39,17 +39,17 @@ def test_the_default_gpu_check_plan_fits_eight_minutes(repo_root):
 @pytest.mark.slow  # one process per setting
 def test_gpu_check_runs_its_default_plan_stage_by_stage(tmp_path, repo_root, smollm2_dir):
     proc, report = _gpu_check(tmp_path, repo_root, smollm2_dir)
-    assert list(report["stages"]) == ["probe", "cuda tests", "step 1B packed", "fsdp", "extras"]
+    assert list(report["stages"]) == ["probe", "cuda tests", "step 1B", "fsdp", "extras"]
     for name, stage in report["stages"].items():
         assert stage["seconds"] <= stage["timeout_s"] + 15, name  # each stage kept (about) to its budget
     assert report["probe"]["torch"] == __import__("torch").__version__ and "flex_autocast" in report["probe"]
     expected = [
-        "step sdpa packed",
-        "step sdpa packed fsdp",
-        "step sdpa padded",
+        "step seed padded",
+        "step recipe eager sdpa fsdp",
+        "step recipe eager sdpa",
         "jepa sdpa packed",
         "reversal packed",
-    ]  # fmt: skip (flex: CUDA only)
+    ]  # fmt: skip (the recipe itself and flex: CUDA only)
     assert set(report["runs"]) == set(expected)
     for name, run in report["runs"].items():
         assert run["steps_s"] > 0 and run["tokens_s"] > 0 and run["tflops"] > 0, name
@@ -59,13 +59,16 @@ def test_gpu_check_runs_its_default_plan_stage_by_stage(tmp_path, repo_root, smo
 @pytest.mark.slow  # one process per setting
 def test_gpu_check_full_runs_every_setting_and_writes_its_figures(tmp_path, repo_root, smollm2_dir):
     _, report = _gpu_check(tmp_path, repo_root, smollm2_dir, "--full")
-    expected = ["step sdpa padded", "step sdpa packed", "step sdpa packed fsdp", "jepa sdpa padded",
+    expected = ["step seed padded", "step recipe eager sdpa", "step recipe eager sdpa fsdp", "jepa sdpa padded",
                 "jepa sdpa packed", "reversal padded", "reversal packed"]  # fmt: skip
     assert set(report["runs"]) == set(expected)
     for name, run in report["runs"].items():
         assert run["steps_s"] > 0 and run["tokens_s"] > 0 and run["tflops"] > 0, name
-    assert report["runs"]["step sdpa packed"]["real"] > report["runs"]["step sdpa padded"]["real"]
+    recipe, seed = report["runs"]["step recipe eager sdpa"], report["runs"]["step seed padded"]
+    assert recipe["real"] > seed["real"] and recipe["rows"] == seed["rows"]  # packed: the same rows a step
+    assert recipe["mfu_6n"] is None  # CPU: no peak is known, so no MFU
     assert report["ratios"]["jepa packed / padded tokens/s"] > 0
+    assert set(report["goals"]) == {"step recipe mfu_6n >= 0.40", "step recipe / seed padded tokens/s >= 3"}
 
 
 def test_softcap_attention_bench_runs(repo_root):

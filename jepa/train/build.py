@@ -195,7 +195,10 @@ def build_train_model(cfg: TrainConfig, dataset: Dataset, device: torch.device, 
                 f"model.arch.vocab_size: {arch['vocab_size']} is smaller than the data's "
                 f"vocabulary ({dataset.vocab_size})"
             )
-        model = build_model(arch, source="model.arch").to(device=device, dtype=dtype)
+        # Drawn on the CPU by default, so a seed gives the same initial weights on every device.
+        with torch.device(device if cfg.model.init_on == "device" else "cpu"):
+            model = build_model(arch, source="model.arch")
+        model = model.to(device=device, dtype=dtype)
     if cfg.lora.enabled:
         targets = cfg.lora.targets or list(model.lora_targets)
         apply_lora(model, targets, cfg.lora.rank, cfg.lora.alpha, dropout=cfg.lora.dropout)

@@ -284,8 +284,14 @@ def evaluate(state: TrainState, metrics_log: MetricsLog, stop: StopSignals) -> d
             state.print_main(f"eval step {state.step}: running")
             try:
                 with stop.interruptible(not state.world.is_distributed), showing_progress(state.verbose):
-                    # under the run's autocast, as training computes: LoRA's frozen bases are stored in its dtype
-                    with torch.no_grad(), autocast_context(state.cfg.precision.mode, state.world.device):
+                    # under the run's autocast, as training computes: LoRA's frozen bases are stored in its dtype.
+                    # Eagerly: generation's many (batch, length, cache) shapes would recompile `model.compile`'s
+                    # fullgraph blocks per shape, and past torch's recompile limit (8) fail.
+                    with (
+                        torch.no_grad(),
+                        autocast_context(state.cfg.precision.mode, state.world.device),
+                        torch.compiler.set_stance("force_eager"),
+                    ):
                         result = state.eval_hook(model, predictors, state.step)
             except StopNow as caught:
                 raise interrupted(state, caught.args[0], during=" during the evaluation") from None

@@ -45,3 +45,30 @@ def test_compiled_blocks_train_like_eager_ones(tmp_path, smollm2_dir, monkeypatc
     assert losses == pytest.approx(eager_losses, rel=1e-6, abs=1e-6)
     for name, value in params.items():
         torch.testing.assert_close(value, eager_params[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_compiled_run_evaluates_by_generation_without_recompiling(tmp_path, smollm2_dir, monkeypatch):
+    """Evaluation runs the model eagerly: greedy generation over prompts of many (batch, length) shapes, with a KV
+    cache and in eval mode, would otherwise recompile the fullgraph blocks per shape until torch's recompile limit
+    (8) and then fail (FailOnRecompileLimitHit). The compiled training graphs stay as they were."""
+    from jepa.models.generate import generate
+    from jepa.train.loop import train
+
+    monkeypatch.setattr(build_module, "COMPILE_BACKEND", "aot_eager")
+    outputs = []
+
+    def generating_hook(model, predictors, step):  # a dozen prompt shapes, as a generation task's batches give
+        prompts = [[[(3 * i + j) % 40 + 1 for j in range(2 + (i * 7 + b) % 23)] for b in range(1 + i % 4)]
+                   for i in range(12)]  # fmt: skip
+        outputs.append([generate(model, batch, 3 + i) for i, batch in enumerate(prompts)])
+        return {"generated": sum(len(o) for o in outputs[-1])}
+
+    raw = _configs(tmp_path, smollm2_dir, "llama jepa, LoRA, gradient checkpointing")
+    raw["model"] = {**raw.get("model", {}), "compile": True}
+    raw["eval"] = {"every": 2}
+    raw["schedule"] = {**raw["schedule"], "max_steps": 4}
+    torch._dynamo.reset()
+    counters.clear()
+    train(typed(raw), eval_hook=generating_hook, progress=False)
+    assert len(outputs) == 2 and all(len(o) == 12 for o in outputs)  # evaluated at steps 2 and 4
+    assert 1 <= counters["stats"]["unique_graphs"] <= 3  # the training graphs only

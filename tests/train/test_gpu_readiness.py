@@ -46,3 +46,30 @@ def test_the_gpu_stage_folder_carries_everything_the_check_reads_in_8_mib(tmp_pa
     raw = _chat(tmp_path / "from_stage", out / "tokenizer", "c")
     raw["run"]["device"] = "cpu"
     assert build(typed(raw), verbose=False).model.config.vocab_size == 49152
+
+
+def test_init_on_device_draws_a_from_scratch_models_weights_where_the_run_trains(tmp_path, monkeypatch):
+    """`model.init_on: device` builds a `model.arch` model on the run's device (a 1B model's random init then
+    takes seconds on the GPU, not minutes on its host's CPU); `cpu`, the default, builds it on the CPU whatever the
+    device, so a seed gives the same initial weights everywhere. The device here is `meta` (no memory): only
+    where the weights were first drawn tells the two apart."""
+    from types import SimpleNamespace
+
+    from jepa.train import build as build_module
+    from tests.train.helpers import reversal_config
+
+    drawn_on = []
+    real_build_model = build_module.build_model
+
+    def spy(arch, source):
+        model = real_build_model(arch, source)
+        drawn_on.append(next(model.parameters()).device.type)
+        return model
+
+    monkeypatch.setattr(build_module, "build_model", spy)
+    for init_on in ("cpu", "device"):
+        cfg = typed(reversal_config(tmp_path, model={"init_on": init_on}))
+        model = build_module.build_train_model(cfg, SimpleNamespace(vocab_size=64), torch.device("meta"),
+                                               SimpleNamespace(casts_for_compute=False))  # fmt: skip
+        assert next(model.parameters()).device.type == "meta"
+    assert drawn_on == ["cpu", "meta"]

@@ -252,3 +252,42 @@ def test_the_optimizer_is_fused_on_cpu_and_steps_as_the_foreach_one_does():
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
     assert any((p - q0).abs().max() > 1e-3 for p, q0 in zip(a.parameters(), tiny_llama().parameters()))
+
+
+def test_the_gpu_recipe_of_llama1b_step_is_the_seeds_step_in_one_packed_micro_batch(tmp_path, smollm2_dir):
+    """configs/llama1b_step.yaml trains the seed's 16 rows a step (batch 4 x accumulation 4) as ONE micro-batch
+    packed into rows of up to `data.pack_length` tokens, compiled, with FlexAttention: fewer, larger kernels. The
+    loss is normalised over the step, so the math is the seed's: on a tiny chat model with Step-JEPA rows the two
+    layouts give the same losses and weights over 2 steps (LoRA dropout off; sdpa and eager here, the CPU's)."""
+    from jepa.data.sources import gsm8k_record
+    from jepa.train.config import load_config
+    from tests.train.helpers import chat_config, tiny_chat_model_dir
+
+    recipe = load_config("llama1b_step.yaml")
+    assert (recipe.schedule.batch_size, recipe.schedule.grad_accum) == (16, 1)  # the seed's 4 x 4
+    assert recipe.data.pack_length >= 4 * recipe.layout.max_length
+    assert (recipe.model.compile, recipe.model.attention) == (True, "flex")
+    data = tmp_path / "train.jsonl"
+    steps = ["\n".join(f"Step {k}: add {k} to {i}." for k in range(2 + i % 3)) for i in range(32)]  # uneven rows
+    records = [gsm8k_record(f"What is {i} + {i % 5}?", f"{steps[i]}\n#### {i + i % 5}") for i in range(32)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    model_dir = tiny_chat_model_dir(tmp_path, smollm2_dir)
+    runs = {}
+    layouts = {
+        "seed": ({"batch_size": 4, "grad_accum": 4}, 0),
+        "recipe": ({"batch_size": recipe.schedule.batch_size, "grad_accum": 1}, recipe.data.pack_length),
+    }
+    for name, (schedule, pack_length) in layouts.items():
+        raw = chat_config(tmp_path / name, model_dir, data, data={"limit": 32, "pack_length": pack_length},
+                          schedule={**schedule, "max_steps": 2}, lora={"dropout": 0.0})  # fmt: skip
+        state = build(typed(raw), verbose=False)
+        initial = {key: value.clone() for key, value in state.objective.state_dict().items()}
+        batches = [next_micro_batches(state) for _ in range(2)]
+        losses = [train_step(state, micro_batches)["loss"] for micro_batches in batches]
+        runs[name] = (losses, state.objective.state_dict(), batches[0])
+    (seed_losses, seed_weights, seed_batches), (losses, weights, batches) = runs["seed"], runs["recipe"]
+    assert len(seed_batches) == 4 and len(batches) == 1 and batches[0].input_ids.shape[0] < 16  # packed
+    assert losses == pytest.approx(seed_losses, rel=1e-5)
+    for key, value in weights.items():
+        torch.testing.assert_close(value, seed_weights[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert any(not torch.equal(value, initial[key]) for key, value in weights.items())  # the steps trained
