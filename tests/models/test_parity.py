@@ -10,7 +10,9 @@ transformers = pytest.importorskip("transformers")
 
 
 def hf_logits(path, ids, attention_mask=None):
-    ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    # eager: transformers' reference path (5.17 picks SDPA for Gemma-2 by default, which drops its soft-cap)
+    ref = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    ref = ref.eval()
     with torch.no_grad():
         return ref(input_ids=ids, attention_mask=attention_mask).logits
 
@@ -100,6 +102,7 @@ def test_loads_what_transformers_saves(tmp_path):
         query_pre_attn_scalar=12,
         attn_logit_softcapping=2.0,
         final_logit_softcapping=3.0,
+        attn_implementation="eager",  # the soft-capping path (transformers 5.17 defaults to SDPA, which drops it)
     )
     gemma3 = transformers.Gemma3TextConfig(**small, head_dim=16, sliding_window=6, sliding_window_pattern=2,
                                            rope_scaling={"rope_type": "linear", "factor": 4.0})  # fmt: skip
