@@ -126,6 +126,11 @@ def test_mcnemar_exact_p_values():
     assert mcnemar_p(1, 9) == 2 * (1 + 10) / 1024
     assert mcnemar_p(3, 3) == 1.0 and mcnemar_p(0, 0) == 1.0
     assert mcnemar_p(9, 1) == mcnemar_p(1, 9)
+    # pooled over many seeds: more than 1,023 discordant pairs (2.0**n overflowed there)
+    assert mcnemar_p(0, 1131) == 0.0  # 2**-1130 is below the smallest float
+    assert mcnemar_p(1200, 1200) == 1.0
+    z = (abs(560 - 640) - 1) / math.sqrt(1200)  # the normal approximation with continuity correction
+    assert mcnemar_p(560, 640) == pytest.approx(math.erfc(z / math.sqrt(2)), rel=0.05)
 
 
 def test_runs_are_paired_example_by_example(tmp_path):
