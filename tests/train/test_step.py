@@ -290,4 +290,4 @@ def test_the_gpu_recipe_of_llama1b_step_is_the_seeds_step_in_one_packed_micro_ba
     assert losses == pytest.approx(seed_losses, rel=1e-5)
     for key, value in weights.items():
         torch.testing.assert_close(value, seed_weights[key], rtol=1e-5, atol=1e-6, msg=key)
-    assert any(not torch.equal(value, initial[key]) for key, value in weights.items())  # the steps trained
+    assert max((value - initial[key]).abs().max().item() for key, value in weights.items()) > 1e-4  # it trained
